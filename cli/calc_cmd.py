@@ -1,0 +1,171 @@
+"""``infermon calc``: size a deployment from a model config and a GPU, without a GPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from infermon.cli.errors import UserError
+from infermon.model.calc import CalcOptions, CalcResult, calculate, pick_compute_dtype
+from infermon.model.dtypes import DTYPES, DTypeError, normalize_dtype
+from infermon.model.figures import model_figures
+from infermon.model.gpu import GpuLookupError, combine, lookup_gpu
+from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
+from infermon.model.roofline import DEFAULT_MEMORY_UTILIZATION, DEFAULT_RESERVE_BYTES
+from infermon.model.units import QuantityError, parse_bandwidth, parse_bytes, parse_count, parse_flops
+
+EXAMPLE = "infermon calc --model llama-3.1-8b --gpu a10 --context 4096"
+
+
+def _quantity(parser_fn, what: str):
+    def parse(text: str) -> float:
+        try:
+            return parser_fn(text)
+        except QuantityError as exc:
+            raise argparse.ArgumentTypeError(f"{what}: {exc}") from None
+    parse.__name__ = what
+    return parse
+
+
+def _positive_int(what: str):
+    def parse(text: str) -> int:
+        try:
+            value = parse_count(text)
+        except QuantityError:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {text!r}") from None
+        if value != int(value) or value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {text!r}")
+        return int(value)
+    parse.__name__ = what
+    return parse
+
+
+def _non_negative_int(what: str):
+    def parse(text: str) -> int:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}") from None
+        if value != int(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}")
+        return int(value)
+    parse.__name__ = what
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"memory utilization must be a number in (0, 1], not {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"memory utilization must be in (0, 1], not {text!r}")
+    return value
+
+
+def _dtype(text: str) -> str:
+    try:
+        return normalize_dtype(text)
+    except DTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calc",
+        help="size a model on a GPU: roofline ceilings, KV capacity, time per token",
+        description="Ceilings of a model on a GPU from the model's config and the GPU's datasheet. "
+        "All figures are modeled (our arithmetic); GPU figures come from the datasheet table.",
+        epilog=f"example: {EXAMPLE}",
+    )
+    model = p.add_argument_group("model")
+    model.add_argument("--model", "-m", metavar="M",
+                       help="config.json, a checkpoint folder, a cached Hugging Face id, a .gguf file, or a preset name")
+    model.add_argument("--params", type=_quantity(parse_count, "--params"), metavar="N",
+                       help="use a nominal parameter count instead of the exact one (e.g. 7e9 or 7B)")
+    model.add_argument("--dtype", type=_dtype, metavar="D",
+                       help=f"weight dtype: {', '.join(DTYPES)} (default: the checkpoint's torch_dtype / quantization_config)")
+    model.add_argument("--kv-dtype", type=_dtype, metavar="D", help="KV-cache dtype (default: the activation dtype)")
+    gpu = p.add_argument_group("GPU")
+    gpu.add_argument("--gpu", "-g", metavar="NAME", help='NVML name ("NVIDIA A10") or alias ("a10", "h100-sxm")')
+    gpu.add_argument("--gpus", type=_positive_int("--gpus"), default=1, metavar="N",
+                     help="N identical GPUs, tensor parallel (memory, bandwidth and FLOP/s add up)")
+    gpu.add_argument("--gpu-memory", type=_quantity(parse_bytes, "--gpu-memory"), metavar="BYTES",
+                     help="memory per GPU, e.g. 24GB or 24e9 (overrides the table)")
+    gpu.add_argument("--gpu-bandwidth", type=_quantity(parse_bandwidth, "--gpu-bandwidth"), metavar="B/S",
+                     help="memory bandwidth per GPU, e.g. 600GB/s or 600e9")
+    gpu.add_argument("--gpu-flops", type=_quantity(parse_flops, "--gpu-flops"), metavar="FLOP/S",
+                     help="dense peak per GPU, e.g. 125TFLOPS or 125e12")
+    load = p.add_argument_group("workload")
+    load.add_argument("--batch", "-b", type=_positive_int("--batch"), default=1, metavar="B",
+                      help="concurrent sequences per decode step (default 1)")
+    load.add_argument("--context", "-c", type=_positive_int("--context"), metavar="C",
+                      help="tokens in each sequence's cache (default: none, weights only)")
+    load.add_argument("--memory-utilization", type=_fraction, default=DEFAULT_MEMORY_UTILIZATION, metavar="F",
+                      help=f"share of GPU memory the server may use, like vLLM's gpu_memory_utilization (default {DEFAULT_MEMORY_UTILIZATION})")
+    load.add_argument("--reserve-bytes", type=_quantity(lambda t: parse_bytes(t, allow_zero=True), "--reserve-bytes"),
+                      default=DEFAULT_RESERVE_BYTES, metavar="BYTES",
+                      help="memory kept for activations, CUDA context and graphs (default 1GB)")
+    load.add_argument("--prompt-tokens", type=_non_negative_int("--prompt-tokens"), metavar="P",
+                      help="add prefill time of a P-token prompt and the total time of a request")
+    load.add_argument("--output-tokens", type=_non_negative_int("--output-tokens"), metavar="N",
+                      help="tokens generated per request (with --prompt-tokens)")
+    load.add_argument("--tokens-per-s", type=_quantity(parse_count, "--tokens-per-s"), metavar="X",
+                      help="a measured decode rate: adds achieved bandwidth, FLOP/s, MBU and MFU")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object (base units) instead of the table")
+    out.add_argument("--explain", action="store_true", help="show each formula with the numbers substituted")
+    out.add_argument("--list-gpus", action="store_true", help="list the GPU table and exit")
+    out.add_argument("--list-models", action="store_true", help="list the built-in model presets and exit")
+    p.set_defaults(handler=run)
+
+
+def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
+    """Load the model and GPU named by ``args`` and run the arithmetic; raises :class:`UserError`."""
+    if not args.model:
+        raise UserError(f"calc: --model is required (e.g. {EXAMPLE})")
+    try:
+        loaded = load_model(args.model)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    gpu = None
+    if args.gpu:
+        try:
+            gpu = lookup_gpu(args.gpu)
+        except GpuLookupError as exc:
+            raise UserError(str(exc)) from None
+    elif None in (args.gpu_memory, args.gpu_bandwidth, args.gpu_flops):
+        raise UserError("calc: name a --gpu, or give all of --gpu-memory, --gpu-bandwidth and --gpu-flops")
+    fig = model_figures(loaded.spec, dtype=args.dtype, kv_dtype=args.kv_dtype, params_override=args.params,
+                        exact_weight_bytes=loaded.exact_weight_bytes)
+    available = set(gpu.peak_flops) if gpu else {fig.activation_dtype}
+    hw = combine(gpu, args.gpus, pick_compute_dtype(fig, available), args.gpu_memory, args.gpu_bandwidth, args.gpu_flops)
+    if gpu is not None and hw.peak_flops is None:
+        raise UserError(f"calc: {gpu.name} has no dense {hw.compute_dtype} peak in the table; give --gpu-flops")
+    options = CalcOptions(
+        batch=args.batch,
+        context=args.context,
+        memory_utilization=args.memory_utilization,
+        reserve_bytes=args.reserve_bytes,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        tokens_per_s=args.tokens_per_s,
+    )
+    return loaded, calculate(fig, hw, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from infermon.cli import calc_view
+
+    if args.list_gpus:
+        calc_view.print_gpus()
+        return 0
+    if args.list_models:
+        calc_view.print_models()
+        return 0
+    loaded, result = resolve(args)
+    if args.json:
+        print(json.dumps(calc_view.to_json(result), indent=2))
+        return 0
+    calc_view.print_report(loaded, result, explain=args.explain)
+    return 0

@@ -1,0 +1,277 @@
+"""Views of a :class:`CalcResult`: the JSON object of DESIGN §5, a Rich table, and ``--explain``."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from infermon.cli.fmt import count, percent, seconds, si
+from infermon.model.calc import CalcResult
+from infermon.model.dtypes import BYTES_PER_VALUE
+from infermon.model.gpu_table import GPUS
+from infermon.model.loaders import LoadedModel, load_preset, preset_names
+from infermon.model.params import count_params, seed_estimate_params
+from infermon.model.roofline import critical_batch
+
+MODELED = "modeled"
+DATASHEET = "datasheet"
+GIVEN = "given"
+
+
+def to_json(result: CalcResult) -> dict:
+    """The ``calc --json`` object: plain numbers in base units (B, s, FLOP, FLOP/s)."""
+    fig, hw, ceil, opts = result.figures, result.hardware, result.ceilings, result.options
+    spec = fig.spec
+    windows = sorted({w for w in spec.layer_windows if w is not None})
+    data: dict = {
+        "model": {
+            "name": fig.name,
+            "params_total": fig.params.total,
+            "params_active": fig.params.active,
+            "weight_bytes": fig.weight_bytes,
+            "kv_bytes_per_token": fig.kv_bytes_per_token,
+            "flops_per_token": fig.flops_per_token,
+            "attention": {
+                "kind": spec.attention_kind,
+                "layers": spec.num_layers,
+                "heads": spec.num_heads,
+                "kv_heads": spec.num_kv_heads,
+                "head_dim": spec.head_dim,
+                "kv_lora_rank": spec.kv_lora_rank,
+                "sliding_window": windows[0] if len(windows) == 1 else (windows or None),
+                "sliding_window_layers": spec.sliding_layers,
+                "flops_per_token": result.attention_flops_per_token,
+            },
+        },
+        "gpu": {
+            "name": hw.name,
+            "count": hw.count,
+            "memory_bytes": hw.memory_bytes,
+            "bandwidth_bytes_per_s": hw.bandwidth_bytes_per_s,
+            "peak_flops": hw.peak_flops,
+        },
+        "ceilings": {
+            "ops_per_byte": ceil.ops_per_byte,
+            "free_bytes_after_weights": ceil.free_bytes_after_weights,
+            "kv_budget_bytes": ceil.kv_budget_bytes,
+            "kv_capacity_tokens": ceil.kv_capacity_tokens,
+            "max_sequences": ceil.max_sequences,
+            "weights_time_per_token_s": ceil.weights_time_per_token_s,
+            "decode_step_time_s": ceil.decode_step_time_s,
+            "decode_tokens_per_s": ceil.decode_tokens_per_s,
+            "prefill_time_per_token_s": ceil.prefill_time_per_token_s,
+            "critical_batch": ceil.critical_batch,
+            "bound": ceil.bound,
+        },
+    }
+    if result.generation is not None:
+        data["generation"] = {
+            "prefill_time_s": result.generation.prefill_time_s,
+            "total_time_s": result.generation.total_time_s,
+        }
+    if result.achieved is not None:
+        data["achieved"] = {
+            "bandwidth_bytes_per_s": result.achieved.bandwidth_bytes_per_s,
+            "flops_per_s": result.achieved.flops_per_s,
+            "mbu": result.achieved.mbu,
+            "mfu": result.achieved.mfu,
+        }
+    return data
+
+
+def _source(hw_sources: dict[str, str], key: str) -> str:
+    text = hw_sources.get(key, "unknown")
+    if text.startswith("datasheet"):
+        return DATASHEET
+    if text.startswith("given"):
+        return GIVEN
+    return "n/a"
+
+
+def _table(title: str) -> Table:
+    # Fixed widths for the first three columns line the tables up under each other.
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_header=False, pad_edge=False, expand=True)
+    table.add_column("figure", style="cyan", no_wrap=True, width=25)
+    table.add_column("value", justify="right", no_wrap=True, width=13)
+    table.add_column("source", style="dim", no_wrap=True, width=9)
+    table.add_column("note", style="dim", ratio=1)
+    return table
+
+
+def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False, console: Console | None = None) -> None:
+    """The human table: model, GPU, memory/KV, decode, prefill, generation, achieved."""
+    console = console or Console()
+    fig, hw, ceil, opts, step = result.figures, result.hardware, result.ceilings, result.options, result.step
+    spec = fig.spec
+    for warning in (*loaded.warnings, *(w for w in spec.warnings if w not in loaded.warnings)):
+        console.print(Text(f"warning: {warning}", style="yellow"))
+
+    model = _table(f"Model  {fig.name}  ({loaded.source})")
+    param_note = "given with --params (nominal)" if fig.params_overridden else "exact count"
+    model.add_row("parameters, total", count(fig.params.total), MODELED, param_note)
+    if fig.params.active != fig.params.total:
+        model.add_row("parameters, active/token", count(fig.params.active), MODELED,
+                      f"{spec.experts_per_token} of {spec.num_experts} experts + shared + dense")
+    model.add_row("weight bytes", si(fig.weight_bytes, "B"),
+                  "measured" if fig.weight_bytes_source.startswith("measured") else MODELED,
+                  fig.weight_bytes_source.split(": ", 1)[-1])
+    kv_note = f"{spec.attention_kind.upper()}, {fig.kv_dtype}"
+    if spec.sliding_layers:
+        windows = sorted({w for w in spec.layer_windows if w})
+        kv_note += f"; {spec.sliding_layers}/{spec.num_layers} layers windowed at {', '.join(map(str, windows))}"
+    model.add_row("KV bytes per token", f"{count(fig.kv_bytes_per_token)} B", MODELED, kv_note)
+    model.add_row("FLOPs per token", si(fig.flops_per_token, "FLOP"), MODELED,
+                  "2 × matmul params (no embedding gather)")
+    if opts.context:
+        model.add_row("attention FLOPs per token", si(result.attention_flops_per_token, "FLOP"), MODELED,
+                      f"QKᵀ and AV at context {count(opts.context)}")
+    console.print(model)
+
+    gpu = _table(f"GPU  {hw.count} × {hw.name}" if hw.count > 1 else f"GPU  {hw.name}")
+    gpu.add_row("memory", si(hw.memory_bytes, "B"), _source(hw.sources, "memory"), "")
+    gpu.add_row("bandwidth", si(hw.bandwidth_bytes_per_s, "B/s"), _source(hw.sources, "bandwidth"), "")
+    gpu.add_row(f"peak {hw.compute_dtype} (dense)", si(hw.peak_flops, "FLOP/s"), _source(hw.sources, "peak_flops"), "")
+    ridge = f"{ceil.ops_per_byte:.1f} FLOP/B" if ceil.ops_per_byte else "n/a"
+    gpu.add_row("ops:byte ridge", ridge, MODELED, "peak ÷ bandwidth")
+    console.print(gpu)
+
+    mem = _table("Memory and KV cache")
+    free_note = "weights do not fit" if ceil.free_bytes_after_weights < 0 else ""
+    mem.add_row("free after weights", si(ceil.free_bytes_after_weights, "B"), MODELED, free_note)
+    mem.add_row("KV budget", si(ceil.kv_budget_bytes, "B"), MODELED,
+                f"× {opts.memory_utilization:g} utilization − {si(opts.reserve_bytes, 'B')} reserve")
+    mem.add_row("KV capacity", f"{count(ceil.kv_capacity_tokens)} tokens", MODELED, "")
+    if ceil.max_sequences is not None:
+        mem.add_row("sequences that fit", count(ceil.max_sequences), MODELED, f"at context {count(opts.context)}")
+    console.print(mem)
+
+    dec = _table(f"Decode  batch {opts.batch}, context {count(opts.context or 0)}")
+    floor = ceil.weights_time_per_token_s
+    dec.add_row("time per token floor", seconds(floor), MODELED, f"weights ÷ bandwidth: {1 / floor:.1f} tokens/s")
+    dec.add_row("step time", seconds(ceil.decode_step_time_s), MODELED,
+                f"reads {si(step.bytes, 'B')}, {si(step.flops, 'FLOP')}")
+    dec.add_row("decode tokens/s", f"{ceil.decode_tokens_per_s:,.1f}", MODELED, f"{ceil.bound}-bound")
+    if ceil.critical_batch is not None:
+        dec.add_row("critical batch", f"{ceil.critical_batch:,.1f}", MODELED, "where memory and compute time meet")
+    elif hw.peak_flops:
+        empty = critical_batch(fig, hw, 0)
+        note = "KV reads per sequence outgrow its FLOPs"
+        if empty is not None:
+            note += f"; {empty:,.1f} with an empty cache"
+        dec.add_row("critical batch", "never", MODELED, note)
+    else:
+        dec.add_row("critical batch", "n/a", "n/a", "FLOP peak unknown")
+    bound = Text(f"{ceil.bound}-bound", style="bold red" if ceil.bound == "memory" else "bold green")
+    dec.add_row("bound", bound, MODELED, "")
+    console.print(dec)
+
+    pre = _table("Prefill")
+    pre.add_row("time per prompt token", seconds(ceil.prefill_time_per_token_s), MODELED, "FLOPs per token ÷ peak")
+    if result.generation is not None:
+        g = result.generation
+        pre.add_row(f"prefill of {count(g.prompt_tokens)} tokens", seconds(g.prefill_time_s), MODELED,
+                    "max(compute, read weights once)")
+        pre.add_row(f"decode of {count(g.output_tokens)} tokens", seconds(g.decode_time_s), MODELED,
+                    f"batch {opts.batch}, cache growing from {count(g.prompt_tokens)}")
+        pre.add_row("total generation time", seconds(g.total_time_s), MODELED, "prefill + decode")
+    console.print(pre)
+
+    if result.achieved is not None:
+        a = result.achieved
+        ach = _table(f"Achieved at {opts.tokens_per_s:,.1f} decode tokens/s")
+        ach.add_row("bandwidth", si(a.bandwidth_bytes_per_s, "B/s"), MODELED, "steps/s × bytes per step")
+        ach.add_row("FLOP/s", si(a.flops_per_s, "FLOP/s"), MODELED, "tokens/s × FLOPs per token")
+        ach.add_row("MBU", percent(a.mbu), MODELED, "of peak bandwidth")
+        ach.add_row("MFU", percent(a.mfu), MODELED, "of dense peak")
+        console.print(ach)
+
+    if explain:
+        print_explain(result, console)
+
+
+def print_explain(result: CalcResult, console: Console) -> None:
+    """Each formula with the numbers substituted, the way the seed teaches it."""
+    fig, hw, ceil, opts = result.figures, result.hardware, result.ceilings, result.options
+    spec = fig.spec
+    kv_width = BYTES_PER_VALUE[fig.kv_dtype]
+    lines: list[str] = []
+    if hw.peak_flops:
+        lines.append(f"ops:byte = peak ÷ bandwidth = {si(hw.peak_flops, 'FLOP/s')} ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')}"
+                     f" = {ceil.ops_per_byte:.1f} FLOP/B — below it memory-bound, above it compute-bound")
+    lines.append(f"free = memory − weights = {si(hw.memory_bytes, 'B')} − {si(fig.weight_bytes, 'B')}"
+                 f" = {si(ceil.free_bytes_after_weights, 'B')}")
+    lines.append(f"KV budget = max(0, memory × {opts.memory_utilization:g} − weights − {si(opts.reserve_bytes, 'B')})"
+                 f" = {si(ceil.kv_budget_bytes, 'B')}")
+    if spec.is_mla:
+        lines.append(f"KV/token = layers × (kv_lora_rank + rope_dim) × bytes = {spec.num_layers} × "
+                     f"({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) × {kv_width:g} = {count(fig.kv_bytes_per_token)} B")
+    else:
+        lines.append(f"KV/token = 2 × layers × kv_heads × head_dim × bytes = 2 × {spec.num_layers} × {spec.num_kv_heads}"
+                     f" × {spec.head_dim} × {kv_width:g} = {count(fig.kv_bytes_per_token)} B")
+        seed_kv = 2 * 2 * spec.num_layers * spec.hidden_size
+        if seed_kv != fig.kv_bytes_per_token:
+            lines.append(f"  (the seed's 2·2·layers·d_model = {count(seed_kv)} B assumes MHA in fp16;"
+                         f" this model needs {fig.kv_bytes_per_token / seed_kv:.2f}× that)")
+    lines.append(f"KV capacity = ⌊budget ÷ KV/token⌋ = ⌊{ceil.kv_budget_bytes:,.0f} ÷ {fig.kv_bytes_per_token:,.0f}⌋"
+                 f" = {count(ceil.kv_capacity_tokens)} tokens")
+    if fig.kv_bytes_per_token == 524288:
+        rounded = int(ceil.kv_budget_bytes / 1e9 / 0.00052)
+        lines.append(f"  (the seed rounds 524,288 B to 0.00052 GB and so gets {rounded:,})")
+    if ceil.max_sequences is not None:
+        lines.append(f"sequences = ⌊budget ÷ KV per sequence at {count(opts.context)}⌋ = {count(ceil.max_sequences)}")
+    floor = ceil.weights_time_per_token_s
+    lines.append(f"time/token floor = weight bytes read ÷ bandwidth = {si(result.figures.weight_bytes, 'B')}"
+                 f" ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
+    step = result.step
+    cmp_text = seconds(step.compute_time_s) if step.compute_time_s is not None else "n/a"
+    lines.append(f"decode step = max((W + B·C·KV) ÷ BW, B·FLOPs ÷ peak) = max({seconds(step.memory_time_s)}, {cmp_text})"
+                 f" = {seconds(step.time_s)} → {step.tokens_per_s:,.1f} tokens/s at batch {opts.batch}")
+    if hw.peak_flops:
+        lines.append(f"prefill/token = FLOPs per token ÷ peak = {si(fig.flops_per_token, 'FLOP')} ÷ {si(hw.peak_flops, 'FLOP/s')}"
+                     f" = {seconds(ceil.prefill_time_per_token_s)}")
+    if result.generation is not None and result.generation.prompt_tokens:
+        g = result.generation
+        lines.append(f"prefill = {count(g.prompt_tokens)} × {seconds(ceil.prefill_time_per_token_s)} = {seconds(g.prefill_time_s)}"
+                     " (or the weight read, if longer)")
+        lines.append(f"total = prefill + Σ step times = {seconds(g.prefill_time_s)} + {seconds(g.decode_time_s)}"
+                     f" = {seconds(g.total_time_s)}")
+    if not fig.params_overridden:
+        seed = seed_estimate_params(spec)
+        exact = count_params(spec).total
+        lines.append(f"seed's param estimate 12·L·d² = 12 × {spec.num_layers} × {spec.hidden_size}² = {count(seed)}"
+                     f" vs exact {count(exact)} ({(seed - exact) / exact:+.1%})")
+    console.print(Text("How these figures are computed", style="bold"))
+    for line in lines:
+        console.print(Text("  " + line))
+
+
+def print_gpus(console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="GPU table (dense peaks; SI units)", box=box.SIMPLE_HEAD)
+    for col in ("name", "aliases", "memory", "bandwidth", "bf16", "fp16", "fp8", "int8"):
+        table.add_column(col, justify="left" if col in ("name", "aliases") else "right")
+    for gpu in GPUS:
+        peaks = [si(gpu.peak_flops.get(k), "FLOP/s") if k in gpu.peak_flops else "—" for k in ("bf16", "fp16", "fp8", "int8")]
+        table.add_row(gpu.name, ", ".join(gpu.aliases[:3]), si(gpu.memory_bytes, "B"),
+                      si(gpu.bandwidth_bytes_per_s, "B/s"), *peaks)
+    console.print(table)
+
+
+def print_models(console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="Built-in model presets", box=box.SIMPLE_HEAD)
+    for col in ("preset", "model", "params", "active", "attention", "KV B/token (bf16)"):
+        table.add_column(col, justify="left" if col in ("preset", "model", "attention") else "right")
+    from infermon.model.figures import model_figures
+
+    for name in preset_names():
+        loaded = load_preset(name)
+        if loaded is None:
+            continue
+        fig = model_figures(loaded.spec, kv_dtype="bf16")
+        table.add_row(name, loaded.spec.name, si(fig.params.total, "", 3).strip(), si(fig.params.active, "", 3).strip(),
+                      loaded.spec.attention_kind.upper(), count(fig.kv_bytes_per_token))
+    console.print(table)

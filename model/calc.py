@@ -1,0 +1,89 @@
+"""The whole sizing computation behind ``infermon calc``: model × GPU × options → one result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infermon.model.dtypes import compute_dtype
+from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
+from infermon.model.gpu import Hardware
+from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
+from infermon.model.roofline import (
+    Achieved,
+    Ceilings,
+    DecodeStep,
+    achieved,
+    ceilings,
+    generation_time_s,
+    prefill_time_s,
+)
+
+
+@dataclass(frozen=True)
+class CalcOptions:
+    """What the user asked for; counts are plain integers, bytes in B."""
+
+    batch: int = 1
+    context: int | None = None
+    memory_utilization: float = 0.90
+    reserve_bytes: float = 1.0e9
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One request the seed's way: prefill time and prefill + decode time (s)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    prefill_time_s: float
+    decode_time_s: float
+    total_time_s: float
+
+
+@dataclass(frozen=True)
+class CalcResult:
+    figures: ModelFigures
+    hardware: Hardware
+    options: CalcOptions
+    ceilings: Ceilings
+    step: DecodeStep
+    attention_flops_per_token: float
+    kv_bytes_per_sequence: float | None
+    weight_bytes_read_at_batch: float
+    generation: Generation | None
+    achieved: Achieved | None
+
+
+def pick_compute_dtype(fig: ModelFigures, available: set[str]) -> str:
+    """The dtype whose dense peak applies to this model's matmuls (see :func:`compute_dtype`)."""
+    return compute_dtype(fig.weight_format.dtype, fig.activation_dtype, available)
+
+
+def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions) -> CalcResult:
+    """Run every formula for one model on one hardware setup."""
+    ceil, step = ceilings(fig, hw, options.batch, options.context, options.memory_utilization, options.reserve_bytes)
+    generation = None
+    if options.prompt_tokens is not None or options.output_tokens is not None:
+        prompt = options.prompt_tokens or 0
+        output = options.output_tokens or 0
+        prefill = prefill_time_s(fig, hw, prompt) if prompt else 0.0
+        decode = generation_time_s(fig, hw, prompt, output, options.batch)
+        generation = Generation(prompt, output, prefill, decode, prefill + decode)
+    reached = None
+    if options.tokens_per_s is not None:
+        reached = achieved(fig, hw, options.tokens_per_s, options.batch, options.context or 0)
+    return CalcResult(
+        figures=fig,
+        hardware=hw,
+        options=options,
+        ceilings=ceil,
+        step=step,
+        attention_flops_per_token=attention_flops_per_token(fig.spec, options.context or 0),
+        kv_bytes_per_sequence=kv_bytes_per_sequence(fig.spec, fig.kv_dtype, options.context) if options.context else None,
+        weight_bytes_read_at_batch=weight_bytes_read_per_step(fig, options.batch),
+        generation=generation,
+        achieved=reached,
+    )
