@@ -13,6 +13,7 @@ from infermon.model.dtypes import BYTES_PER_VALUE
 from infermon.model.gpu_table import GPUS
 from infermon.model.loaders import LoadedModel, load_preset, preset_names
 from infermon.model.params import count_params, seed_estimate_params
+from infermon.model.figures import weight_bytes_read_per_step
 from infermon.model.roofline import critical_batch
 
 MODELED = "modeled"
@@ -95,7 +96,7 @@ def _table(title: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
                   show_header=False, pad_edge=False, expand=True)
     table.add_column("figure", style="cyan", no_wrap=True, width=25)
-    table.add_column("value", justify="right", no_wrap=True, width=13)
+    table.add_column("value", justify="right", no_wrap=True, width=17)
     table.add_column("source", style="dim", no_wrap=True, width=9)
     table.add_column("note", style="dim", ratio=1)
     return table
@@ -223,7 +224,8 @@ def print_explain(result: CalcResult, console: Console) -> None:
     if ceil.max_sequences is not None:
         lines.append(f"sequences = ⌊budget ÷ KV per sequence at {count(opts.context)}⌋ = {count(ceil.max_sequences)}")
     floor = ceil.weights_time_per_token_s
-    lines.append(f"time/token floor = weight bytes read ÷ bandwidth = {si(result.figures.weight_bytes, 'B')}"
+    read = weight_bytes_read_per_step(fig, 1)
+    lines.append(f"time/token floor = weight bytes read ÷ bandwidth = {si(read, 'B')}"
                  f" ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
     step = result.step
     cmp_text = seconds(step.compute_time_s) if step.compute_time_s is not None else "n/a"
@@ -250,28 +252,40 @@ def print_explain(result: CalcResult, console: Console) -> None:
 
 def print_gpus(console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title="GPU table (dense peaks; SI units)", box=box.SIMPLE_HEAD)
-    for col in ("name", "aliases", "memory", "bandwidth", "bf16", "fp16", "fp8", "int8"):
-        table.add_column(col, justify="left" if col in ("name", "aliases") else "right")
+    table = Table(title="GPU table: memory GB, bandwidth GB/s, dense peaks TFLOP/s (SI units)", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True)
+    for col in ("GB", "GB/s", "bf16", "fp16", "fp8", "int8"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("aliases", style="dim")
     for gpu in GPUS:
-        peaks = [si(gpu.peak_flops.get(k), "FLOP/s") if k in gpu.peak_flops else "—" for k in ("bf16", "fp16", "fp8", "int8")]
-        table.add_row(gpu.name, ", ".join(gpu.aliases[:3]), si(gpu.memory_bytes, "B"),
-                      si(gpu.bandwidth_bytes_per_s, "B/s"), *peaks)
+        peaks = [f"{gpu.peak_flops[k] / 1e12:g}" if k in gpu.peak_flops else "—" for k in ("bf16", "fp16", "fp8", "int8")]
+        table.add_row(gpu.name, f"{gpu.memory_bytes / 1e9:g}", f"{gpu.bandwidth_bytes_per_s / 1e9:g}", *peaks,
+                      ", ".join(gpu.aliases))
     console.print(table)
 
 
 def print_models(console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title="Built-in model presets", box=box.SIMPLE_HEAD)
-    for col in ("preset", "model", "params", "active", "attention", "KV B/token (bf16)"):
-        table.add_column(col, justify="left" if col in ("preset", "model", "attention") else "right")
+    table = Table(title="Built-in model presets (params in billions; KV cache in bf16)", box=box.SIMPLE_HEAD)
+    table.add_column("preset", no_wrap=True)
+    for col in ("params", "active", "layers"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("attention", no_wrap=True)
+    table.add_column("KV B/token", justify="right", no_wrap=True)
+    wide = console.width >= 110
+    if wide:
+        table.add_column("Hugging Face id", style="dim", no_wrap=True)
     from infermon.model.figures import model_figures
 
     for name in preset_names():
         loaded = load_preset(name)
         if loaded is None:
             continue
-        fig = model_figures(loaded.spec, kv_dtype="bf16")
-        table.add_row(name, loaded.spec.name, si(fig.params.total, "", 3).strip(), si(fig.params.active, "", 3).strip(),
-                      loaded.spec.attention_kind.upper(), count(fig.kv_bytes_per_token))
+        spec = loaded.spec
+        fig = model_figures(spec, kv_dtype="bf16")
+        row = [name, f"{fig.params.total / 1e9:.2f}", f"{fig.params.active / 1e9:.2f}", str(spec.num_layers),
+               spec.attention_kind.upper(), count(fig.kv_bytes_per_token)]
+        if wide:
+            row.append(loaded.source.removeprefix("preset: ").removesuffix(" config.json"))
+        table.add_row(*row)
     console.print(table)

@@ -181,12 +181,28 @@ def load_from_hf_cache(repo_id: str) -> LoadedModel | None:
     except Exception:  # an id huggingface_hub rejects is simply not in the cache
         return None
     if not isinstance(found, (str, os.PathLike)):
-        return None
+        found = _any_cached_snapshot(repo_id)
+        if found is None:
+            return None
     path = Path(found)
     cfg = _read_json(path)
     spec = _spec(cfg, repo_id, f"{repo_id} (HF cache)")
     revision = path.parent.name
     return LoadedModel(spec, f"HF cache: {repo_id}@{revision[:12]}", exact_weight_bytes(path.parent), spec.warnings)
+
+
+def _any_cached_snapshot(repo_id: str) -> Path | None:
+    """A snapshot fetched by commit (no ``refs/main``): the newest one holding a config.json."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        return None
+    folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        configs = [p / "config.json" for p in folder.iterdir() if (p / "config.json").is_file()]
+    except OSError:
+        return None
+    return max(configs, key=lambda p: p.stat().st_mtime) if configs else None
 
 
 def load_model(argument: str) -> LoadedModel:

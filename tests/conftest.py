@@ -1,0 +1,44 @@
+"""Shared helpers: run the command line in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from infermon.cli.main import main
+
+from samples import LLAMA2_7B
+
+
+@dataclass
+class CliResult:
+    status: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run ``infermon ARGS…`` in-process at a fixed 100-column terminal."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def run(*args: str) -> CliResult:
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(status, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def llama2_config(tmp_path):
+    path = tmp_path / "llama2" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(LLAMA2_7B))
+    return path
