@@ -26,15 +26,17 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infermon.cli import calc_cmd
+    from infermon.cli import calc_cmd, calibrate_cmd, monitor
 
     parser = OneLineParser(
         prog=PROG,
         description="A terminal monitor for LLM inference: tokens/s, bandwidth and FLOP/s against the roofline.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    monitor.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     calc_cmd.add_parser(sub)
+    calibrate_cmd.add_parser(sub)
     return parser
 
 
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
+            if args.pid is not None:
+                from infermon.cli import monitor
+
+                return monitor.run(args)
             parser.print_help()
             return 0
         return int(args.handler(args) or 0)

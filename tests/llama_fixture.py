@@ -26,7 +26,7 @@ class TinyLlama:
     heads: int = 8
     kv_heads: int = 4
     ffn: int = 1408
-    context: int = 2048
+    context: int = 16384
 
 
 def _vocabulary() -> tuple[list[bytes], list[float], list[int]]:
@@ -41,10 +41,10 @@ def _vocabulary() -> tuple[list[bytes], list[float], list[int]]:
         tokens.append(word.encode())
         types.append(gguf.TokenType.NORMAL)
     for letter in "abcdefghijklmnopqrstuvwxyz":
-        tokens.append(letter.encode())
-        types.append(gguf.TokenType.NORMAL)
-        tokens.append(("▁" + letter).encode())
-        types.append(gguf.TokenType.NORMAL)
+        for piece in (letter, "▁" + letter):
+            if piece.encode() not in tokens:  # llama.cpp rejects duplicate pieces
+                tokens.append(piece.encode())
+                types.append(gguf.TokenType.NORMAL)
     scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(tokens) - 259)]
     return tokens, scores, [int(t) for t in types]
 
@@ -125,12 +125,12 @@ def free_port() -> int:
 class LlamaServer:
     """``llama-server --metrics`` on 127.0.0.1 with a tiny model; stops itself on exit."""
 
-    def __init__(self, binary: str, model: Path, slots: int = 2, threads: int = 2) -> None:
+    def __init__(self, binary: str, model: Path, slots: int = 2, threads: int = 2, context: int = 8192) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "--metrics",
-             "-np", str(slots), "-c", str(1024 * slots), "-t", str(threads), "--no-warmup"],
+             "-np", str(slots), "-c", str(context * slots), "-t", str(threads), "--no-warmup"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(model.parent))
 
     def wait_ready(self, timeout_s: float = 60) -> None:
@@ -175,8 +175,13 @@ class LlamaServer:
         self.stop()
 
 
-def tiny_llama_model(tmp_dir: Path) -> Path:
-    return write_tiny_llama(tmp_dir / "tiny-llama.gguf")
+# ~90M parameters (180 MB in f16): reading the weights dominates each decode step, so the rate
+# stays steady over a request of several hundred tokens, as for real memory-bound decode.
+MEMORY_BOUND = TinyLlama(layers=8, hidden=1024, heads=16, kv_heads=4, ffn=2816)
+
+
+def tiny_llama_model(tmp_dir: Path, shape: TinyLlama = TinyLlama()) -> Path:
+    return write_tiny_llama(tmp_dir / "tiny-llama.gguf", shape)
 
 
 if __name__ == "__main__":  # handy for trying it by hand

@@ -1,0 +1,143 @@
+"""``infermon --pid PID`` headless: ``--once`` (report or JSON) and ``--record FILE`` (JSON lines)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from infermon.cli.errors import RuntimeFailure, UserError
+from infermon.model.loaders import ModelLoadError, load_model
+from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    watch = parser.add_argument_group("watch a process")
+    watch.add_argument("--pid", "-p", type=int, metavar="PID", help="the inference server (or script) to watch; its children are found")
+    watch.add_argument("--interval", "-i", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+    watch.add_argument("--model", "-m", metavar="M", help="the model, when the command line does not name it (as for calc)")
+    watch.add_argument("--gpu", metavar="NAME", help="look up this GPU in the table instead of the name NVML reports")
+    watch.add_argument("--metrics-url", metavar="URL", help="the engine's Prometheus endpoint (default: found from listening ports)")
+    watch.add_argument("--once", action="store_true", help="take two samples one interval apart, print one report, exit")
+    watch.add_argument("--json", action="store_true", help="with --once: print one JSON object")
+    watch.add_argument("--record", metavar="FILE", help="append one JSON line per sample to FILE until interrupted or the process exits")
+    watch.add_argument("--host-bandwidth", metavar="B/S", help="host memory bandwidth for CPU inference (skips calibration)")
+    watch.add_argument("--host-flops", metavar="FLOP/S", help="host peak FLOP/s for CPU inference (skips calibration)")
+    watch.add_argument("--no-calibrate", action="store_true", help="never run the short host calibration")
+
+
+def _config(args: argparse.Namespace):
+    from infermon.probes.sampler import SamplerConfig
+
+    if args.interval <= 0 or args.interval != args.interval or args.interval > 3600:
+        raise UserError(f"--interval must be between 0 and 3600 seconds, not {args.interval}")
+    overrides = {}
+    try:
+        if args.host_bandwidth:
+            overrides["bandwidth_bytes_per_s"] = parse_bandwidth(args.host_bandwidth)
+        if args.host_flops:
+            overrides["peak_flops"] = parse_flops(args.host_flops)
+    except QuantityError as exc:
+        raise UserError(str(exc)) from None
+    if args.metrics_url and not args.metrics_url.startswith(("http://", "https://")):
+        raise UserError(f"--metrics-url must start with http:// or https://, not {args.metrics_url!r}")
+    return SamplerConfig(pid=args.pid, interval_s=args.interval, metrics_url=args.metrics_url,
+                         host_overrides=overrides, allow_calibration=not args.no_calibrate)
+
+
+def open_sampler(args: argparse.Namespace):
+    """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`."""
+    from infermon.probes.live import LiveModel
+    from infermon.probes.process import TargetError
+    from infermon.probes.sampler import Sampler
+
+    config = _config(args)
+    if args.model:
+        try:
+            load_model(args.model)
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        sampler = Sampler(config)
+    except TargetError as exc:
+        raise UserError(str(exc)) from None
+    return sampler, LiveModel(args.model, args.gpu)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json and not args.once:
+        raise UserError("--json goes with --once (use --record FILE for a stream of JSON lines)")
+    if args.once and args.record:
+        raise UserError("choose one of --once and --record")
+    if not args.once and not args.record:
+        raise UserError("the live dashboard is not part of this build yet: use --once [--json] or --record FILE")
+    sampler, live = open_sampler(args)
+    try:
+        if args.once:
+            return _once(sampler, live, args)
+        return _record(sampler, live, args)
+    finally:
+        sampler.close()
+
+
+def _once(sampler, live, args) -> int:
+    from infermon.cli.live_json import live_to_json
+
+    live.update(sampler.tick())
+    time.sleep(args.interval)
+    snapshot = sampler.tick()
+    view = live.update(snapshot)
+    if snapshot.tree is not None and not snapshot.tree.alive:
+        raise RuntimeFailure(snapshot.tree.why.get("process", f"pid {args.pid} exited"))
+    if args.json:
+        print(json.dumps(live_to_json(view), indent=2))
+    else:
+        from infermon.cli.live_report import print_live_report
+
+        print_live_report(view, live.warnings)
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _record(sampler, live, args) -> int:
+    from infermon.cli.live_json import live_to_json
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        handle = open(args.record, "a", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {args.record}: {exc.strerror or exc}") from None
+    lines = 0
+    try:
+        with handle:
+            next_tick = time.monotonic()
+            while True:
+                snapshot = sampler.tick()
+                view = live.update(snapshot)
+                if snapshot.tree is not None and not snapshot.tree.alive:
+                    reason = snapshot.tree.why.get("process", "the process exited")
+                    handle.write(json.dumps({"event": "exited", "time": snapshot.time, "pid": args.pid,
+                                             "why": reason}) + "\n")
+                    handle.flush()
+                    print(f"infermon: {reason}; {lines} samples in {args.record}", file=sys.stderr)
+                    return 0
+                record = live_to_json(view)
+                record["timestamp"] = snapshot.time
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                lines += 1
+                next_tick += args.interval
+                time.sleep(max(0.0, next_tick - time.monotonic()))
+    except (KeyboardInterrupt, _Stop):
+        print(f"infermon: stopped; {lines} samples in {args.record}", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

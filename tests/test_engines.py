@@ -1,0 +1,376 @@
+"""Engine metrics: what a user sees from vLLM, SGLang, TGI and llama.cpp, and how a bad endpoint reads.
+
+Every server here is a local ``MetricsServer`` replaying a fixture exposition (see tests/metrics_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from infermon.probes.engines import (
+    EngineProbe,
+    candidate_urls,
+    detect_engine,
+    discover,
+    parse_exposition,
+    sample_from_exposition,
+)
+from infermon.probes.http import fetch
+from infermon.probes.llamacpp import read_slots
+from infermon.probes.snapshot import to_plain
+
+from metrics_server import MetricsServer, closed_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "fixtures"
+DATA = Path(__file__).resolve().parent / "data"
+
+VLLM = (SHARED / "vllm-0.33.0-metrics.sample.prom").read_text()
+LLAMACPP = (SHARED / "llamacpp-server-metrics.sample.prom").read_text()
+SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
+TGI = (DATA / "tgi-metrics.sample.prom").read_text()
+
+VLLM_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def slot(slot_id: int, processing: bool, n_decoded: int, n_ctx: int = 1024) -> dict:
+    """One entry of llama-server's /slots, in the current shape (next_token is a list)."""
+    return {"id": slot_id, "n_ctx": n_ctx, "speculative": False, "is_processing": processing,
+            "id_task": 100 + slot_id, "params": {},
+            "next_token": [{"has_next_token": processing, "has_new_line": False, "n_remain": -1,
+                            "n_decoded": n_decoded}]}
+
+
+# ---------------------------------------------------------------- canonical fields per engine
+
+
+def test_vllm_fixture_gives_every_canonical_figure():
+    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.33.0"}}) as server:
+        sample = EngineProbe(server.metrics_url).sample()
+
+    assert sample.kind == "vllm" and sample.url == server.metrics_url
+    assert sample.model_name == VLLM_MODEL and sample.version == "0.33.0"
+    assert sample.generation_tokens_total == 524288
+    assert sample.prompt_tokens_total == 2097152
+    assert sample.requests_running == 8 and sample.batch == 8
+    assert sample.requests_waiting == 0
+    assert sample.kv_usage == pytest.approx(0.4219)
+    assert sample.kv_capacity_tokens == 29826 * 16  # cache_config_info: num_gpu_blocks × block_size
+    assert sample.preemptions_total == 3
+    assert sample.why == {} and sample.hints == ()
+
+
+def test_vllm_histograms_keep_their_buckets():
+    sample = sample_from_exposition(parse_exposition(VLLM))
+
+    ttft = sample.ttft
+    assert ttft.count == 4096 and ttft.sum == pytest.approx(191.75738047062416)
+    assert dict(ttft.buckets)[0.04] == 1985 and dict(ttft.buckets)[0.1] == 3949
+    assert [bound for bound, _ in ttft.buckets] == sorted(bound for bound, _ in ttft.buckets)
+    assert ttft.buckets[-1] == (2560.0, 4096)  # +Inf is left out: it equals count
+    itl = sample.inter_token
+    assert itl.count == 20000 and dict(itl.buckets)[0.01] == 19412
+    # a recording must be strict JSON: no Infinity anywhere
+    json.dumps(to_plain(sample), allow_nan=False)
+
+
+def test_older_vllm_names_still_map():
+    older = (VLLM.replace("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+             .replace("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"))
+    sample = sample_from_exposition(parse_exposition(older))
+
+    assert sample.kv_usage == pytest.approx(0.4219)
+    assert sample.inter_token.count == 20000
+
+
+def test_vllm_data_parallel_engines_add_up():
+    engine1 = "\n".join(line.replace('engine="0"', 'engine="1"') for line in VLLM.splitlines()
+                        if line.startswith(("vllm:generation_tokens_total", "vllm:num_requests_running",
+                                            "vllm:kv_cache_usage_perc", "vllm:cache_config_info")))
+    sample = sample_from_exposition(parse_exposition(VLLM + engine1 + "\n"))
+
+    assert sample.generation_tokens_total == 2 * 524288
+    assert sample.requests_running == 16
+    assert sample.kv_capacity_tokens == 2 * 29826 * 16
+    assert sample.kv_usage == pytest.approx(0.4219)  # a fraction is averaged, not added
+
+
+def test_sglang_fixture_sums_data_parallel_replicas():
+    with MetricsServer(SGLANG) as server:
+        sample = EngineProbe(server.metrics_url, kind="sglang").sample()
+
+    assert sample.kind == "sglang" and sample.model_name == "Qwen/Qwen2.5-7B-Instruct"
+    assert sample.generation_tokens_total == 1204224
+    assert sample.prompt_tokens_total == 3612672
+    assert sample.requests_running == 24 + 21 and sample.batch == 45
+    assert sample.requests_waiting == 3
+    assert sample.kv_usage == pytest.approx((0.61 + 0.55) / 2)
+    assert sample.kv_capacity_tokens == 2 * 411904
+    assert sample.preemptions_total == 7 + 5  # the counter, not the per-interval num_retracted_reqs gauge
+    assert sample.ttft.count == 5880 and dict(sample.ttft.buckets)[0.4] == 5133
+    assert sample.inter_token.count == 1198344 and dict(sample.inter_token.buckets)[0.025] == 833378
+    assert sample.version is None and "SGLang" in sample.why["version"]
+    assert set(sample.why) == {"version"}
+
+
+def test_sglang_tensor_parallel_ranks_are_not_counted_twice():
+    # With metrics enabled on every scheduler, each TP rank repeats its replica's figures.
+    rank1 = "\n".join(line.replace('tp_rank="0"', 'tp_rank="1"') for line in SGLANG.splitlines()
+                      if 'tp_rank="0"' in line and not line.startswith("#"))
+    sample = sample_from_exposition(parse_exposition(SGLANG + rank1 + "\n"))
+
+    assert sample.requests_running == 45
+    assert sample.kv_capacity_tokens == 2 * 411904
+    assert sample.preemptions_total == 12
+
+
+def test_sglang_without_the_new_retraction_counter_says_why():
+    older = "\n".join(line for line in SGLANG.splitlines() if "num_retracted_requests_total" not in line) + "\n"
+    sample = sample_from_exposition(parse_exposition(older))
+
+    assert sample.preemptions_total is None
+    assert "sglang:num_retracted_requests_total" in sample.why["preemptions_total"]
+
+
+def test_tgi_fixture_uses_histogram_sums_and_its_info_endpoint():
+    info = {"model_id": "meta-llama/Llama-3.1-8B-Instruct", "version": "3.3.4", "max_total_tokens": 4096}
+    with MetricsServer(TGI, json_routes={"/info": info}) as server:
+        sample = EngineProbe(server.metrics_url).sample()
+
+    assert sample.kind == "tgi"
+    assert sample.generation_tokens_total == 522240  # tgi_request_generated_tokens_sum
+    assert sample.prompt_tokens_total == 1044480  # tgi_request_input_length_sum
+    assert sample.requests_running == 12 and sample.requests_waiting == 4
+    assert sample.kv_capacity_tokens == 163840
+    assert sample.inter_token.count == 2040 and sample.inter_token.sum == pytest.approx(43.86)
+    assert sample.model_name == "meta-llama/Llama-3.1-8B-Instruct" and sample.version == "3.3.4"
+    assert sample.kv_usage is None and "KV" in sample.why["kv_usage"]
+    assert sample.ttft is None and "time-to-first-token" in sample.why["ttft"]
+    assert sample.preemptions_total is None and "preemption" in sample.why["preemptions_total"]
+
+
+def test_llamacpp_fixture_with_slots_and_props():
+    slots = [slot(0, True, 37), slot(1, True, 120), slot(2, False, 999), slot(3, False, 0)]
+    props = {"model_path": "models/tiny-llama.gguf", "build_info": "b11434-1a2b3c4", "total_slots": 4}
+    with MetricsServer(LLAMACPP, slots=slots, json_routes={"/props": props}) as server:
+        sample = EngineProbe(server.metrics_url, kind="llamacpp").sample()
+
+    assert sample.kind == "llamacpp"
+    assert sample.generation_tokens_total == 30417  # llamacpp:tokens_predicted_total
+    assert sample.prompt_tokens_total == 48213
+    assert sample.requests_running == 2 and sample.requests_waiting == 0
+    assert sample.slots_processing == 2
+    assert sample.slots_decoded == 37 + 120  # the idle slot's leftover n_decoded is not live work
+    assert sample.kv_capacity_tokens == 4 * 1024
+    assert sample.model_name == "models/tiny-llama.gguf" and sample.version == "b11434-1a2b3c4"
+    assert sample.ttft is None and sample.why["ttft"]
+    assert "kv_usage" in sample.why and "slots_decoded" not in sample.why
+
+
+def test_llamacpp_old_slots_shape_is_read_too():
+    old = [{"id": 0, "n_ctx": 2048, "state": 1, "next_token": {"n_decoded": 12, "has_next_token": True}},
+           {"id": 1, "n_ctx": 2048, "state": 0, "next_token": {"n_decoded": 500}}]
+    with MetricsServer(slots=old) as server:
+        reading = read_slots(server.url, 1.0)
+
+    assert (reading.decoded, reading.processing, reading.n_ctx_total, reading.why) == (12, 1, 4096, None)
+
+
+# ---------------------------------------------------------------- counters move between scrapes
+
+
+@pytest.mark.parametrize("text, generation, prompt", [
+    (VLLM, "vllm:generation_tokens_total", "vllm:prompt_tokens_total"),
+    (SGLANG, "sglang:generation_tokens_total", "sglang:prompt_tokens_total"),
+    (TGI, "tgi_request_generated_tokens_sum", "tgi_request_input_length_sum"),
+    (LLAMACPP, "llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total"),
+], ids=["vllm", "sglang", "tgi", "llamacpp"])
+def test_counters_advance_between_two_scrapes(text, generation, prompt):
+    with MetricsServer(text, advance={generation: 1500, prompt: 250}, slots=[]) as server:
+        probe = EngineProbe(server.metrics_url)
+        first, second = probe.sample(), probe.sample()
+
+    assert second.generation_tokens_total - first.generation_tokens_total == 1500
+    assert second.prompt_tokens_total - first.prompt_tokens_total == 250
+
+
+def test_llamacpp_slots_show_tokens_while_its_counter_stands_still():
+    # A long request: n_decoded counts up every tick; tokens_predicted_total moves only at its end.
+    with MetricsServer(LLAMACPP, slots=lambda k: [slot(0, True, 40 + 25 * k), slot(1, False, 7)]) as server:
+        probe = EngineProbe(server.metrics_url)
+        first, second = probe.sample(), probe.sample()
+
+    assert second.generation_tokens_total == first.generation_tokens_total
+    assert second.slots_decoded - first.slots_decoded == 25
+    assert second.slots_processing == 1
+
+
+def test_one_request_per_endpoint_per_tick_and_info_only_once():
+    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.33.0"}}) as server:
+        probe = EngineProbe(server.metrics_url)
+        samples = [probe.sample() for _ in range(3)]
+        assert server.requests == ["/metrics", "/version", "/metrics", "/metrics"]
+    assert all(s.version == "0.33.0" for s in samples)
+
+
+def test_a_base_url_means_its_metrics_path():
+    with MetricsServer(VLLM) as server:
+        sample = EngineProbe(server.url).sample()
+    assert sample.url == server.metrics_url and sample.generation_tokens_total == 524288
+
+
+# ---------------------------------------------------------------- misbehaving endpoints
+
+
+MISBEHAVIOUR = [
+    ("500", "HTTP 500"),
+    ("html", "not Prometheus text (looks like HTML)"),
+    ("garbage", "not valid Prometheus text"),
+    ("truncated", "cut short"),
+    ("huge", "response larger than 8 MB"),
+    ("huge_declared", "response larger than 8 MB"),
+    ("slow", "timed out after 0.5 s"),
+    ("trickle", "timed out after 0.5 s"),
+    ("close", "connection closed without a response"),
+    ("redirect", "redirected to another host"),
+]
+
+
+@pytest.mark.parametrize("mode, reason", MISBEHAVIOUR, ids=[m for m, _ in MISBEHAVIOUR])
+def test_a_misbehaving_endpoint_gives_a_reason_within_the_timeout(mode, reason):
+    with MetricsServer(VLLM, mode=mode) as server:
+        started = time.monotonic()
+        sample = EngineProbe(server.metrics_url, kind="vllm", timeout_s=0.5).sample()
+        elapsed = time.monotonic() - started
+
+    assert reason in sample.why["engine"]
+    assert elapsed < 0.5 + 0.4
+    assert sample.kind == "vllm"
+    assert sample.generation_tokens_total is None and sample.requests_running is None
+
+
+def test_a_huge_body_is_not_read_to_the_end():
+    with MetricsServer(VLLM, mode="huge") as server:
+        sample = EngineProbe(server.metrics_url).sample()
+        time.sleep(0.2)
+        streamed = server.bytes_streamed
+    assert "larger than 8 MB" in sample.why["engine"]
+    assert streamed < 40_000_000  # the server stops writing once we hang up
+
+
+def test_a_server_that_is_down():
+    started = time.monotonic()
+    sample = EngineProbe(f"http://127.0.0.1:{closed_port()}/metrics", timeout_s=0.5).sample()
+    assert sample.why == {"engine": "connection refused"} and sample.kind == "unknown"
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/metrics", "http://", "http://[::1/metrics"])
+def test_a_bad_url_is_a_reason_not_an_exception(url):
+    sample = EngineProbe(url).sample()
+    assert "URL" in sample.why["engine"]
+
+
+def test_garbage_and_cut_text_are_reasons_not_exceptions():
+    cut_mid_line = VLLM[: VLLM.index("vllm:generation_tokens_total{") + 40]
+    cut_mid_number = VLLM[: VLLM.index("524288.0") + 3]  # "524" parses, and would be a wrong counter
+    assert "truncated" in parse_exposition(cut_mid_line).why
+    assert "truncated" in parse_exposition(cut_mid_number).why
+    assert "not valid Prometheus text" in parse_exposition("vllm:x{a=\"b\" 1\n").why
+    assert parse_exposition("").why == "empty metrics text"
+    for text in ("<html></html>\n", "\x00\x01\x02\n", "{}\n"):
+        assert parse_exposition(text).why
+        assert sample_from_exposition(parse_exposition(text)).why["engine"]
+
+
+def test_prometheus_text_without_engine_metrics():
+    text = "# TYPE python_gc_objects_collected counter\npython_gc_objects_collected_total{generation=\"0\"} 12.0\n"
+    assert detect_engine(parse_exposition(text)) is None
+    with MetricsServer(text) as server:
+        sample = EngineProbe(server.metrics_url, kind="sglang").sample()
+    assert "no inference-engine metrics" in sample.why["engine"]
+    assert sample.hints == ("start SGLang with --enable-metrics",)
+
+
+def test_proxies_in_the_environment_are_ignored(monkeypatch):
+    dead_proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with MetricsServer(VLLM) as server:
+        got = fetch(server.metrics_url, 1.0)
+    assert got.ok and got.status == 200 and b"vllm:generation_tokens_total" in got.body
+
+
+# ---------------------------------------------------------------- hints for missing metrics
+
+
+@pytest.mark.parametrize("kind, mode, hint", [
+    ("sglang", "404", "start SGLang with --enable-metrics"),
+    ("llamacpp", "501", "start llama-server with --metrics"),
+    ("llamacpp", "404", "start llama-server with --metrics"),
+    ("vllm", "404", "is this vLLM's API port? (--port)"),
+])
+def test_missing_metrics_endpoint_hints_at_the_flag(kind, mode, hint):
+    with MetricsServer(VLLM, mode=mode) as server:
+        sample = EngineProbe(server.metrics_url, kind=kind).sample()
+    assert sample.why["engine"] == f"HTTP {mode}"
+    assert hint in sample.hints
+
+
+def test_llamacpp_without_slots_says_how_to_get_live_rates():
+    with MetricsServer(LLAMACPP, modes={"/slots": "501"}) as server:
+        sample = EngineProbe(server.metrics_url).sample()
+
+    assert sample.generation_tokens_total == 30417  # the counters still come through
+    assert sample.slots_decoded is None
+    assert sample.why["slots_decoded"] == "start llama-server without --no-slots for live rates"
+    assert "start llama-server without --no-slots for live rates" in sample.hints
+    assert "/slots" in sample.why["kv_capacity_tokens"]
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_candidate_urls_put_the_engines_default_port_first():
+    assert candidate_urls([5555, 41234, 8000, 30000], "vllm") == [
+        "http://127.0.0.1:8000/metrics", "http://127.0.0.1:5555/metrics",
+        "http://127.0.0.1:30000/metrics", "http://127.0.0.1:41234/metrics"]
+    assert candidate_urls([80, 9000, 3000], "tgi")[:2] == ["http://127.0.0.1:3000/metrics",
+                                                          "http://127.0.0.1:9000/metrics"]
+    assert candidate_urls([], "llamacpp") == ["http://127.0.0.1:8080/metrics"]
+
+
+def test_discovery_finds_the_metrics_port_among_others():
+    with MetricsServer(None) as plain_http, MetricsServer(VLLM, mode="html") as web_ui, \
+            MetricsServer(VLLM) as engine:
+        ports = [plain_http.port, closed_port(), web_ui.port, engine.port]
+        url, reason = discover(ports, "vllm", timeout_s=0.5)
+
+    assert url == engine.metrics_url
+    assert "vllm" in reason
+
+
+def test_discovery_says_why_when_nothing_answers():
+    with MetricsServer(None) as plain_http:
+        dead = closed_port()
+        url, reason = discover([plain_http.port, dead], "sglang", timeout_s=0.5)
+
+    assert url is None
+    assert f"{plain_http.port} HTTP 404" in reason and f"{dead} connection refused" in reason
+
+
+def test_discovery_gives_up_after_its_budget():
+    with MetricsServer(VLLM, mode="slow") as a, MetricsServer(VLLM, mode="slow") as b, \
+            MetricsServer(VLLM, mode="slow") as c:
+        started = time.monotonic()
+        url, reason = discover([a.port, b.port, c.port], "unknown", timeout_s=0.4, budget_s=0.6)
+        elapsed = time.monotonic() - started
+
+    assert url is None and "stopped after 0.6 s" in reason
+    assert elapsed < 1.0
