@@ -34,12 +34,6 @@ class TargetError(Exception):
     """The pid cannot be watched; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class _Identity:
-    pid: int
-    create_time: float
-
-
 def open_target(pid: int) -> psutil.Process:
     """The process to watch, or :class:`TargetError`: missing, another user's, or a zombie."""
     if pid <= 0:
@@ -147,12 +141,49 @@ def _resolve_relative(model: str, proc: psutil.Process) -> str:
     return candidate if os.path.exists(candidate) else model
 
 
+# Tree membership is re-read this often (and at once when a member vanishes): finding
+# descendants means reading every process's stat file on the host.
+CHILD_SCAN_S = 2.0
+
+
+@dataclass
+class _Member:
+    """What we keep about one process between ticks (its static facts are re-read every PORT_REFRESH_S)."""
+
+    proc: psutil.Process
+    created: float
+    name: str = "?"
+    ppid: int | None = None
+    cmdline: tuple[str, ...] = ()
+    role: str | None = None
+    ports: tuple[int, ...] = ()
+    static_read_at: float = -1e18
+    start_ticks: int | None = None
+    cpu_seconds: float | None = None
+    cpu_read_at: float = 0.0
+
+
+def _role(cmdline: tuple[str, ...]) -> str | None:
+    """The process title an engine set (``VLLM::EngineCore``), if argv[0] is one."""
+    if not cmdline:
+        return None
+    first = cmdline[0].strip()
+    if _TITLE.match(first):
+        return first
+    if len(cmdline) == 1 and " " in first and _TITLE.match(first.split()[0]):
+        # setproctitle may leave one argv string with spaces in it.
+        return first.split()[0]
+    return None
+
+
 class ProcessProbe:
     """Samples the target and its descendants once per tick.
 
     Keeps psutil.Process objects across ticks so CPU% is measured between
     ticks (psutil needs the previous reading) and a reused pid is noticed
-    by its different create time.
+    by its different create time. Per tick it reads only each process's
+    stat and statm files; command lines, names and ports are re-read every
+    PORT_REFRESH_S and the set of descendants every CHILD_SCAN_S.
     """
 
     def __init__(self, pid: int, clock=None) -> None:
@@ -161,50 +192,65 @@ class ProcessProbe:
         self.pid = pid
         self._clock = clock or time.monotonic
         self._root = open_target(pid)
-        self._root_identity = _Identity(pid, self._root.create_time())
-        self._procs: dict[int, psutil.Process] = {}
-        self._ports: dict[_Identity, tuple[int, ...]] = {}
-        self._ports_read_at: dict[_Identity, float] = {}
+        self._root_created = self._root.create_time()
+        self._members: dict[int, _Member] = {}
+        self._scanned_at = -1e18
         self._framework: tuple[str, str | None] | None = None
         self._model_argument: str | None = None
+        self._cmdlines_changed = False
 
     def _exited_tree(self, reason: str) -> ProcessTree:
         return ProcessTree(root_pid=self.pid, processes=(), alive=False, why={"process": reason})
 
+    def _rescan(self, now: float) -> None:
+        children = self._root.children(recursive=True)
+        members: dict[int, _Member] = {self.pid: self._members.get(self.pid) or _Member(self._root, self._root_created)}
+        for child in children:
+            try:
+                created = child.create_time()
+            except psutil.Error:
+                continue
+            known = self._members.get(child.pid)
+            # Keep the object CPU% was primed on, unless the pid now names another process.
+            members[child.pid] = known if known is not None and known.created == created else _Member(child, created)
+        self._members = members
+        self._scanned_at = now
+
     def sample(self) -> ProcessTree:
         """One reading of the tree; a dead or replaced target gives ``alive=False`` and the reason."""
+        now = self._clock()
         try:
-            if self._root.create_time() != self._root_identity.create_time:
-                return self._exited_tree(f"pid {self.pid} exited and was reused by another process")
+            if not self._root.is_running():
+                if psutil.pid_exists(self.pid):
+                    return self._exited_tree(f"pid {self.pid} exited and was reused by another process")
+                return self._exited_tree(f"pid {self.pid} has exited")
             if self._root.status() == psutil.STATUS_ZOMBIE:
                 return self._exited_tree(f"pid {self.pid} has exited")
-            children = self._root.children(recursive=True)
+            if now - self._scanned_at >= CHILD_SCAN_S:
+                self._rescan(now)
         except psutil.NoSuchProcess:
             return self._exited_tree(f"pid {self.pid} has exited")
         except psutil.AccessDenied:
             return self._exited_tree(f"pid {self.pid} can no longer be read (permission denied)")
 
-        current: dict[int, psutil.Process] = {self.pid: self._root}
-        for child in children:
-            known = self._procs.get(child.pid)
-            # Reuse the object we primed CPU% on, unless the pid now names another process.
-            current[child.pid] = known if known is not None and _same(known, child) else child
-        self._procs = current
-
         infos: list[ProcessInfo] = []
-        now = self._clock()
-        for pid, proc in current.items():
-            info = self._read(proc, now)
-            if info is not None:
+        vanished = []
+        self._cmdlines_changed = False
+        for pid, member in self._members.items():
+            info = self._read(member, now)
+            if info is None:
+                vanished.append(pid)
+            else:
                 infos.append(info)
-        live = {_identity(p) for p in current.values()}
-        self._ports = {k: v for k, v in self._ports.items() if k in live}
-        self._ports_read_at = {k: v for k, v in self._ports_read_at.items() if k in live}
+        if vanished:
+            for pid in vanished:
+                del self._members[pid]
+            self._scanned_at = -1e18  # a member went away: look for new ones next tick
 
-        if self._framework is None or self._framework[0] in ("unknown", "python"):
+        if self._cmdlines_changed and (self._framework is None or self._framework[0] in ("unknown", "python")):
             self._framework = detect_framework([i.cmdline for i in infos])
-        framework, evidence = self._framework
-        if self._model_argument is None:
+        framework, evidence = self._framework or ("unknown", None)
+        if self._model_argument is None and self._cmdlines_changed:
             for info in infos:
                 found = model_from_cmdline(info.cmdline, framework)
                 if found:
@@ -216,47 +262,69 @@ class ProcessProbe:
         return ProcessTree(root_pid=self.pid, processes=tuple(infos), framework=framework,
                            framework_evidence=evidence, model_argument=self._model_argument, why=why)
 
-    def _read(self, proc: psutil.Process, now: float) -> ProcessInfo | None:
+    def _read(self, member: _Member, now: float) -> ProcessInfo | None:
+        proc = member.proc
         try:
-            with proc.oneshot():
-                cmdline = tuple(proc.cmdline())
-                name = proc.name()
-                ppid = proc.ppid()
-                cpu = proc.cpu_percent(interval=None)
-                rss = proc.memory_info().rss
-                threads = proc.num_threads()
-                created = proc.create_time()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            if now - member.static_read_at >= PORT_REFRESH_S:
+                with proc.oneshot():
+                    member.cmdline = tuple(proc.cmdline())
+                    member.name = proc.name()
+                    member.ppid = proc.ppid()
+                    member.role = _role(member.cmdline)
+                    member.ports = _listening_ports(proc)
+                    member.static_read_at = now
+                    self._cmdlines_changed = True
+            stat = _read_stat(proc.pid)
+            if stat is None:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    stat = _Stat(times.user + times.system, proc.memory_info().rss, proc.num_threads(), None)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, ProcessLookupError, FileNotFoundError):
             return None
-        except psutil.AccessDenied:
+        except (psutil.AccessDenied, PermissionError):
             return ProcessInfo(pid=proc.pid, ppid=None, name="?", cmdline=())
-        role = None
-        if cmdline and _TITLE.match(cmdline[0].strip()):
-            role = cmdline[0].strip()
-        elif len(cmdline) == 1 and " " in cmdline[0]:
-            # setproctitle may leave one argv string with spaces in it.
-            role = cmdline[0].split()[0] if _TITLE.match(cmdline[0].split()[0]) else None
-        identity = _Identity(proc.pid, created)
-        if now - self._ports_read_at.get(identity, -1e9) >= PORT_REFRESH_S:
-            self._ports[identity] = _listening_ports(proc)
-            self._ports_read_at[identity] = now
-        return ProcessInfo(pid=proc.pid, ppid=ppid, name=name, cmdline=cmdline, role=role, cpu_percent=cpu,
-                           rss_bytes=rss, threads=threads, create_time=created,
-                           listening_ports=self._ports.get(identity, ()))
+        if stat.start_ticks is not None and member.start_ticks is not None and stat.start_ticks != member.start_ticks:
+            return None  # the pid now names another process
+        member.start_ticks = stat.start_ticks
+        cpu = None
+        if member.cpu_seconds is not None and now > member.cpu_read_at:
+            cpu = max(0.0, (stat.cpu_seconds - member.cpu_seconds) / (now - member.cpu_read_at) * 100.0)
+        member.cpu_seconds, member.cpu_read_at = stat.cpu_seconds, now
+        return ProcessInfo(pid=proc.pid, ppid=member.ppid, name=member.name, cmdline=member.cmdline, role=member.role,
+                           cpu_percent=cpu, rss_bytes=stat.rss_bytes, threads=stat.threads, create_time=member.created,
+                           listening_ports=member.ports)
 
 
-def _identity(proc: psutil.Process) -> _Identity:
+@dataclass(frozen=True)
+class _Stat:
+    cpu_seconds: float
+    rss_bytes: int
+    threads: int
+    start_ticks: int | None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    """CPU time, RSS and threads from one read of /proc/PID/stat (None off Linux).
+
+    One file per process per tick keeps a 64-process tree cheap; psutil would
+    read stat and statm and call sysconf for every process.
+    """
     try:
-        return _Identity(proc.pid, proc.create_time())
-    except psutil.Error:
-        return _Identity(proc.pid, -1.0)
-
-
-def _same(a: psutil.Process, b: psutil.Process) -> bool:
-    try:
-        return a.create_time() == b.create_time()
-    except psutil.Error:
-        return False
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self"):
+            return None  # not Linux: let psutil do it
+        raise
+    # The command name (field 2) may contain spaces and parentheses: split after the last ")".
+    fields = data[data.rindex(b")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return _Stat(cpu_seconds=(utime + stime) / _CLOCK_TICKS, rss_bytes=int(fields[21]) * _PAGE_SIZE,
+                 threads=int(fields[17]), start_ticks=int(fields[19]))
 
 
 def _listening_ports(proc: psutil.Process) -> tuple[int, ...]:

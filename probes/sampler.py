@@ -53,7 +53,7 @@ class Sampler:
         self._engine_why: str | None = None
         self._last_discovery = -1e9
         self._host = None
-        self._host_device = None
+        self._executor = None
 
     @property
     def engine_timeout_s(self) -> float:
@@ -92,6 +92,8 @@ class Sampler:
         """Sample everything once."""
         started_wall, started = self._wall(), self._clock()
         why: dict[str, str] = {}
+        # The scrape waits on the engine's answer, not on our CPU: it runs beside the local probes.
+        pending = self._pool().submit(self._engine.sample) if self._engine is not None else None
         tree = self.process.sample()
         devices: tuple = ()
         if self.nvml.available:
@@ -100,14 +102,17 @@ class Sampler:
             why["devices"] = self.nvml.why or "NVML unavailable"
 
         engine: EngineSample | None = None
-        if tree.alive:
+        if pending is not None:
+            engine = pending.result()
+        elif tree.alive:
             ports = tuple(sorted({p for proc in tree.processes for p in proc.listening_ports}))
             probe = self._engine_probe(ports, tree.framework)
             if probe is not None:
                 engine = probe.sample()
             else:
                 why["engine"] = self._engine_why or "no metrics endpoint found (give --metrics-url)"
-        else:
+        if not tree.alive:
+            engine = None
             why["engine"] = "the process has exited"
 
         host = None
@@ -119,5 +124,14 @@ class Sampler:
         return Snapshot(time=started_wall, monotonic=started, interval_s=self.config.interval_s, tree=tree,
                         devices=devices, engine=engine, host=host, why=why)
 
+    def _pool(self):
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infermon-scrape")
+        return self._executor
+
     def close(self) -> None:
         self.nvml.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
