@@ -17,6 +17,8 @@ from infermon.model.roofline import critical_batch, decode_step, ops_per_byte
 IDLE_TOKENS_PER_S = 0.5
 # Modeled and measured bandwidth "disagree" beyond this relative gap.
 DISAGREEMENT = 0.25
+# A modeled share of a peak above this is physically impossible (with some slack for datasheet rounding).
+IMPOSSIBLE = 1.10
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,11 @@ def _verdict(phase, batch, intensity, ridge, mbu, mfu, bound, gen, prompt, disag
         return "idle: no tokens generated or prefilled in the last interval"
     if fig is None or hw is None:
         return f"{phase}: {gen or 0:.1f} tokens/s generated — give --model and a known device for the roofline"
+    over = [(name, share) for name, share in (("bandwidth", mbu), ("FLOP/s", mfu)) if share is not None and share > IMPOSSIBLE]
+    if over:
+        name, share = max(over, key=lambda pair: pair[1])
+        return (f"{phase}: the modeled {name} is {_pct(share)} of the device peak, which cannot be: the model, "
+                "the batch or the device figures do not match this process (check --model, --gpu)")
     parts: list[str] = []
     if bound == "compute" or phase == "prefill":
         label = "compute-bound prefill" if phase == "prefill" else f"compute-bound {phase}"

@@ -65,3 +65,9 @@ def test_measured_bandwidth_disagreement_is_flagged():
 def test_no_counters():
     a = analyze(LiveRates(1.0, None, None, batch=None), fig(), a10())
     assert a.phase == "unknown" and "no token counters" in a.verdict
+
+
+def test_impossible_figures_are_called_out():
+    a = analyze(LiveRates(1.0, 5000.0, 0.0, batch=1, kv_tokens_resident=0), fig(), a10())
+    assert a.mbu > 1.1
+    assert "cannot be" in a.verdict and "--model" in a.verdict
