@@ -41,9 +41,7 @@ def measure(ticks: int = 200, processes: int = 64, gpus: int = 8) -> dict:
 
     from infermon.probes.sampler import Sampler, SamplerConfig
 
-    fixture = ROOT.parent / "shared" / "fixtures" / "vllm-0.33.0-metrics.sample.prom"
-    if not fixture.exists():
-        fixture = ROOT / "tests" / "data" / "vllm-metrics.sample.prom"
+    fixture = ROOT / "tests" / "data" / "vllm-0.33.0-metrics.sample.prom"
     # The stand-in engine is its own process, as a real server is: its CPU is not the monitor's.
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(fixture), str(ROOT / "tests")],
                               stdout=subprocess.PIPE, text=True)

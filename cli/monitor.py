@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     watch.add_argument("--host-bandwidth", metavar="B/S", help="host memory bandwidth for CPU inference (skips calibration)")
     watch.add_argument("--host-flops", metavar="FLOP/S", help="host peak FLOP/s for CPU inference (skips calibration)")
     watch.add_argument("--no-calibrate", action="store_true", help="never run the short host calibration")
+    watch.add_argument("--theme", metavar="T", help="dashboard theme: dark, light, high-contrast, ansi, or user (see README)")
+    watch.add_argument("--no-mouse", action="store_true", help="do not capture the mouse (select text in the terminal freely)")
 
 
 def _config(args: argparse.Namespace):
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.once and args.record:
         raise UserError("choose one of --once and --record")
     if not args.once and not args.record:
-        raise UserError("the live dashboard is not part of this build yet: use --once [--json] or --record FILE")
+        return run_dashboard(args)
     sampler, live = open_sampler(args)
     try:
         if args.once:
@@ -80,6 +82,47 @@ def run(args: argparse.Namespace) -> int:
         return _record(sampler, live, args)
     finally:
         sampler.close()
+
+
+def dashboard_themes(args: argparse.Namespace) -> list:
+    """The user's theme file (if any) and a checked ``--theme``; one-line errors for bad ones."""
+    from infermon.themes import ThemeFileError, load_user_theme, theme_names
+
+    try:
+        user = load_user_theme()
+    except ThemeFileError as exc:
+        raise UserError(str(exc)) from None
+    if args.theme and args.theme not in theme_names(user):
+        raise UserError(f"unknown theme {args.theme!r}: choose one of {', '.join(theme_names(user))}")
+    return [user] if user else []
+
+
+def check_terminal() -> None:
+    import os
+    import shutil
+
+    if not sys.stdout.isatty():
+        raise UserError("the dashboard needs a terminal (use --once, --json or --record FILE when piping)")
+    from infermon.tui.app import MIN_HEIGHT, MIN_WIDTH
+
+    size = shutil.get_terminal_size((0, 0))
+    if size.columns < MIN_WIDTH or size.lines < MIN_HEIGHT:
+        raise UserError(f"terminal too small ({size.columns}×{size.lines}): the dashboard needs at least "
+                        f"{MIN_WIDTH}×{MIN_HEIGHT}")
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    """The live TUI; on exit, the run's perf summary is printed to the terminal."""
+    themes = dashboard_themes(args)
+    check_terminal()
+    sampler, live = open_sampler(args)
+    from infermon.tui.app import InfermonApp
+    from infermon.tui.sources import LiveSource
+
+    app = InfermonApp(LiveSource(sampler, live), theme=args.theme, themes=themes, target=f"pid {args.pid}")
+    app.run(mouse=not args.no_mouse)
+    print(app.summary_text())
+    return 0
 
 
 def _once(sampler, live, args) -> int:

@@ -63,6 +63,15 @@ def _pct(value: float) -> str:
     return f"{value * 100:.0f}%"
 
 
+def _about(value: float) -> str:
+    """Two significant digits: the verdict states a size, not a reading that flickers every tick."""
+    if value >= 100:
+        return f"{round(value, -(len(str(int(value))) - 2)):,.0f}"
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
 def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None) -> Analysis:
     """Rates × the model's arithmetic.
 
@@ -190,7 +199,7 @@ def _verdict(phase, batch, intensity, ridge, mbu, mfu, bound, gen, prompt, disag
             label = f"memory-bound {phase}"
         text = label
         if intensity is not None and ridge is not None:
-            text += f": {intensity:,.0f} FLOP/B vs ridge {ridge:,.0f}"
+            text += f": {_about(intensity)} FLOP/B vs ridge {ridge:,.0f}"
         if mfu is not None:
             text += f" — {_pct(mfu)} of peak FLOP/s"
         parts.append(text)
@@ -200,11 +209,11 @@ def _verdict(phase, batch, intensity, ridge, mbu, mfu, bound, gen, prompt, disag
         if batch:
             details.append(f"batch {batch:.0f}")
         if intensity is not None and ridge is not None:
-            details.append(f"{intensity:,.1f} FLOP/B vs ridge {ridge:,.0f}")
+            details.append(f"{_about(intensity)} FLOP/B vs ridge {ridge:,.0f}")
         if details:
             text += ": " + ", ".join(details)
         if mbu is not None:
-            text += f" — {_pct(mbu)} of peak bandwidth"
+            text += f" — {5 * round(mbu * 20):.0f}% of peak bandwidth"
             if mbu >= 0.8:
                 text += "; near the ceiling: more concurrent requests, weight quantization or speculative decoding raise tokens/s"
             elif mbu < 0.3:

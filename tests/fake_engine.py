@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-FIXTURES = TESTS.parent.parent / "shared" / "fixtures"
+FIXTURES = TESTS / "data"
 VLLM_FIXTURE = FIXTURES / "vllm-0.33.0-metrics.sample.prom"
 
 SERVER = textwrap.dedent('''
@@ -31,8 +31,7 @@ SERVER = textwrap.dedent('''
 
 
 def fixture_path(name: str) -> Path:
-    shared = FIXTURES / name
-    return shared if shared.exists() else TESTS / "data" / name
+    return FIXTURES / name
 
 
 def start_fake_engine(tmp_path: Path, module: str, fixture: Path, advance: dict[str, float],

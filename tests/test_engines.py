@@ -25,12 +25,10 @@ from infermon.probes.snapshot import to_plain
 
 from metrics_server import MetricsServer, closed_port
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "fixtures"
 DATA = Path(__file__).resolve().parent / "data"
 
-VLLM = (SHARED / "vllm-0.33.0-metrics.sample.prom").read_text()
-LLAMACPP = (SHARED / "llamacpp-server-metrics.sample.prom").read_text()
+VLLM = (DATA / "vllm-0.33.0-metrics.sample.prom").read_text()
+LLAMACPP = (DATA / "llamacpp-server-metrics.sample.prom").read_text()
 SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
 TGI = (DATA / "tgi-metrics.sample.prom").read_text()
 

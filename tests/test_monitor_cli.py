@@ -183,3 +183,24 @@ def test_fake_gpus_plugged_in_at_the_probe_boundary(monkeypatch, cli, fake_vllm)
     measured = data["analysis"]["achieved_bandwidth_bytes_per_s"]["measured"]
     assert measured == pytest.approx(0.62 * 2 * 3.35e12, rel=0.01)
     assert data["process"]["gpu_memory_bytes"] == 2 * 70 * 2**30
+
+
+def test_dashboard_needs_a_terminal():
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        result = infermon("--pid", str(target.pid))
+        assert result.returncode == 2
+        assert "needs a terminal" in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_unknown_theme_and_bad_theme_file(tmp_path):
+    result = infermon("--pid", "1", "--theme", "neon")
+    assert result.returncode == 2 and "unknown theme 'neon'" in result.stderr
+    config = tmp_path / "infermon"
+    config.mkdir()
+    (config / "theme.toml").write_text("[theme\nprimary = 3")
+    result = infermon("--pid", "1", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert result.returncode == 2 and "theme.toml" in result.stderr and result.stderr.count("\n") == 1

@@ -1,0 +1,194 @@
+"""The dashboard with scripted views: every key, every state, and what a user reads on screen."""
+
+import asyncio
+
+import pytest
+
+import scripted
+from infermon.tui.app import InfermonApp
+from infermon.tui.panels import Panel, ProcessesPanel
+from infermon.tui.screens import HelpScreen, SummaryScreen
+from infermon.tui.sources import ListSource
+
+
+def make_app(views=None, **kwargs):
+    source = ListSource(views if views is not None else scripted.views(), hold_at_end=True)
+    return InfermonApp(source, target="pid 4242", **kwargs), source
+
+
+async def settle(pilot, source):
+    for _ in range(200):
+        if source.exhausted.is_set():
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(5):
+        await pilot.pause()
+
+
+def text_of(app, selector) -> str:
+    widget = app.query_one(selector)
+    rendered = widget.render()
+    return str(getattr(rendered, "plain", rendered))
+
+
+async def test_header_verdict_and_panels_show_the_run():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        header = text_of(app, "#header")
+        assert "pid 4242" in header and "vllm 0.33.0" in header and "Llama 3.1 8B" in header
+        assert "H100 80GB HBM3" in header and "up 1h02m" in header and "every 1 s" in header
+        assert text_of(app, "#verdict").startswith("memory-bound decode: batch 8")
+        assert "of peak bandwidth" in text_of(app, "#verdict")
+        assert "concurrent requests" in text_of(app, "#advice")
+        assert "tok/s" in text_of(app, "#gen") and "measured" in text_of(app, "#gen")
+        assert "TB/s" in text_of(app, "#bw-measured") and "measured" in text_of(app, "#bw-measured")
+        assert "modeled" in text_of(app, "#bw-modeled")
+        assert "datasheet" in text_of(app, "#peak-bw")
+        assert "131,072 B" in text_of(app, "#kv-bytes")
+        assert "no agent" in text_of(app, "#torch")
+
+
+async def test_pause_keeps_the_screen_and_resumes():
+    views = scripted.views(30)
+    app, source = make_app(views)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("p")
+        assert app.paused and "paused" in text_of(app, "#header")
+        await pilot.press("p")
+        assert not app.paused and "paused" not in text_of(app, "#header")
+
+
+async def test_process_exit_is_shown_and_last_data_stays():
+    app, source = make_app(scripted.views_then_exit())
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        for _ in range(20):
+            if "exited" in text_of(app, "#header"):
+                break
+            await pilot.pause(0.05)
+        assert "exited" in text_of(app, "#header")
+        assert "tok/s" in text_of(app, "#gen")  # the last figures stay on screen
+
+
+async def test_no_gpu_no_engine_says_why():
+    views = scripted.views(4, with_engine=False, with_gpus=False)
+    app, source = make_app(views)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        assert "no engine /metrics found" in text_of(app, "#gen")
+        assert "no NVIDIA driver" in text_of(app, "#devices-note")
+        assert "no token counters" in text_of(app, "#verdict")
+
+
+async def test_help_summary_theme_and_reset_keys():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("s")
+        assert isinstance(app.screen, SummaryScreen)
+        assert "Perf Summary" in app.screen.text and "Tokens generated" in app.screen.text
+        await pilot.press("escape")
+        before = app.theme
+        await pilot.press("t")
+        assert app.theme != before
+        assert app.history.peak_generation is not None
+        await pilot.press("r")
+        assert app.history.peak_generation is None
+        assert app.accumulator.samples == 0
+
+
+async def test_number_keys_maximise_when_wide_and_switch_when_narrow():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("2")
+        assert app.screen.maximized is app.query_one("#roofline", Panel)
+        await pilot.press("escape")
+        assert app.screen.maximized is None
+        await pilot.press("5")
+        await pilot.press("5")
+        assert app.screen.maximized is None
+    app, source = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, source)
+        assert app.has_class("narrow")
+        await pilot.press("4")
+        shown = [p.number for p in app.query(Panel) if p.display and p.has_class("-current")]
+        assert shown == [4]
+        assert app.query_one("#throughput").styles.display == "none"
+
+
+async def test_sort_processes():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        panel = app.query_one(ProcessesPanel)
+        assert panel.sort_column == "CPU%"
+        await pilot.press("o")
+        assert panel.sort_column == "RSS"
+        rows = [line.render().plain for line in panel.query_one("RowTable").rows]
+        assert rows[0].strip().startswith("4250")  # the engine core has the largest RSS
+
+
+async def test_tiny_terminal_says_so_and_recovers():
+    app, source = make_app()
+    async with app.run_test(size=(40, 10)) as pilot:
+        await settle(pilot, source)
+        assert app.has_class("tiny")
+        assert app.query_one("#too-small").styles.display == "block"
+        await pilot.resize_terminal(160, 45)
+        for _ in range(10):
+            await pilot.pause(0.05)
+        assert not app.has_class("tiny")
+
+
+async def test_command_palette_lists_our_actions():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for title in ("Pause / resume", "Reset peaks", "Next theme", "Run summary", "Key help", "Panel 2: Roofline"):
+            assert title in titles
+
+
+async def test_quit_returns_and_summary_is_available():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("q")
+    summary = app.summary_text()
+    assert "Throughput:" in summary and "TFLOP/s" in summary
+
+
+def test_snapshot_wide(snap_compare):
+    app, source = make_app()
+
+    async def run_before(pilot):
+        await settle(pilot, source)
+
+    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before)
+
+
+def test_snapshot_narrow(snap_compare):
+    app, source = make_app()
+
+    async def run_before(pilot):
+        await settle(pilot, source)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_narrow_roofline(snap_compare):
+    app, source = make_app()
+
+    async def run_before(pilot):
+        await settle(pilot, source)
+        await pilot.press("2")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
