@@ -123,7 +123,7 @@ def format_summary(summary: RunSummary) -> str:
     else:
         lines.append(f"Tokens generated: {summary.generation_tokens:,.0f}"
                      + (f" (prompt tokens: {summary.prompt_tokens:,.0f})" if summary.prompt_tokens is not None else ""))
-        lines.append("Per token latency: " + (f"{summary.per_token_latency_s * 1e3:.2f} ms" if summary.per_token_latency_s else "n/a"))
+        lines.append("Per token latency (whole batch): " + (f"{summary.per_token_latency_s * 1e3:.2f} ms" if summary.per_token_latency_s else "n/a"))
         lines.append("Throughput: " + (f"{summary.tokens_per_s:.2f} tokens/s" if summary.tokens_per_s is not None else "n/a")
                      + (f" (peak {summary.peak_generation_tokens_per_s:.2f})" if summary.peak_generation_tokens_per_s else ""))
     if summary.flops_per_s is not None:

@@ -52,15 +52,16 @@ class SourceEnded(Message):
 
 
 def _duration(seconds: float) -> str:
+    """Minutes at most: a header that changed every second would repaint every second."""
     seconds = max(0, int(seconds))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    minutes = rest // 60
     if days:
         return f"{days}d{hours:02d}h"
     if hours:
         return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s"
+    return f"{minutes}m" if minutes else "<1m"
 
 
 class InfermonApp(App[None]):
