@@ -26,7 +26,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infermon.cli import calc_cmd, calibrate_cmd, monitor
+    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, monitor
 
     parser = OneLineParser(
         prog=PROG,
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     calc_cmd.add_parser(sub)
     calibrate_cmd.add_parser(sub)
+    agent_cmds.add_parsers(sub)
     return parser
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
-            if args.pid is not None:
+            if getattr(args, "pid", None) is not None:
                 from infermon.cli import monitor
 
                 return monitor.run(args)

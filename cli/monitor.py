@@ -13,9 +13,10 @@ from infermon.model.loaders import ModelLoadError, load_model
 from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> None:
     watch = parser.add_argument_group("watch a process")
-    watch.add_argument("--pid", "-p", type=int, metavar="PID", help="the inference server (or script) to watch; its children are found")
+    if with_pid:
+        watch.add_argument("--pid", "-p", type=int, metavar="PID", help="the inference server (or script) to watch; its children are found")
     watch.add_argument("--interval", "-i", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
     watch.add_argument("--model", "-m", metavar="M", help="the model, when the command line does not name it (as for calc)")
     watch.add_argument("--gpu", metavar="NAME", help="look up this GPU in the table instead of the name NVML reports")

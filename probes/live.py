@@ -96,6 +96,8 @@ class LiveModel:
             argument = snapshot.tree.model_argument
         if argument is None and snapshot.engine is not None:
             argument = snapshot.engine.model_name
+        if argument is None and self._from_agent(snapshot):
+            return
         if argument is None:
             self.model_why = "model unknown: not on the command line and not reported by the engine (give --model)"
             return
@@ -112,6 +114,24 @@ class LiveModel:
         self.model_source = loaded.source
         self.model_why = None
         self.warnings = loaded.warnings
+
+    def _from_agent(self, snapshot: Snapshot) -> bool:
+        """A Hugging Face model's config, as the agent read it from the watched module."""
+        for agent in snapshot.agents:
+            if agent.model_config:
+                from infermon.model.config import ConfigError, spec_from_config
+
+                try:
+                    spec = spec_from_config(agent.model_config, name=str(agent.model_config.get("_name_or_path") or ""))
+                except ConfigError as exc:
+                    self.model_why = f"the agent's model config is unusable: {exc} (give --model)"
+                    return True
+                self.figures = model_figures(spec)
+                self.model_source = f"agent: config of the watched model in pid {agent.pid}"
+                self.model_why = None
+                self.warnings = spec.warnings
+                return True
+        return False
 
     def hardware(self, snapshot: Snapshot) -> tuple[Hardware | None, str | None, str | None]:
         """(hardware, source, why): the tree's GPUs from the table (or NVML-derived), else the host CPU."""

@@ -115,6 +115,18 @@ class Sampler:
             engine = None
             why["engine"] = "the process has exited"
 
+        agents: tuple = ()
+        if tree.alive:
+            from infermon.probes.agent_channel import engine_from_agents, read_agents
+
+            reading = read_agents(tree.pids)
+            agents = reading.agents
+            if engine is None and agents:
+                engine = engine_from_agents(agents)
+                why.pop("engine", None)
+            elif not agents and engine is None:
+                why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
+
         host = None
         if not any(d.used_by_tree for d in devices):
             host = self._host_ceilings()
@@ -122,7 +134,7 @@ class Sampler:
 
             devices = devices + (host_device_sample(host),)
         return Snapshot(time=started_wall, monotonic=started, interval_s=self.config.interval_s, tree=tree,
-                        devices=devices, engine=engine, host=host, why=why)
+                        devices=devices, engine=engine, host=host, why=why, agents=agents)
 
     def _pool(self):
         if self._executor is None:

@@ -143,6 +143,35 @@ class EngineSample:
 
 
 @dataclass(frozen=True)
+class AgentSample:
+    """One process's in-process agent record (counters are cumulative; bytes; ``time`` wall-clock)."""
+
+    pid: int
+    time: float
+    interval_s: float
+    generation_tokens_total: float
+    prompt_tokens_total: float
+    decode_steps_total: float
+    batch: int
+    max_batch: int
+    weights_bytes: int | None = None
+    torch_allocated_bytes: int | None = None
+    torch_reserved_bytes: int | None = None
+    torch_active_bytes: int | None = None
+    torch_peak_allocated_bytes: int | None = None
+    torch_peak_reserved_bytes: int | None = None
+    alloc_retries: int | None = None
+    ooms: int | None = None
+    device_free_bytes: int | None = None
+    device_total_bytes: int | None = None
+    hf_generate_hooked: bool = False
+    errors: int = 0
+    params: int | None = None
+    model_config: dict | None = None
+    why: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HostCeilings:
     """Peaks of the host CPU: memory bandwidth (B/s) and FLOP/s, with their source."""
 
@@ -165,6 +194,7 @@ class Snapshot:
     engine: EngineSample | None = None
     host: HostCeilings | None = None
     why: dict[str, str] = field(default_factory=dict)
+    agents: tuple[AgentSample, ...] = ()
 
 
 def to_plain(obj: Any) -> Any:

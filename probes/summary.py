@@ -78,14 +78,12 @@ class SummaryAccumulator:
         tree_memory = [d.memory_tree_bytes for d in snap.devices if d.kind == "gpu" and d.memory_tree_bytes is not None]
         if tree_memory:
             self.max_device_memory = max(self.max_device_memory or 0, sum(tree_memory))
-        engine = snap.engine
-        if engine is not None and engine.kind == "agent":
-            allocated = getattr(engine, "torch_allocated_bytes", None)
-            reserved = getattr(engine, "torch_reserved_bytes", None)
-            if allocated is not None:
-                self.max_allocated = max(self.max_allocated or 0, allocated)
-            if reserved is not None:
-                self.max_reserved = max(self.max_reserved or 0, reserved)
+        allocated = [a.torch_peak_allocated_bytes or a.torch_allocated_bytes for a in snap.agents]
+        reserved = [a.torch_peak_reserved_bytes or a.torch_reserved_bytes for a in snap.agents]
+        if any(v is not None for v in allocated):
+            self.max_allocated = max(self.max_allocated or 0, sum(v or 0 for v in allocated))
+        if any(v is not None for v in reserved):
+            self.max_reserved = max(self.max_reserved or 0, sum(v or 0 for v in reserved))
         if view.model is not None:
             self.model_name = view.model.name
             self.flops_per_token = view.model.flops_per_token

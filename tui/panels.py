@@ -264,8 +264,26 @@ class MemoryPanel(Panel):
                 line.set(Text(f"… {len(view.snapshot.devices) - len(gpus)} more devices", style="dim"))
             else:
                 line.set("")
-        torch_line = getattr(engine, "torch_reserved_bytes", None) if engine else None
-        if torch_line is None:
+        agents = view.snapshot.agents
+        with_torch = [a for a in agents if a.torch_reserved_bytes is not None]
+        if with_torch:
+            allocated = sum(a.torch_allocated_bytes or 0 for a in with_torch)
+            reserved = sum(a.torch_reserved_bytes or 0 for a in with_torch)
+            weights = sum(a.weights_bytes or 0 for a in with_torch)
+            retries = sum(a.alloc_retries or 0 for a in with_torch)
+            ooms = sum(a.ooms or 0 for a in with_torch)
+            frag = 1 - allocated / reserved if reserved else None
+            note = f"of {si(reserved, 'B')} reserved"
+            if weights:
+                note += f", weights {si(weights, 'B')}"
+            if frag is not None:
+                note += f", {frag:.0%} free in cache"
+            if retries or ooms:
+                note += f", {retries} retries, {ooms} OOMs"
+            q("#torch", Line).set(figure_row("torch allocated", si(allocated, "B"), "measured", note))
+        elif agents:
+            q("#torch", Line).set(figure_row("torch allocator", NA, None, agents[0].why.get("torch", "")))
+        else:
             q("#torch", Line).set(figure_row("torch allocator", NA, None, "no agent (infermon run/attach)"))
 
 

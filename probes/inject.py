@@ -1,0 +1,182 @@
+"""Load the agent into a running CPython process: ``sys.remote_exec`` (3.14+) or gdb.
+
+gdb is used as memray and pyrasite do, but carefully: nothing is allocated with the target's
+malloc (which the stopped thread may be inside). A page is mapped with mmap (a plain system
+call), the bootstrap code is written into it through ptrace, and ``Py_AddPendingCall`` asks the
+interpreter to run it at its next safe point, on the main thread, with the GIL held.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+
+class InjectError(Exception):
+    """Attaching is impossible here; the message says why and what to do instead, in one line."""
+
+
+@dataclass(frozen=True)
+class Target:
+    pid: int
+    python: tuple[int, int] | None
+
+
+def python_version(pid: int) -> tuple[int, int] | None:
+    """major.minor of the CPython in ``pid`` (from its executable or its libpython), or None if none."""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        exe = ""
+    found = re.search(r"python(\d)\.(\d+)", exe)
+    if found:
+        return int(found.group(1)), int(found.group(2))
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
+            maps = handle.read()
+    except OSError:
+        return None
+    found = re.search(r"libpython(\d)\.(\d+)", maps)
+    if found:
+        return int(found.group(1)), int(found.group(2))
+    if re.match(r"python\d?$", exe):
+        try:
+            out = subprocess.run([f"/proc/{pid}/exe", "-c", "import sys; print(*sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=10).stdout.split()
+            return int(out[0]), int(out[1])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+    return None
+
+
+def ptrace_problem(pid: int) -> str | None:
+    """Why the kernel would refuse to ptrace ``pid``, if we can tell beforehand."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as handle:
+            scope = int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if scope >= 3:
+        return ("ptrace is disabled on this host (kernel.yama.ptrace_scope=3): start the program with "
+                "`infermon run -- …` instead")
+    if os.geteuid() == 0:
+        return None
+    if scope == 2:
+        return ("only root may ptrace here (kernel.yama.ptrace_scope=2): run infermon attach as root, "
+                "or start the program with `infermon run -- …`")
+    if scope == 1 and not _is_descendant(pid):
+        return ("the kernel lets you ptrace only your own child processes (kernel.yama.ptrace_scope=1): "
+                "run as root, `sudo sysctl kernel.yama.ptrace_scope=0`, or start it with `infermon run -- …`")
+    return None
+
+
+def _is_descendant(pid: int) -> bool:
+    me = os.getpid()
+    try:
+        import psutil
+
+        return any(p.pid == me for p in psutil.Process(pid).parents())
+    except Exception:
+        return False
+
+
+def bootstrap_code(folder: str, interval_s: float) -> str:
+    """What runs inside the target: import the agent from ``folder``, start it, tidy sys.path."""
+    return (
+        "try:\n"
+        "    import sys as _s\n"
+        f"    _s.path.insert(0, {folder!r})\n"
+        "    import infermon_agent as _ia\n"
+        f"    _ia.start({interval_s!r})\n"
+        f"    _s.path.remove({folder!r})\n"
+        "except Exception:\n"
+        "    pass\n"
+    )
+
+
+def gdb_script(code: str) -> str:
+    """gdb commands that queue ``code`` as a pending call without using the target's malloc."""
+    data = code.encode() + b"\0"
+    if len(data) > 4096:
+        raise InjectError("bootstrap code too long")
+    data += b"\0" * (-len(data) % 8)
+    lines = ["set pagination off", "set confirm off", "set unwindonsignal on",
+             "set $buf = ((void* (*)(void*, unsigned long, int, int, int, long))mmap)(0, 4096, 3, 34, -1, 0)",
+             'if $buf == (void*)-1\n  echo INFERMON-MMAP-FAILED\\n\n  detach\n  quit\nend']
+    for offset in range(0, len(data), 8):
+        word = int.from_bytes(data[offset:offset + 8], "little", signed=True)
+        lines.append(f"set {{long}}($buf + {offset}) = {word}")
+    lines.append("set $rc = ((int (*)(int (*)(void*), void*))Py_AddPendingCall)"
+                 "((int (*)(void*))PyRun_SimpleString, (void*)$buf)")
+    lines.append('printf "INFERMON-PENDING %d\\n", $rc')
+    lines += ["detach", "quit"]
+    return "\n".join(lines) + "\n"
+
+
+def _explain_gdb_failure(output: str) -> str:
+    if "Operation not permitted" in output or "ptrace: " in output:
+        return ("the kernel refused ptrace (in a container without CAP_SYS_PTRACE? add --cap-add=SYS_PTRACE, "
+                "or start the program with `infermon run -- …`)")
+    if "No symbol" in output:
+        return "could not find the Python C API in the process (a stripped or unusual Python build)"
+    if "INFERMON-MMAP-FAILED" in output:
+        return "could not map a page in the process"
+    last = [line for line in output.splitlines() if line.strip()][-1:] or ["unknown error"]
+    return f"gdb failed: {last[0][:160]}"
+
+
+def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        raise InjectError("gdb is not installed (e.g. `apt-get install gdb`), or start the program with "
+                          "`infermon run -- …`")
+    with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as handle:
+        handle.write(gdb_script(code))
+        script = handle.name
+    try:
+        result = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-q", "-x", script],
+                                capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InjectError(f"gdb did not finish within {timeout_s:.0f} s") from None
+    finally:
+        os.unlink(script)
+    output = result.stdout + result.stderr
+    match = re.search(r"INFERMON-PENDING (-?\d+)", output)
+    if match is None:
+        raise InjectError(_explain_gdb_failure(output))
+    if int(match.group(1)) != 0:
+        raise InjectError("the interpreter refused the pending call (its queue is full; try again)")
+
+
+def inject_with_remote_exec(pid: int, code: str) -> None:
+    """Python 3.14+: the interpreter runs the script at its next safe point (same version needed)."""
+    fd, path = tempfile.mkstemp(suffix=".py", prefix="infermon-attach-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(code)
+    os.chmod(path, 0o644)  # the target reads it (same user)
+    try:
+        sys.remote_exec(pid, path)  # type: ignore[attr-defined]
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise InjectError(f"sys.remote_exec failed: {exc}") from None
+
+
+def inject(pid: int, folder: str, interval_s: float) -> str:
+    """Load the agent from ``folder`` into ``pid``; returns the method used."""
+    version = python_version(pid)
+    if version is None:
+        raise InjectError(f"pid {pid} is not a CPython process (attach needs Python; engines with metrics "
+                          "need no agent: use --pid)")
+    problem = ptrace_problem(pid)  # both methods need the kernel's permission to trace
+    if problem:
+        raise InjectError(problem)
+    code = bootstrap_code(folder, interval_s)
+    if version >= (3, 14) and sys.version_info[:2] == version and hasattr(sys, "remote_exec"):
+        inject_with_remote_exec(pid, code)
+        return "sys.remote_exec"
+    inject_with_gdb(pid, code)
+    return "gdb"

@@ -1,0 +1,178 @@
+"""The in-process agent: counting, publishing, the owner-only channel, and never hurting the target."""
+
+import ast
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import infermon.probes.agent as agent  # noqa: E402
+from infermon.probes.agent_channel import engine_from_agents, read_agents, request_stop  # noqa: E402
+
+import tiny_generate  # noqa: E402
+
+STDLIB = set(sys.stdlib_module_names)
+
+
+@pytest.fixture
+def channel(tmp_path, monkeypatch):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    yield Path(agent.channel_dir())
+    agent.stop()
+
+
+def wait_record(pid=None, timeout=5.0, check=lambda r: True):
+    path = agent.record_path(pid or os.getpid())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads(Path(path).read_text())
+            if check(record):
+                return record
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"no matching record at {path}")
+
+
+def test_agent_imports_only_the_standard_library():
+    tree = ast.parse(Path(agent.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    # transformers is only looked up when the target has already imported it.
+    assert imported - STDLIB <= {"transformers"}, imported - STDLIB
+
+
+def test_watch_counts_prefill_and_decode(channel):
+    model = tiny_generate.TinyDecoder().eval()
+    assert agent.start(0.05)
+    assert agent.watch(model)
+    with torch.no_grad():
+        tiny_generate.generate(model, batch=3, prompt_len=10, new_tokens=5)
+    record = wait_record(check=lambda r: r["generation_tokens_total"] == 15)
+    assert record["prompt_tokens_total"] == 30          # one prefill of 3 × 10
+    assert record["decode_steps_total"] == 4            # then 4 decode steps of batch 3
+    assert record["batch"] == 3
+    assert record["weights_bytes"] == sum(p.numel() * 4 for p in model.parameters())
+    assert record["torch"]["why"].startswith("CUDA not initialised")
+
+
+def test_count_tokens_by_hand(channel):
+    agent.start(0.05)
+    agent.count_tokens(100, batch=4)
+    agent.count_tokens(40, prompt=True)
+    record = wait_record(check=lambda r: r["generation_tokens_total"] == 100)
+    assert record["prompt_tokens_total"] == 40 and record["batch"] == 4
+
+
+def test_plain_torch_loop_is_found_without_watch(channel, monkeypatch):
+    monkeypatch.setattr(agent, "DISCOVERY_S", 10.0)
+    agent.start(0.05)
+    model = tiny_generate.TinyDecoder().eval()
+    deadline = time.monotonic() + 5
+    with torch.no_grad():
+        while time.monotonic() < deadline:
+            tiny_generate.generate(model, 2, 8, 4)
+            try:
+                if json.loads(Path(agent.record_path(os.getpid())).read_text())["watched_modules"] == 1:
+                    break
+            except (OSError, ValueError):
+                pass
+    record = wait_record(check=lambda r: r["generation_tokens_total"] > 0)
+    assert record["watched_modules"] == 1
+
+
+def test_channel_and_record_are_owner_only(channel):
+    agent.start(0.05)
+    wait_record()
+    assert stat.S_IMODE(os.lstat(channel).st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(agent.record_path(os.getpid())).st_mode) == 0o600
+
+
+def test_stop_cleans_up_and_removes_hooks(channel):
+    model = tiny_generate.TinyDecoder().eval()
+    agent.start(0.05)
+    agent.watch(model)
+    wait_record()
+    agent.stop()
+    assert not os.path.exists(agent.record_path(os.getpid()))
+    assert not model._forward_hooks
+
+
+def test_stop_request_file_stops_the_agent(channel):
+    agent.start(0.05)
+    wait_record()
+    request_stop(os.getpid())
+    deadline = time.monotonic() + 5
+    while agent.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(agent.record_path(os.getpid()))
+
+
+def test_a_bad_input_inside_the_hook_never_reaches_the_target(channel):
+    class Odd(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    odd = Odd()
+    agent.start(0.05)
+    agent.watch(odd)
+    odd(object())  # no shape at all
+    odd(torch.zeros(3))  # 1-D
+    record = wait_record(check=lambda r: r["generation_tokens_total"] == 0)
+    assert record["errors"] == 0
+
+
+def test_a_refused_channel_means_no_agent_not_a_crash(tmp_path, monkeypatch, capsys):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    (runtime / "infermon").mkdir(mode=0o777)
+    os.chmod(runtime / "infermon", 0o777)
+    assert agent.start(0.05) is False
+    assert "open to other users" in capsys.readouterr().err
+
+
+def test_reader_skips_garbage_symlinks_foreign_and_stale_records(channel):
+    agent.ensure_channel()
+    good = {"protocol": 1, "pid": 11, "time": time.time(), "interval_s": 1.0, "generation_tokens_total": 5,
+            "prompt_tokens_total": 2, "decode_steps_total": 1, "batch": 1, "max_batch": 1}
+    Path(agent.record_path(11)).write_text(json.dumps(good))
+    Path(agent.record_path(12)).write_text("{not json")
+    Path(agent.record_path(13)).write_text(json.dumps({**good, "pid": 13, "time": time.time() - 3600}))
+    os.symlink(agent.record_path(11), agent.record_path(14))
+    Path(agent.record_path(15)).write_text(json.dumps({**good, "pid": 99}))
+    Path(agent.record_path(16)).write_text(json.dumps(good)[:20])  # half a record
+    if os.geteuid() == 0:
+        Path(agent.record_path(17)).write_text(json.dumps({**good, "pid": 17}))
+        os.chown(agent.record_path(17), 4242, 4242)
+    reading = read_agents({11, 12, 13, 14, 15, 16, 17})
+    assert [a.pid for a in reading.agents] == [11]
+    assert set(reading.why) >= {12, 13, 14, 15, 16}
+    assert "stale" in reading.why[13]
+    if os.geteuid() == 0:
+        assert "someone else's" in reading.why[17]
+    engine = engine_from_agents(reading.agents)
+    assert engine.kind == "agent" and engine.generation_tokens_total == 5
+
+
+def test_reader_refuses_a_channel_open_to_others(tmp_path, monkeypatch):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    (runtime / "infermon").mkdir()
+    os.chmod(runtime / "infermon", 0o755)
+    reading = read_agents({1})
+    assert reading.agents == () and "open to other users" in reading.why[0]

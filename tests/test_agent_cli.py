@@ -1,0 +1,141 @@
+"""`infermon run`, `attach` and `detach` end to end, with a tiny torch generator on the CPU."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+TESTS = Path(__file__).resolve().parent
+GENERATE = str(TESTS / "tiny_generate.py")
+HOST = ["--host-bandwidth", "25GB/s", "--host-flops", "100GFLOPS"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    return {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "COLUMNS": "120"}
+
+
+def infermon(*args, env, timeout=120, input=None):
+    return subprocess.run([sys.executable, "-m", "infermon.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, input=input)
+
+
+def test_run_once_reports_the_agents_tokens(env):
+    result = infermon("run", "--once", "--json", "--interval", "0.5", *HOST, "--",
+                      sys.executable, GENERATE, "--seconds", "8", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["engine"]["kind"] == "agent"
+    assert data["engine"]["generation_tokens_per_s"] > 0
+    assert data["engine"]["prompt_tokens_per_s"] > 0
+    assert data["engine"]["batch"] == 4
+    assert data["process"]["framework"] == "python"
+
+
+def test_run_exit_status_is_the_commands(env):
+    result = infermon("run", "--once", "--interval", "0.2", *HOST, "--", sys.executable, "-c",
+                      "import sys; sys.exit(3)", env=env)
+    assert result.returncode == 3
+
+
+def test_run_record_ends_with_the_command(env, tmp_path):
+    path = tmp_path / "run.jsonl"
+    result = infermon("run", "--record", str(path), "--interval", "0.3", *HOST, "--",
+                      sys.executable, GENERATE, "--seconds", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[-1]["event"] == "exited"
+    assert any(line.get("engine", {}).get("kind") == "agent" for line in lines[:-1])
+
+
+def test_run_reaches_python_children(env, tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, {GENERATE!r}, '--seconds', '8'])\n"
+        f"subprocess.run([sys.executable, {GENERATE!r}, '--seconds', '8', '--batch', '2'])\n"
+        "child.wait()\n")
+    result = infermon("run", "--once", "--json", "--interval", "0.5", *HOST, "--", sys.executable, str(script),
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # parent (no torch) + two generators: the batches add up over the tree.
+    assert data["engine"]["kind"] == "agent"
+    assert data["engine"]["batch"] == 6
+
+
+def test_run_without_a_command(env):
+    result = infermon("run", "--once", env=env)
+    assert result.returncode == 2 and "give the command after --" in result.stderr
+
+
+def test_run_unknown_command(env):
+    result = infermon("run", "--once", "--", "no-such-program-xyz", env=env)
+    assert result.returncode == 2 and "command not found" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
+def test_attach_and_detach_a_running_script(env):
+    target = subprocess.Popen([sys.executable, GENERATE, "--seconds", "60"], env=env)
+    try:
+        time.sleep(2.0)  # let it import torch and start generating
+        attached = infermon("attach", str(target.pid), "--yes", "--interval", "0.3", env=env)
+        if "refused ptrace" in attached.stderr:
+            pytest.skip("this kernel refuses ptrace here")
+        assert attached.returncode == 0, attached.stderr
+        assert "agent running" in attached.stdout or "injected" in attached.stdout
+        deadline = time.monotonic() + 30
+        data = None
+        while time.monotonic() < deadline:
+            once = infermon("--pid", str(target.pid), "--once", "--json", "--interval", "0.6", *HOST, env=env)
+            data = json.loads(once.stdout)
+            if (data["engine"] or {}).get("generation_tokens_per_s"):
+                break
+        assert data["engine"]["kind"] == "agent" and data["engine"]["generation_tokens_per_s"] > 0
+        detached = infermon("detach", str(target.pid), env=env)
+        assert detached.returncode == 0, detached.stderr
+        assert target.poll() is None  # still running, never signalled
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_attach_refuses_a_non_python_process(env):
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        result = infermon("attach", str(target.pid), "--yes", env=env)
+        assert result.returncode == 1
+        assert "not a CPython process" in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_attach_asks_and_needs_yes_without_a_terminal(env):
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        result = infermon("attach", str(target.pid), env=env)
+        assert result.returncode == 2 and "--yes" in result.stderr
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_attach_missing_pid_and_detach_without_agent(env):
+    assert "no process with pid" in infermon("attach", "4194000", "--yes", env=env).stderr
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        result = infermon("detach", str(target.pid), env=env)
+        assert result.returncode == 2 and "no running agent" in result.stderr
+    finally:
+        target.kill()
+        target.wait()
