@@ -1,0 +1,156 @@
+"""The workload behind ``infermon demo``: a small Llama-style decoder with random weights,
+generating continuously on the CPU (or a GPU when one is present).
+
+It has real attention with a KV cache (grouped-query), RMSNorm, rotary embeddings and a SwiGLU
+MLP, sized so that each decode step reads ~0.4 GB of weights: decode is memory-bound on a CPU.
+Rounds of generation vary the number of concurrent sequences. The model carries a Hugging Face
+style ``config`` so infermon's agent hands the monitor its exact dimensions.
+
+    python -m infermon.cli.demo_workload [--seconds S] [--device cpu|cuda] [--size small|tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+import torch
+
+SIZES = {
+    # ~107M parameters, fp32: ~0.43 GB read per decode step.
+    "small": dict(vocab_size=8192, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
+                  num_attention_heads=16, num_key_value_heads=4),
+    # For tests: milliseconds per step.
+    "tiny": dict(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2),
+}
+BATCHES = (1, 2, 4, 8, 4, 2)
+
+
+class Config(dict):
+    """Enough of a transformers config for the agent (``to_dict``) and for attribute access."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return dict(self)
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotary(x, positions, head_dim):
+    half = head_dim // 2
+    freqs = 1.0 / (10000 ** (torch.arange(0, half, device=x.device, dtype=torch.float32) / half))
+    angles = positions[:, None].float() * freqs[None, :]
+    cos, sin = angles.cos()[None, None], angles.sin()[None, None]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c: Config) -> None:
+        super().__init__()
+        self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
+        self.head_dim = c.hidden_size // c.num_attention_heads
+        h, kv = c.hidden_size, self.kv_heads * self.head_dim
+        self.input_layernorm = RMSNorm(h)
+        self.q_proj = torch.nn.Linear(h, h, bias=False)
+        self.k_proj = torch.nn.Linear(h, kv, bias=False)
+        self.v_proj = torch.nn.Linear(h, kv, bias=False)
+        self.o_proj = torch.nn.Linear(h, h, bias=False)
+        self.post_attention_layernorm = RMSNorm(h)
+        self.gate_proj = torch.nn.Linear(h, c.intermediate_size, bias=False)
+        self.up_proj = torch.nn.Linear(h, c.intermediate_size, bias=False)
+        self.down_proj = torch.nn.Linear(c.intermediate_size, h, bias=False)
+
+    def forward(self, x, positions, cache):
+        b, s, _ = x.shape
+        y = self.input_layernorm(x)
+        q = self.q_proj(y).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(y).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(y).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rotary(q, positions, self.head_dim), rotary(k, positions, self.head_dim)
+        if cache:
+            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+        cache[:] = [k, v]
+        groups = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=s > 1)
+        x = x + self.o_proj(attn.transpose(1, 2).reshape(b, s, -1))
+        y = self.post_attention_layernorm(x)
+        return x + self.down_proj(torch.nn.functional.silu(self.gate_proj(y)) * self.up_proj(y))
+
+
+class DemoDecoder(torch.nn.Module):
+    def __init__(self, size: str = "small") -> None:
+        super().__init__()
+        self.config = Config(model_type="llama", torch_dtype="float32", tie_word_embeddings=False,
+                             max_position_embeddings=4096, rms_norm_eps=1e-5,
+                             _name_or_path=f"infermon-demo-{size}", **SIZES[size])
+        c = self.config
+        self.embed_tokens = torch.nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = torch.nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size)
+        self.lm_head = torch.nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                torch.nn.init.normal_(p, std=0.02)
+
+    def forward(self, input_ids, positions=None, caches=None):
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        for layer, cache in zip(self.layers, caches or [[] for _ in self.layers]):
+            x = layer(x, positions, cache)
+        return self.lm_head(self.norm(x))
+
+
+def generate_round(model: DemoDecoder, batch: int, prompt_len: int, new_tokens: int, device: str) -> None:
+    """One round: a prefill of ``batch`` prompts, then ``new_tokens`` decode steps sharing a KV cache."""
+    caches = [[] for _ in model.layers]
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), device=device)
+    logits = model(ids, torch.arange(prompt_len, device=device), caches)
+    for step in range(new_tokens - 1):
+        next_ids = logits[:, -1].argmax(-1, keepdim=True)
+        position = torch.tensor([prompt_len + step], device=device)
+        logits = model(next_ids, position, caches)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=math.inf, help="stop after this long (default: never)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    model = DemoDecoder(args.size).to(args.device).eval()
+    deadline = time.monotonic() + args.seconds
+    round_index = 0
+    with torch.inference_mode():
+        while time.monotonic() < deadline:
+            batch = BATCHES[round_index % len(BATCHES)]
+            generate_round(model, batch, rng.randint(16, 64), rng.randint(32, 96), args.device)
+            round_index += 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
