@@ -173,6 +173,16 @@ def analysis_json(view: LiveView) -> dict[str, Any]:
     return data
 
 
+def replay_json(view: LiveView, previous: LiveView | None = None) -> dict[str, Any]:
+    """Everything replay needs to redraw this tick exactly (``--record`` lines carry it under
+    ``replay``); the model's figures are left out when unchanged since ``previous``."""
+    data = to_plain(view)
+    if previous is not None and previous.model == view.model:
+        data["model"] = None
+        data["model_unchanged"] = True
+    return data
+
+
 def live_to_json(view: LiveView) -> dict[str, Any]:
     """The whole tick as one JSON-ready dict."""
     snapshot = view.snapshot

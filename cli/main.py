@@ -26,7 +26,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, monitor
+    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, monitor, replay_cmd
 
     parser = OneLineParser(
         prog=PROG,
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     calc_cmd.add_parser(sub)
     calibrate_cmd.add_parser(sub)
     agent_cmds.add_parsers(sub)
+    replay_cmd.add_parsers(sub)
     return parser
 
 

@@ -149,17 +149,18 @@ class _Stop(Exception):
 
 
 def _record(sampler, live, args) -> int:
-    from infermon.cli.live_json import live_to_json
+    from infermon.cli.live_json import live_to_json, replay_json
 
     def stop(signum, frame):
         raise _Stop()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous_handler = signal.signal(signal.SIGTERM, stop)
     try:
         handle = open(args.record, "a", encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {args.record}: {exc.strerror or exc}") from None
     lines = 0
+    previous_view = None
     try:
         with handle:
             next_tick = time.monotonic()
@@ -175,6 +176,8 @@ def _record(sampler, live, args) -> int:
                     return 0
                 record = live_to_json(view)
                 record["timestamp"] = snapshot.time
+                record["replay"] = replay_json(view, previous_view)
+                previous_view = view
                 handle.write(json.dumps(record) + "\n")
                 handle.flush()
                 lines += 1
@@ -184,4 +187,5 @@ def _record(sampler, live, args) -> int:
         print(f"infermon: stopped; {lines} samples in {args.record}", file=sys.stderr)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the previous handler was not set from Python; the default is what it was.
+        signal.signal(signal.SIGTERM, previous_handler if previous_handler is not None else signal.SIG_DFL)

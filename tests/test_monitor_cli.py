@@ -204,3 +204,16 @@ def test_unknown_theme_and_bad_theme_file(tmp_path):
     (config / "theme.toml").write_text("[theme\nprimary = 3")
     result = infermon("--pid", "1", env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert result.returncode == 2 and "theme.toml" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_record_exits_zero_after_the_process_exits(fake_vllm, tmp_path):
+    process, _ = fake_vllm
+    path = tmp_path / "r.jsonl"
+    recorder = subprocess.Popen([sys.executable, "-m", "infermon.cli.main", "--pid", str(process.pid), "--record",
+                                 str(path), "--interval", "0.2", *HOST], stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    process.kill()
+    process.wait()
+    _, err = recorder.communicate(timeout=20)
+    assert recorder.returncode == 0, err
+    assert "Traceback" not in err

@@ -96,12 +96,20 @@ class InfermonApp(App[None]):
         Binding("t", "next_theme", "theme"),
         Binding("s", "summary", "summary"),
         Binding("o", "sort_processes", "sort", show=False),
+        Binding("plus,equals_sign", "replay_faster", "faster", show=False),
+        Binding("minus", "replay_slower", "slower", show=False),
+        Binding("left", "replay_seek(-10)", "back 10", show=False),
+        Binding("right", "replay_seek(10)", "forward 10", show=False),
+        Binding("shift+left", "replay_seek(-60)", "back 60", show=False),
+        Binding("shift+right", "replay_seek(60)", "forward 60", show=False),
+        Binding("home", "replay_to(0)", "start", show=False),
+        Binding("end", "replay_to(-1)", "end", show=False),
         Binding("escape", "restore", "restore", show=False),
         *[Binding(str(n), f"focus_panel({n})", f"panel {n}", show=False) for n in range(1, 6)],
     ]
 
     def __init__(self, source: ViewSource, theme: str | None = None, themes: list | None = None,
-                 target: str = "") -> None:
+                 target: str = "", notices: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.source = source
         self.history = History()
@@ -117,6 +125,7 @@ class InfermonApp(App[None]):
         self.last_alive: LiveView | None = None
         self._extra_themes = themes or []
         self._initial_theme = theme
+        self._notices = notices
 
     # ------------------------------------------------------------------ layout
 
@@ -141,6 +150,9 @@ class InfermonApp(App[None]):
         self.query_one("#verdict", Paragraph).set(Text("waiting for the first samples…", style="dim"))
         self._thread = threading.Thread(target=self._sample_loop, name="infermon-sampler", daemon=True)
         self._thread.start()
+        if self._notices:
+            more = f" (+{len(self._notices) - 1} more)" if len(self._notices) > 1 else ""
+            self.notify(f"{self._notices[0]}{more}", title="recording", severity="warning", timeout=8)
 
     def on_resize(self, event) -> None:
         self._apply_size(event.size)
@@ -192,6 +204,12 @@ class InfermonApp(App[None]):
 
     def on_view_ready(self, message: ViewReady) -> None:
         view = None
+        generation = getattr(self.source, "generation", None)
+        if generation is not None and generation != getattr(self, "_generation", None):
+            # A replay seek: start the history over from the new position.
+            self._generation = generation
+            self.history = History()
+            self.accumulator.reset()
         while self._pending:
             view = self._pending.popleft()
             self.latest = view
@@ -229,6 +247,13 @@ class InfermonApp(App[None]):
 
     def _state(self) -> Text:
         view = self.latest
+        if self.source.kind == "replay":
+            position = self.source.position()
+            if self.source.paused:
+                return Text(f"❚❚ replay {position}", style="bold yellow")
+            if self.source.at_end:
+                return Text(f"■ end of recording {position}", style="bold yellow")
+            return Text(f"▶ replay {position}", style="bold green")
         if self.paused:
             return Text("❚❚ paused", style="bold yellow")
         if view is not None and view.snapshot.tree is not None and not view.snapshot.tree.alive:
@@ -269,7 +294,32 @@ class InfermonApp(App[None]):
 
     # ------------------------------------------------------------------ actions
 
+    def action_replay_faster(self) -> None:
+        if self.source.kind == "replay":
+            self.notify(f"speed {self.source.faster():g}×", timeout=1)
+            self._set_header()
+
+    def action_replay_slower(self) -> None:
+        if self.source.kind == "replay":
+            self.notify(f"speed {self.source.slower():g}×", timeout=1)
+            self._set_header()
+
+    def action_replay_seek(self, samples: int) -> None:
+        if self.source.kind == "replay":
+            self.source.seek(samples)
+            self._set_header()
+
+    def action_replay_to(self, index: int) -> None:
+        if self.source.kind == "replay":
+            self.source.seek(to=index if index >= 0 else len(self.source.views) - 1)
+            self._set_header()
+
     def action_toggle_pause(self) -> None:
+        if self.source.kind == "replay":
+            # In a replay, pause means the playback.
+            self.source.toggle_pause()
+            self._set_header()
+            return
         self.paused = not self.paused
         if not self.paused and self.latest is not None:
             self._drawn = None

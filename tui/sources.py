@@ -66,3 +66,90 @@ class ListSource:
 
     def close(self) -> None:
         self._closed.set()
+
+
+class ReplaySource:
+    """A recording played back at its own pace: pause, speed 0.5×–8×, seek.
+
+    ``next_view`` sleeps the recorded interval ÷ speed (woken early by seek, pause or close) and
+    waits at the end for a seek backwards. ``generation`` changes on every seek so the dashboard
+    knows to restart its history.
+    """
+
+    kind = "replay"
+    SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+    def __init__(self, views, speed: float = 1.0) -> None:
+        import threading
+
+        self.views = list(views)
+        self.index = 0
+        self.speed = speed if speed in self.SPEEDS else 1.0
+        self.paused = False
+        self.generation = 0
+        self.interval_s = 0.0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    @property
+    def at_end(self) -> bool:
+        return self.index >= len(self.views)
+
+    def position(self) -> str:
+        return f"{min(self.index, len(self.views))}/{len(self.views)} at {self.speed:g}×"
+
+    def next_view(self) -> LiveView | None:
+        with self._changed:
+            while True:
+                if self._closed:
+                    return None
+                if self.paused or self.at_end:
+                    self._changed.wait()
+                    continue
+                if self.index > 0:
+                    gap = self.views[self.index].snapshot.monotonic - self.views[self.index - 1].snapshot.monotonic
+                    generation = self.generation
+                    if self._changed.wait(max(0.0, min(gap, 60.0)) / self.speed):
+                        if generation != self.generation or self.paused or self._closed:
+                            continue
+                view = self.views[self.index]
+                self.index += 1
+                return view
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def toggle_pause(self) -> bool:
+        with self._changed:
+            self.paused = not self.paused
+            self._changed.notify_all()
+            return self.paused
+
+    def faster(self) -> float:
+        with self._changed:
+            index = self.SPEEDS.index(self.speed)
+            self.speed = self.SPEEDS[min(index + 1, len(self.SPEEDS) - 1)]
+            self._changed.notify_all()
+            return self.speed
+
+    def slower(self) -> float:
+        with self._changed:
+            index = self.SPEEDS.index(self.speed)
+            self.speed = self.SPEEDS[max(index - 1, 0)]
+            self._changed.notify_all()
+            return self.speed
+
+    def seek(self, samples: int | None = None, to: int | None = None) -> int:
+        """Move by ``samples`` (or ``to`` an index); the next view comes at once."""
+        with self._changed:
+            target = to if to is not None else self.index - 1 + (samples or 0)
+            self.index = max(0, min(len(self.views) - 1, target))
+            self.generation += 1
+            self._changed.notify_all()
+            return self.index
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
