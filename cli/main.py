@@ -26,7 +26,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, monitor, replay_cmd
+    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, demo_cmd, export_cmd, monitor, replay_cmd
 
     parser = OneLineParser(
         prog=PROG,
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate_cmd.add_parser(sub)
     agent_cmds.add_parsers(sub)
     replay_cmd.add_parsers(sub)
+    demo_cmd.add_parser(sub)
+    export_cmd.add_parser(sub)
     return parser
 
 

@@ -139,3 +139,16 @@ def test_attach_missing_pid_and_detach_without_agent(env):
     finally:
         target.kill()
         target.wait()
+
+
+def test_demo_runs_headless_and_reports_tokens(env):
+    result = infermon("demo", "--size", "tiny", "--seconds", "8", "--once", "--json", "--interval", "0.5", *HOST,
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["engine"]["kind"] == "agent"
+    assert data["engine"]["generation_tokens_per_s"] > 0
+    # The agent passed the demo model's config along: the roofline knows the model exactly.
+    assert data["model"]["name"] == "infermon-demo-tiny"
+    assert data["model"]["source"].startswith("agent:")
+    assert data["analysis"]["mbu"] is not None
