@@ -25,7 +25,12 @@ SIZES = {
     # For tests: milliseconds per step.
     "tiny": dict(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2),
+    # For bench/gpu_check.py: ~3.9B parameters in few, wide layers (7.8 GB in bf16), so a decode step
+    # is a few large matmuls: memory-bound at batch 1, not kernel-launch-bound.
+    "gpu-check": dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=4,
+                      num_attention_heads=64, num_key_value_heads=8),
 }
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BATCHES = (1, 2, 4, 8, 4, 2)
 
 
@@ -49,7 +54,7 @@ class RMSNorm(torch.nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
 def rotary(x, positions, head_dim):
@@ -58,7 +63,7 @@ def rotary(x, positions, head_dim):
     angles = positions[:, None].float() * freqs[None, :]
     cos, sin = angles.cos()[None, None], angles.sin()[None, None]
     x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
 
 
 class Block(torch.nn.Module):
@@ -96,9 +101,10 @@ class Block(torch.nn.Module):
 
 
 class DemoDecoder(torch.nn.Module):
-    def __init__(self, size: str = "small") -> None:
+    def __init__(self, size: str = "small", dtype: str = "fp32") -> None:
         super().__init__()
-        self.config = Config(model_type="llama", torch_dtype="float32", tie_word_embeddings=False,
+        torch_dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]
+        self.config = Config(model_type="llama", torch_dtype=torch_dtype, tie_word_embeddings=False,
                              max_position_embeddings=4096, rms_norm_eps=1e-5,
                              _name_or_path=f"infermon-demo-{size}", **SIZES[size])
         c = self.config
@@ -136,18 +142,26 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--batch", type=int, default=None, help="a fixed batch instead of the varying rounds")
+    parser.add_argument("--prompt", type=int, default=None, help="with --batch: prompt tokens per sequence")
+    parser.add_argument("--new", type=int, default=None, help="with --batch: tokens generated per round")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = random.Random(0)
-    model = DemoDecoder(args.size).to(args.device).eval()
+    with torch.device(args.device):
+        model = DemoDecoder(args.size, args.dtype).to(DTYPES[args.dtype]).eval()
     deadline = time.monotonic() + args.seconds
     round_index = 0
     with torch.inference_mode():
         while time.monotonic() < deadline:
-            batch = BATCHES[round_index % len(BATCHES)]
-            generate_round(model, batch, rng.randint(16, 64), rng.randint(32, 96), args.device)
+            if args.batch:
+                generate_round(model, args.batch, args.prompt or 32, args.new or 128, args.device)
+            else:
+                batch = BATCHES[round_index % len(BATCHES)]
+                generate_round(model, batch, rng.randint(16, 64), rng.randint(32, 96), args.device)
             round_index += 1
     return 0
 
