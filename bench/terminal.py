@@ -39,7 +39,19 @@ def _launch(session: str, cols: int, rows: int, command: list[str], log: str | N
         _tmux("pipe-pane", "-t", session, "-o", f"cat >> {log}")
 
 
-def measure(cols: int = 120, rows: int = 40, settle_s: float = 8.0, window_s: float = 30.0) -> dict:
+def _monitor_process(engine_pid: int):
+    """The infermon process tmux started (a python running infermon.cli.main --pid ENGINE)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "infermon.cli.main" in cmdline and str(engine_pid) in cmdline:
+            return proc
+    return None
+
+
+def measure(cols: int = 120, rows: int = 40, settle_s: float = 8.0, window_s: float = 30.0,
+            interval_s: float = 1.0, soak: bool = False) -> dict:
     from fake_engine import VLLM_FIXTURE, start_fake_engine
 
     if shutil.which("tmux") is None:
@@ -48,7 +60,9 @@ def measure(cols: int = 120, rows: int = 40, settle_s: float = 8.0, window_s: fl
     engine, _ = start_fake_engine(folder, "vllm.entrypoints.openai.api_server", VLLM_FIXTURE,
                                   {"vllm:generation_tokens_total": 1000.0, "vllm:prompt_tokens_total": 200.0},
                                   args=("--model", "llama-3.1-8b"), lifetime=int(settle_s + window_s + 60))
-    infermon = [sys.executable, "-m", "infermon.cli.main", "--pid", str(engine.pid), "--interval", "1", *HOST]
+    rss_start = rss_end = cpu_percent = None
+    screen = ""
+    infermon = [sys.executable, "-m", "infermon.cli.main", "--pid", str(engine.pid), "--interval", f"{interval_s:g}", *HOST]
     session = f"infermon-bench-{os.getpid()}"
     log = str(folder / "pane.log")
     try:
@@ -62,15 +76,24 @@ def measure(cols: int = 120, rows: int = 40, settle_s: float = 8.0, window_s: fl
                 break
             time.sleep(0.01)
         time.sleep(max(0.0, settle_s - (time.monotonic() - began)))
+        monitor = _monitor_process(engine.pid)
         start_bytes = os.path.getsize(log)
+        if monitor is not None:
+            cpu_start, rss_start, wall_start = sum(monitor.cpu_times()[:2]), monitor.memory_info().rss, time.monotonic()
         time.sleep(window_s)
         end_bytes = os.path.getsize(log)
+        if monitor is not None and monitor.is_running():
+            cpu_percent = (sum(monitor.cpu_times()[:2]) - cpu_start) / (time.monotonic() - wall_start) * 100
+            rss_end = monitor.memory_info().rss
+        screen = _tmux("capture-pane", "-p", "-t", session)
     finally:
         _tmux("kill-session", "-t", session)
         engine.kill()
         engine.wait()
     return {"first_frame_s": first_frame, "terminal_bytes_per_s": (end_bytes - start_bytes) / window_s,
-            "size": f"{cols}x{rows}", "window_s": window_s}
+            "size": f"{cols}x{rows}", "window_s": window_s, "monitor_cpu_percent": cpu_percent,
+            "rss_start_bytes": rss_start, "rss_end_bytes": rss_end, "alive": rss_end is not None,
+            "traceback_on_screen": "Traceback" in screen, "interval_s": interval_s}
 
 
 def main() -> None:

@@ -54,6 +54,8 @@ def engine_rates(previous: Snapshot | None, current: Snapshot) -> EngineRates:
         return EngineRates(None, None)
     if previous.engine.url != current.engine.url:
         return EngineRates(None, None, notes=("metrics endpoint changed",))
+    if previous.engine.kind != current.engine.kind:
+        return EngineRates(None, None, notes=(f"engine changed from {previous.engine.kind} to {current.engine.kind}",))
     seconds = current.monotonic - previous.monotonic
     notes: list[str] = []
     generation = _rate(_generated(previous.engine), _generated(current.engine), seconds, "generation tokens", notes)

@@ -192,3 +192,17 @@ def test_snapshot_narrow_roofline(snap_compare):
         await pilot.press("2")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_resize_to_20x5_and_back():
+    app, source = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        await pilot.resize_terminal(20, 5)
+        for _ in range(5):
+            await pilot.pause(0.05)
+        assert app.has_class("tiny")
+        await pilot.resize_terminal(160, 45)
+        for _ in range(5):
+            await pilot.pause(0.05)
+        assert not app.has_class("tiny") and "pid 4242" in text_of(app, "#header")

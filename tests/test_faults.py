@@ -1,0 +1,203 @@
+"""The monitor under faults: it keeps running and tells the truth (and never raises)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import scripted
+from fake_nvml import FakeNvml
+from metrics_server import MetricsServer
+from infermon.model.config import ConfigError, spec_from_config
+from infermon.model.params import count_params
+from infermon.probes.engines import EngineProbe, parse_exposition, sample_from_exposition
+from infermon.probes.live import LiveModel, engine_rates
+from infermon.probes.process import ProcessProbe
+from infermon.probes.sampler import Sampler, SamplerConfig
+
+DATA = Path(__file__).parent / "data"
+VLLM = (DATA / "vllm-0.33.0-metrics.sample.prom").read_text()
+SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
+
+
+def test_counters_going_backwards_give_no_negative_rate_and_a_note():
+    before = scripted.snapshot(5)
+    after = replace(scripted.snapshot(6), engine=replace(scripted.engine(6), generation_tokens_total=10.0))
+    rates = engine_rates(before, after)
+    assert rates.generation_tokens_per_s is None
+    assert any("went backwards" in note for note in rates.notes)
+    assert rates.prompt_tokens_per_s is not None and rates.prompt_tokens_per_s > 0
+
+
+def test_metric_names_changing_between_scrapes():
+    texts = [VLLM, VLLM.replace("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), SGLANG, VLLM]
+    with MetricsServer(texts[0]) as server:
+        probe = EngineProbe(server.metrics_url, timeout_s=1.0)
+        samples = []
+        for text in texts:
+            server.metrics = text
+            samples.append(probe.sample())
+    assert [s.kind for s in samples] == ["vllm", "vllm", "sglang", "vllm"]
+    assert samples[1].kv_usage == samples[0].kv_usage  # the older name maps to the same figure
+    snaps = [replace(scripted.snapshot(i), engine=replace(s, url="u")) for i, s in enumerate(samples)]
+    changed = engine_rates(snaps[1], snaps[2])
+    assert changed.generation_tokens_per_s is None and "engine changed" in changed.notes[0]
+
+
+def test_children_appearing_and_vanishing_mid_tick():
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time\n"
+                               "end = time.time() + 4\n"
+                               "while time.time() < end:\n"
+                               "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.4)']).wait()\n"])
+    try:
+        probe = ProcessProbe(parent.pid)
+        seen = set()
+        for _ in range(70):
+            tree = probe.sample()
+            assert tree.alive
+            seen |= tree.pids
+            time.sleep(0.05)
+        assert len(seen) > 1
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_pid_reused_by_another_process_is_reported(monkeypatch):
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        probe = ProcessProbe(target.pid)
+        monkeypatch.setattr(probe._root, "is_running", lambda: False)
+        tree = probe.sample()
+        assert not tree.alive and "reused" in tree.why["process"]
+    finally:
+        target.kill()
+        target.wait()
+
+
+@pytest.mark.parametrize("failure", ["every call", "gpu lost"])
+def test_sampler_survives_nvml_failing(failure):
+    nvml = FakeNvml(4, clock=time.monotonic)
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.2, metrics_url="http://127.0.0.1:9/metrics",
+                                        host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}), nvml=nvml)
+        sampler.tick()
+        if failure == "every call":
+            nvml.fail("*")
+        else:
+            nvml.gpus[1].lost = True
+        live = LiveModel()
+        for _ in range(3):
+            view = live.update(sampler.tick())
+        assert view.snapshot.tree.alive
+        assert view.snapshot.devices  # degraded, not gone
+        if failure == "gpu lost":
+            lost = [d for d in view.snapshot.devices if d.index == 1][0]
+            assert "lost" in json.dumps(lost.why)
+        sampler.close()
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_slow_endpoint_never_holds_a_tick_past_the_interval():
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with MetricsServer(VLLM, mode="slow", delay_s=10) as server:
+            sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.5, metrics_url=server.metrics_url,
+                                            host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}))
+            began = time.monotonic()
+            snapshot = sampler.tick()
+            assert time.monotonic() - began < 1.5
+            assert "timed out" in snapshot.engine.why["engine"]
+            sampler.close()
+    finally:
+        target.kill()
+        target.wait()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+                    max_leaves=30)
+CONFIG_KEYS = ["model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "vocab_size", "intermediate_size", "head_dim", "num_local_experts", "num_experts_per_tok",
+               "kv_lora_rank", "sliding_window", "layer_types", "tie_word_embeddings", "torch_dtype",
+               "quantization_config", "text_config", "moe_intermediate_size", "n_shared_experts"]
+CONFIG_VALUES = st.one_of(st.integers(-5, 5000), st.none(), st.booleans(), st.text(max_size=8),
+                          st.sampled_from(["llama", "mixtral", "gpt2", "opt", "falcon", "deepseek_v3", "gemma2"]),
+                          st.lists(st.text(max_size=8), max_size=3), JSON)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(CONFIG_KEYS), CONFIG_VALUES, max_size=12))
+def test_config_loader_never_raises_anything_but_config_error(config):
+    try:
+        spec = spec_from_config(config)
+    except ConfigError:
+        return
+    count_params(spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_metrics_mapping_never_raises(text):
+    expo = parse_exposition(text)
+    sample_from_exposition(expo, url="http://x/metrics")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(VLLM.splitlines(keepends=True)), max_size=40), st.text(max_size=50))
+def test_metrics_mapping_of_shuffled_real_lines(lines, noise):
+    expo = parse_exposition("".join(lines) + noise)
+    sample_from_exposition(expo, kind="vllm")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2000))
+def test_recording_reader_never_raises_anything_but_its_error(tmp_path, data):
+    from infermon.cli.recording import RecordingError, read_recording
+
+    path = tmp_path / "fuzz.jsonl"
+    lines = (DATA / "vllm-recording.jsonl").read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0][: len(data) % (len(lines[0]) + 1)] + data + lines[1])
+    try:
+        read_recording(str(path))
+    except RecordingError:
+        pass
+
+
+def test_channel_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
+    from infermon.probes import agent
+    from infermon.probes.agent_channel import read_agents
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    os.symlink(elsewhere, runtime / "infermon")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    with pytest.raises(PermissionError, match="not a plain directory"):
+        agent.ensure_channel()
+    assert agent.start(0.1) is False
+    assert "refused" in read_agents({1}).why[0]
+
+
+def test_attach_refuses_other_users_processes_unless_root(cli, monkeypatch):
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        monkeypatch.setattr(os, "geteuid", lambda: 4242)
+        result = cli("attach", str(target.pid), "--yes")
+        assert result.status == 2
+        assert "watches your own processes (or run as root)" in result.err
+    finally:
+        target.kill()
+        target.wait()
