@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infermon.cli.fmt import count, percent, seconds, si
+from infermon.cli.fmt import count, figure_table, percent, seconds, si
 from infermon.model.calc import CalcResult
 from infermon.model.dtypes import BYTES_PER_VALUE
 from infermon.model.gpu_table import GPUS
@@ -91,15 +91,8 @@ def _source(hw_sources: dict[str, str], key: str) -> str:
     return "n/a"
 
 
-def _table(title: str) -> Table:
-    # Fixed widths for the first three columns line the tables up under each other.
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_header=False, pad_edge=False, expand=True)
-    table.add_column("figure", style="cyan", no_wrap=True, width=25)
-    table.add_column("value", justify="right", no_wrap=True, width=17)
-    table.add_column("source", style="dim", no_wrap=True, width=9)
-    table.add_column("note", style="dim", ratio=1)
-    return table
+def _table(title: str):
+    return figure_table(title, figure_width=25)
 
 
 def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False, console: Console | None = None) -> None:

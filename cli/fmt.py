@@ -46,3 +46,17 @@ def count(value: float | int | None) -> str:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def figure_table(title: str, figure_width: int = 25, value_width: int = 17):
+    """A Rich table of figure / value / source / note rows, fixed widths so tables line up."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_header=False, pad_edge=False, expand=True)
+    table.add_column("figure", style="cyan", no_wrap=True, width=figure_width)
+    table.add_column("value", justify="right", no_wrap=True, width=value_width)
+    table.add_column("source", style="dim", no_wrap=True, width=9)
+    table.add_column("note", style="dim", ratio=1)
+    return table

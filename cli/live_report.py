@@ -7,20 +7,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infermon.cli.fmt import count, percent, seconds, si
+from infermon.cli.fmt import count, figure_table, percent, seconds, si
 from infermon.probes.live import LiveView
 
 MEASURED, MODELED = "measured", "modeled"
 
 
-def _table(title: str) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_header=False, pad_edge=False, expand=True)
-    table.add_column("figure", style="cyan", no_wrap=True, width=24)
-    table.add_column("value", justify="right", no_wrap=True, width=17)
-    table.add_column("source", style="dim", no_wrap=True, width=9)
-    table.add_column("note", style="dim", ratio=1)
-    return table
+def _table(title: str):
+    return figure_table(title, figure_width=24)
 
 
 def _value(value, fmt, reason: str | None):

@@ -294,20 +294,15 @@ def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) ->
 
     if experts:
         cfg["num_local_experts"] = experts
-        used = meta.integer("expert_used_count")
-        if used:
-            cfg["num_experts_per_tok"] = used
         if expert_ffn:
             cfg["moe_intermediate_size"] = expert_ffn
-        shared_ffn = meta.integer("expert_shared_feed_forward_length")
-        if shared_ffn:
-            cfg["shared_expert_intermediate_size"] = shared_ffn
-        shared = meta.integer("expert_shared_count")
-        if shared:
-            cfg["n_shared_experts"] = shared
-        dense = meta.integer("leading_dense_block_count")
-        if dense:
-            cfg["first_k_dense_replace"] = dense
+        for gguf_key, config_key in (("expert_used_count", "num_experts_per_tok"),
+                                     ("expert_shared_feed_forward_length", "shared_expert_intermediate_size"),
+                                     ("expert_shared_count", "n_shared_experts"),
+                                     ("leading_dense_block_count", "first_k_dense_replace")):
+            value = meta.integer(gguf_key)
+            if value:
+                cfg[config_key] = value
         if model_type in ("qwen2_moe", "qwen3_moe") and dense:
             cfg["mlp_only_layers"] = list(range(dense))
 

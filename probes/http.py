@@ -123,7 +123,9 @@ class _DeadlineMixin:
             _DeadlineResponse, deadline=self.deadline, timeout_s=self.timeout_s)
 
 
-class _DeadlineHTTPConnection(_DeadlineMixin, http.client.HTTPConnection):
+class _DeadlineConnection(_DeadlineMixin):
+    """An HTTP(S) connection whose connect and every read share one deadline."""
+
     def __init__(self, *args, deadline: float, timeout_s: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.deadline, self.timeout_s = deadline, timeout_s
@@ -133,14 +135,12 @@ class _DeadlineHTTPConnection(_DeadlineMixin, http.client.HTTPConnection):
         super().connect()
 
 
-class _DeadlineHTTPSConnection(_DeadlineMixin, http.client.HTTPSConnection):
-    def __init__(self, *args, deadline: float, timeout_s: float, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline, self.timeout_s = deadline, timeout_s
+class _DeadlineHTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        self._arm()
-        super().connect()
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
 
 
 class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
