@@ -52,6 +52,10 @@ _PCIE_UTIL_TX_BYTES = 0
 _PCIE_UTIL_RX_BYTES = 1
 _FI_DEV_PCIE_COUNT_TX_BYTES = 197
 _FI_DEV_PCIE_COUNT_RX_BYTES = 198
+_FI_DEV_NVLINK_LINK_COUNT = 91
+_FI_DEV_NVLINK_THROUGHPUT_DATA_TX = 138  # cumulative KiB, per link (scopeId = link)
+_FI_DEV_NVLINK_THROUGHPUT_DATA_RX = 139
+NVLINK_NONE = "no NVLink on this GPU"
 _VALUE_NOT_AVAILABLE_ULL = 2**64 - 1  # NVML_VALUE_NOT_AVAILABLE as unsigned long long
 _KIB = 1024  # nvmlDeviceGetPcieThroughput's "KB/s" are KiB/s (as nvitop reads them)
 
@@ -195,6 +199,8 @@ class _Device:
     unsupported: dict[str, str] = field(default_factory=dict)  # reading → reason; never asked again
     variant: dict[str, int] = field(default_factory=dict)  # reading → first call variant worth trying
     pcie_previous: tuple[float, float | None, int, int] | None = None  # (clock s, NVML s, tx, rx)
+    nvlink_links: int | None = None
+    nvlink_previous: tuple[float, int, int] | None = None  # (clock s, tx KiB, rx KiB)
     gpm: _GpmState = field(default_factory=_GpmState)
 
 
@@ -367,6 +373,7 @@ class NvmlProbe:
         if bandwidth is None:
             why["derived_bandwidth_bytes_per_s"] = "needs the memory bus width and max memory clock"
         pcie_tx, pcie_rx = self._pcie(device, why)
+        nvlink_tx, nvlink_rx = self._nvlink(device, why)
         processes, used_by_tree, memory_tree = self._processes(device, why, tree_pids)
         gpm_supported, gpm_values = self._gpm(device, why)
 
@@ -390,6 +397,8 @@ class NvmlProbe:
             throttle_reasons=throttle_reason_words(throttle_mask) if throttle_mask is not None else (),
             pcie_tx_bytes_per_s=pcie_tx,
             pcie_rx_bytes_per_s=pcie_rx,
+            nvlink_tx_bytes_per_s=nvlink_tx,
+            nvlink_rx_bytes_per_s=nvlink_rx,
             bus_width_bits=bus_width,
             derived_bandwidth_bytes_per_s=bandwidth,
             gpm_supported=gpm_supported,
@@ -401,6 +410,61 @@ class NvmlProbe:
             if value is None and field_name not in why:  # e.g. the binding handed back a non-number
                 why[field_name] = "NVML gave no usable value"
         return DeviceSample(**reported, why=why)
+
+    # --- NVLink ---
+
+    def _nvlink(self, device: _Device, why: dict[str, str]) -> tuple[float | None, float | None]:
+        """NVLink data bytes/s summed over the GPU's links, from NVML's cumulative per-link KiB counters."""
+        fields = ("nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s")
+        if "nvlink" in device.unsupported:
+            _blame(why, fields, device.unsupported["nvlink"])
+            return None, None
+        if device.nvlink_links is None:
+            counted, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, [_FI_DEV_NVLINK_LINK_COUNT])
+            if failure is not None:
+                if failure.kind == "lost":
+                    raise _GpuLost
+                if failure.kind in ("unsupported", "missing"):
+                    device.unsupported["nvlink"] = failure.reason
+                _blame(why, fields, failure.reason)
+                return None, None
+            try:
+                links = _whole(counted[0].value.uiVal) if counted[0].nvmlReturn == 0 else 0
+            except Exception:
+                links = 0
+            device.nvlink_links = links or 0
+            if not links:
+                device.unsupported["nvlink"] = NVLINK_NONE
+                _blame(why, fields, NVLINK_NONE)
+                return None, None
+        ids = [(field, link) for link in range(device.nvlink_links)
+               for field in (_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, _FI_DEV_NVLINK_THROUGHPUT_DATA_RX)]
+        values, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, ids)
+        if failure is not None:
+            if failure.kind == "lost":
+                raise _GpuLost
+            if failure.kind in ("unsupported", "missing"):
+                device.unsupported["nvlink"] = failure.reason
+            _blame(why, fields, failure.reason)
+            return None, None
+        tx = rx = 0
+        for value in values or ():
+            if value.nvmlReturn != 0:
+                if value.nvmlReturn == _ERR_NOT_SUPPORTED:
+                    device.unsupported["nvlink"] = NOT_SUPPORTED
+                _blame(why, fields, self._code_reason(value.nvmlReturn))
+                return None, None
+            if value.fieldId == _FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
+                tx += value.value.ullVal
+            else:
+                rx += value.value.ullVal
+        now = self._clock()
+        previous, device.nvlink_previous = device.nvlink_previous, (now, tx, rx)
+        if previous is None or now <= previous[0] or tx < previous[1] or rx < previous[2]:
+            _blame(why, fields, "NVLink counters need two ticks")
+            return None, None
+        elapsed = now - previous[0]
+        return (tx - previous[1]) * _KIB / elapsed, (rx - previous[2]) * _KIB / elapsed
 
     # --- PCIe ---
 

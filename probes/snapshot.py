@@ -90,6 +90,8 @@ class DeviceSample:
     throttle_reasons: tuple[str, ...] = ()
     pcie_tx_bytes_per_s: float | None = None
     pcie_rx_bytes_per_s: float | None = None
+    nvlink_tx_bytes_per_s: float | None = None
+    nvlink_rx_bytes_per_s: float | None = None
     bus_width_bits: int | None = None
     derived_bandwidth_bytes_per_s: float | None = None
     gpm_supported: bool | None = None

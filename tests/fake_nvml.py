@@ -71,6 +71,9 @@ class FakeGpu:
     throttle_mask: int = 0
     pcie_tx_bytes_per_s: float = 2.5e9
     pcie_rx_bytes_per_s: float = 1.0e9
+    nvlink_links: int = 18  # H100 SXM
+    nvlink_tx_bytes_per_s: float = 1.0e9  # per link
+    nvlink_rx_bytes_per_s: float = 0.5e9
     bus_width: int = 5120
     compute_processes: dict[int, int | None] = field(default_factory=dict)  # pid → used bytes
     graphics_processes: dict[int, int | None] = field(default_factory=dict)
@@ -93,6 +96,7 @@ def a10() -> FakeGpu:
         power_limit_mw=150_000,
         bus_width=384,
         gpm="unsupported",
+        nvlink_links=0,
     )
 
 
@@ -314,14 +318,27 @@ class FakeNvml:
             pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: gpu.pcie_tx_bytes_per_s,
             pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: gpu.pcie_rx_bytes_per_s,
         }
+        nvlink = {
+            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: gpu.nvlink_tx_bytes_per_s,
+            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: gpu.nvlink_rx_bytes_per_s,
+        }
         values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
-        for slot, field_id in zip(values, fieldIds):
-            slot.fieldId = field_id
+        for slot, requested in zip(values, fieldIds):
+            field_id, scope = requested if isinstance(requested, tuple) else (requested, 0)
+            slot.fieldId, slot.scopeId = field_id, scope
             slot.timestamp = int(self.clock() * 1e6)
             if self.pcie_counters and field_id in counters:
                 slot.nvmlReturn = pynvml.NVML_SUCCESS
                 slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
                 slot.value.ullVal = int(counters[field_id] * self.clock())
+            elif field_id == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
+                slot.nvmlReturn = pynvml.NVML_SUCCESS
+                slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+                slot.value.uiVal = gpu.nvlink_links
+            elif field_id in nvlink and gpu.nvlink_links and scope < gpu.nvlink_links:
+                slot.nvmlReturn = pynvml.NVML_SUCCESS
+                slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                slot.value.ullVal = int(nvlink[field_id] * self.clock() / 1024)  # KiB
             else:
                 slot.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
         return values

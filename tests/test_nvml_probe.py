@@ -11,7 +11,7 @@ import time
 import pynvml
 import pytest
 
-from fake_nvml import DRAM_BW_UTIL, NOT_AVAILABLE, FakeClock, FakeNvml, GiB, a10
+from fake_nvml import DRAM_BW_UTIL, NOT_AVAILABLE, FakeClock, FakeNvml, GiB, a10, FakeGpu
 from infermon.probes.nvml import NvmlProbe, derived_bandwidth, throttle_reason_words
 from infermon.probes.snapshot import DeviceSample, GpuProcess
 
@@ -195,13 +195,14 @@ def test_pcie_rates_need_two_ticks_of_the_byte_counters():
 
 
 def test_without_pcie_counters_the_throughput_call_is_used_in_bytes_per_second():
-    nvml = FakeNvml(gpus=1, clock=FakeClock(), pcie_counters=False)
+    nvml = FakeNvml(gpus=[FakeGpu(nvlink_links=0)], clock=FakeClock(), pcie_counters=False)
     probe = started(nvml)
     (first,) = probe.sample(frozenset())
     assert first.pcie_tx_bytes_per_s == pytest.approx(2.5e9, rel=1e-6)  # KiB/s × 1024
     assert first.pcie_rx_bytes_per_s == pytest.approx(1.0e9, rel=1e-6)
+    asked = nvml.calls["nvmlDeviceGetFieldValues"]
     probe.sample(frozenset())
-    assert nvml.calls["nvmlDeviceGetFieldValues"] == 1  # unsupported counters are not asked again
+    assert nvml.calls["nvmlDeviceGetFieldValues"] == asked  # unsupported counters are not asked again
 
 
 # --- GPM -----------------------------------------------------------------------------------
@@ -322,7 +323,8 @@ CALLS = [
         missing("nvmlDeviceGetCurrentClocksEventReasons"),
     ),
     ("nvmlDeviceGetMemoryBusWidth", {"bus_width_bits", "derived_bandwidth_bytes_per_s"}, {}, None),
-    ("nvmlDeviceGetFieldValues", {"pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s"}, {}, None),
+    ("nvmlDeviceGetFieldValues", {"pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s", "nvlink_tx_bytes_per_s",
+                                  "nvlink_rx_bytes_per_s"}, {}, None),
     ("nvmlDeviceGetPcieThroughput", {"pcie_tx_bytes_per_s", "pcie_rx_bytes_per_s"}, {"pcie_counters": False}, None),
     (
         "nvmlDeviceGetComputeRunningProcesses_v3",
@@ -617,3 +619,20 @@ def test_a_tick_of_eight_gpus_is_cheap_and_discovers_nothing_again():
     assert nvml.calls["nvmlGpmSampleAlloc"] == 16
     assert nvml.calls["nvmlGpmQueryDeviceSupport"] == 8
     probe.close()
+
+
+def test_nvlink_traffic_summed_over_links_needs_two_ticks():
+    from fake_nvml import FakeClock, FakeGpu, FakeNvml
+    from infermon.probes.nvml import NvmlProbe
+
+    clock = FakeClock()
+    gpu = FakeGpu(nvlink_links=18, nvlink_tx_bytes_per_s=10e9, nvlink_rx_bytes_per_s=5e9)
+    probe = NvmlProbe(FakeNvml([gpu, FakeGpu(nvlink_links=0)], clock=clock), clock=clock)
+    probe.start()
+    first = probe.sample(frozenset())
+    assert first[0].nvlink_tx_bytes_per_s is None and "two ticks" in first[0].why["nvlink_tx_bytes_per_s"]
+    clock.advance(1.0)
+    second = probe.sample(frozenset())
+    assert second[0].nvlink_tx_bytes_per_s == pytest.approx(18 * 10e9, rel=1e-3)
+    assert second[0].nvlink_rx_bytes_per_s == pytest.approx(18 * 5e9, rel=1e-3)
+    assert second[1].nvlink_tx_bytes_per_s is None and "no NVLink" in second[1].why["nvlink_tx_bytes_per_s"]

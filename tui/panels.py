@@ -209,8 +209,8 @@ class MemoryPanel(Panel):
         super().__init__(3, "KV cache & memory", id="memory")
 
     def compose(self) -> ComposeResult:
-        for line_id in ("kv-bytes", "kv-capacity", "kv-usage", "kv-fits", "preempt", "kv-warning", "mem-0", "mem-1",
-                        "mem-2", "mem-3", "torch"):
+        for line_id in ("kv-bytes", "kv-capacity", "kv-pool", "kv-usage", "kv-fits", "preempt", "kv-warning", "mem-0",
+                        "mem-1", "mem-2", "mem-3", "torch"):
             yield Line(id=line_id)
 
     def show(self, view: LiveView, history: History) -> None:
@@ -226,6 +226,11 @@ class MemoryPanel(Panel):
         q("#kv-capacity", Line).set(figure_row("capacity", f"{count(engine_cap)}" if engine_cap else NA,
                                                "measured" if engine_cap else None,
                                                f"config: {count(config_cap)} tokens" if config_cap else "tokens"))
+        if engine_cap and fig is not None:
+            q("#kv-pool", Line).set(figure_row("KV pool", si(engine_cap * fig.kv_bytes_per_token, "B"), "modeled",
+                                               "engine capacity × KV per token"))
+        else:
+            q("#kv-pool", Line).set(figure_row("KV pool", NA, None, "needs the engine's capacity and the model"))
         usage = engine.kv_usage if engine else None
         text = Text(f"{'usage':<16}", style="bold")
         text.append_text(bar(usage, 20, style="bold yellow" if (usage or 0) >= 0.9 else "bold", eighths=False))
@@ -328,13 +333,13 @@ class RowTable(Vertical):
 
 
 class DevicesPanel(Panel):
-    COLUMNS = ("#", "device", "util", "SM MHz", "power W", "temp", "PCIe GB/s", "throttle")
+    COLUMNS = ("#", "device", "util", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓", "throttle")
 
     def __init__(self) -> None:
         super().__init__(4, "Devices", id="devices")
 
     def compose(self) -> ComposeResult:
-        yield RowTable(self.COLUMNS, right=frozenset({"util", "SM MHz", "power W", "temp", "PCIe GB/s"}))
+        yield RowTable(self.COLUMNS, right=frozenset({"util", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓"}))
         yield Line(id="devices-note")
 
     def show(self, view: LiveView, history: History) -> None:
@@ -349,7 +354,8 @@ class DevicesPanel(Panel):
                 clocks(d.sm_clock_mhz, d.sm_clock_max_mhz),
                 NA if d.power_w is None else (f"{d.power_w:.0f}/{d.power_limit_w:.0f}" if d.power_limit_w else f"{d.power_w:.0f}"),
                 NA if d.temperature_c is None else f"{d.temperature_c:.0f}°C",
-                NA if d.pcie_tx_bytes_per_s is None else f"{d.pcie_tx_bytes_per_s / 1e9:.1f}↑ {(d.pcie_rx_bytes_per_s or 0) / 1e9:.1f}↓",
+                NA if d.pcie_tx_bytes_per_s is None else f"{d.pcie_tx_bytes_per_s / 1e9:.1f} {(d.pcie_rx_bytes_per_s or 0) / 1e9:.1f}",
+                "—" if d.nvlink_tx_bytes_per_s is None else f"{d.nvlink_tx_bytes_per_s / 1e9:.0f} {(d.nvlink_rx_bytes_per_s or 0) / 1e9:.0f}",
                 ", ".join(d.throttle_reasons) or ("—" if d.kind == "gpu" else ""),
             ))
             styles.append("" if d.used_by_tree or d.kind == "host" else "dim")
@@ -358,7 +364,8 @@ class DevicesPanel(Panel):
         if not note and view.snapshot.devices and not any(d.used_by_tree for d in view.snapshot.devices if d.kind == "gpu"):
             if any(d.kind == "gpu" for d in view.snapshot.devices):
                 note = "no GPU lists the process tree (in a container? run with --pid=host)"
-        self.query_one("#devices-note", Line).set(Text(note or "* = used by the watched tree", style="dim"))
+        self.query_one("#devices-note", Line).set(
+            Text(note or "* = used by the watched tree; PCIe and NVLink GB/s sent and received", style="dim"))
 
 
 class ProcessesPanel(Panel):
