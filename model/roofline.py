@@ -106,6 +106,17 @@ def critical_batch(fig: ModelFigures, hw: Hardware, context: int) -> float | Non
     if not hw.peak_flops:
         return None
     kv_seq = kv_bytes_per_sequence(fig.spec, fig.kv_dtype, context)
+    if fig.routed_expert_bytes == 0:
+        # Dense: the bytes read are linear in B until the gathered table is read whole, so the
+        # crossing has a closed form (the live view computes this every tick).
+        fixed = fig.weight_bytes - fig.gathered_bytes
+        per_sequence = kv_seq + fig.gathered_row_bytes
+        slope = fig.flops_per_token / hw.peak_flops - per_sequence / hw.bandwidth_bytes_per_s
+        if slope <= 0:
+            return None
+        batch = fixed / hw.bandwidth_bytes_per_s / slope
+        if not fig.gathered_row_bytes or batch * fig.gathered_row_bytes <= fig.gathered_bytes:
+            return batch
 
     def gap(batch: float) -> float:
         moved = weight_bytes_read_per_step(fig, batch) + batch * kv_seq

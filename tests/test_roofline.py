@@ -145,3 +145,17 @@ def test_ceilings_bundle_matches_the_parts():
     assert ceil.kv_capacity_tokens == 19073 and ceil.max_sequences == 4
     assert ceil.decode_step_time_s == step.time_s
     assert ceil.bound == "memory"
+
+
+@given(context=st.integers(0, 4096), params=st.sampled_from([None, 7e9]))
+def test_dense_critical_batch_is_where_the_two_times_meet(context, params):
+    fig = model_figures(spec_from_config(LLAMA2_7B), dtype="fp16", params_override=params)
+    hw = combine(lookup_gpu("h100-sxm"), 1, "fp16")
+    batch = critical_batch(fig, hw, context)
+    if batch is None:
+        # KV reads per sequence outgrow its FLOPs: memory time stays ahead at any batch.
+        step = decode_step(fig, hw, 100_000, context)
+        assert step.memory_time_s >= step.compute_time_s
+        return
+    step = decode_step(fig, hw, batch, context)
+    assert step.memory_time_s == pytest.approx(step.compute_time_s, rel=1e-6)
