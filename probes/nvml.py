@@ -422,12 +422,7 @@ class NvmlProbe:
         if device.nvlink_links is None:
             counted, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, [_FI_DEV_NVLINK_LINK_COUNT])
             if failure is not None:
-                if failure.kind == "lost":
-                    raise _GpuLost
-                if failure.kind in ("unsupported", "missing"):
-                    device.unsupported["nvlink"] = failure.reason
-                _blame(why, fields, failure.reason)
-                return None, None
+                return self._nvlink_failed(device, why, fields, failure)
             try:
                 links = _whole(counted[0].value.uiVal) if counted[0].nvmlReturn == 0 else 0
             except Exception:
@@ -441,12 +436,7 @@ class NvmlProbe:
                for field in (_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, _FI_DEV_NVLINK_THROUGHPUT_DATA_RX)]
         values, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, ids)
         if failure is not None:
-            if failure.kind == "lost":
-                raise _GpuLost
-            if failure.kind in ("unsupported", "missing"):
-                device.unsupported["nvlink"] = failure.reason
-            _blame(why, fields, failure.reason)
-            return None, None
+            return self._nvlink_failed(device, why, fields, failure)
         tx = rx = 0
         for value in values or ():
             if value.nvmlReturn != 0:
@@ -465,6 +455,15 @@ class NvmlProbe:
             return None, None
         elapsed = now - previous[0]
         return (tx - previous[1]) * _KIB / elapsed, (rx - previous[2]) * _KIB / elapsed
+
+    def _nvlink_failed(self, device: _Device, why: dict[str, str], fields: tuple[str, ...],
+                       failure: _Failure) -> tuple[None, None]:
+        if failure.kind == "lost":
+            raise _GpuLost
+        if failure.kind in ("unsupported", "missing"):
+            device.unsupported["nvlink"] = failure.reason  # never asked again
+        _blame(why, fields, failure.reason)
+        return None, None
 
     # --- PCIe ---
 
