@@ -38,7 +38,9 @@ class History:
     def __init__(self, points: int = SPARK_POINTS) -> None:
         self.generation: deque[float] = deque(maxlen=points)
         self.prompt: deque[float] = deque(maxlen=points)
-        self.views: deque[LiveView] = deque(maxlen=points)
+        # (monotonic s, ttft, inter_token) whenever a histogram changed, for the last minute or so:
+        # keeping whole views would hold megabytes at 10 Hz.
+        self.latency_points: deque[tuple[float, Histogram | None, Histogram | None]] = deque()
         self.peak_generation: float | None = None
         self.peak_mbu: float | None = None
         self.samples = 0
@@ -54,7 +56,14 @@ class History:
             self.prompt.append(prompt)
         if view.analysis.mbu is not None:
             self.peak_mbu = max(self.peak_mbu or 0.0, view.analysis.mbu)
-        self.views.append(view)
+        engine = view.snapshot.engine
+        if engine is not None and (engine.ttft is not None or engine.inter_token is not None):
+            last = self.latency_points[-1] if self.latency_points else None
+            if last is None or last[1] is not engine.ttft or last[2] is not engine.inter_token:
+                self.latency_points.append((view.snapshot.monotonic, engine.ttft, engine.inter_token))
+            cutoff = view.snapshot.monotonic - 2 * LATENCY_WINDOW_S
+            while len(self.latency_points) > 2 and self.latency_points[0][0] < cutoff:
+                self.latency_points.popleft()
 
     def buckets(self, values, size: int = SPARK_BUCKET) -> list[float]:
         """Means of complete groups of ``size`` samples: a sparkline cell per 5 samples changes once
@@ -69,16 +78,14 @@ class History:
 
     def latency(self, which: str) -> Latency | None:
         """Percentiles of ``ttft`` or ``inter_token`` over the last minute, else since the engine started."""
-        if not self.views:
+        slot = 1 if which == "ttft" else 2
+        points = [(entry[0], entry[slot]) for entry in self.latency_points if entry[slot] is not None]
+        if not points:
             return None
-        newest = self.views[-1]
-        current: Histogram | None = getattr(newest.snapshot.engine, which, None) if newest.snapshot.engine else None
-        if current is None:
-            return None
-        cutoff = newest.snapshot.monotonic - LATENCY_WINDOW_S
-        for view in self.views:
-            old = getattr(view.snapshot.engine, which, None) if view.snapshot.engine else None
-            if old is None or view.snapshot.monotonic < cutoff or old is current:
+        newest_time, current = points[-1]
+        cutoff = newest_time - LATENCY_WINDOW_S
+        for when, old in points:
+            if when < cutoff or old is current:
                 continue
             delta = bucket_delta(_with_inf(old), _with_inf(current))
             if delta and delta[-1][1] > 0:
