@@ -35,9 +35,14 @@ class Line(Static):
     def set(self, text: Text | str) -> None:
         text = Text(text) if isinstance(text, str) else text
         if self._shown is None or text != self._shown or text.spans != self._shown.spans:
-            relayout = not self.FIXED_HEIGHT and (self._shown is None or len(text) != len(self._shown))
+            relayout = not self.FIXED_HEIGHT and (self._shown is None or self._rows(text) != self._rows(self._shown))
             self._shown = text
+            # A layout pass repaints the whole screen: only when the text needs another number of rows.
             self.update(text, layout=relayout)
+
+    def _rows(self, text: Text) -> int:
+        width = max(1, self.content_size.width or 80)
+        return max(1, -(-text.cell_len // width))
 
 
 class Paragraph(Line):
