@@ -163,6 +163,7 @@ class InfermonApp(App[None]):
         self.set_class(narrow, "narrow")
         self.set_class(size.width < MIN_WIDTH or size.height < MIN_HEIGHT, "tiny")
         self._mark_current()
+        self._show_again()
 
     def _mark_current(self) -> None:
         for panel in self.query(Panel):
@@ -237,7 +238,27 @@ class InfermonApp(App[None]):
         self.query_one("#verdict", Paragraph).set(Text(finding, style=style))
         self.query_one("#advice", Paragraph).set(Text(advice, style="italic") if advice else "")
         for panel in self.query(Panel):
-            panel.show(view, self.history)
+            if self._visible(panel):
+                panel.show(view, self.history)
+            else:
+                panel.stale = True  # drawn when it is shown again
+
+    def _visible(self, panel: Panel) -> bool:
+        """Hidden panels (narrow layout, or another one maximised) are not drawn: it costs CPU."""
+        maximized = self.screen.maximized
+        if maximized is not None and maximized is not panel:
+            return False
+        return not self.has_class("narrow") or panel.number == self.current_panel
+
+    def _show_again(self) -> None:
+        """Draw panels that were hidden when the last view came."""
+        view = self.last_alive or self.latest
+        if view is None:
+            return
+        for panel in self.query(Panel):
+            if getattr(panel, "stale", False) and self._visible(panel):
+                panel.stale = False
+                panel.show(view, self.history)
 
     def _set_header(self) -> None:
         text = self._header_text()
@@ -355,15 +376,18 @@ class InfermonApp(App[None]):
         if self.has_class("narrow"):
             self.current_panel = number
             self._mark_current()
+            self._show_again()
             return
         if self.screen.maximized is panel:
             self.screen.minimize()
         else:
             self.screen.maximize(panel, container=False)
+        self._show_again()
 
     def action_restore(self) -> None:
         if self.screen.maximized is not None:
             self.screen.minimize()
+            self._show_again()
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)

@@ -67,6 +67,7 @@ class Panel(Vertical):
         self.title = title
         self.border_title = f"{number} {title}"
         self.add_class("panel")
+        self.stale = False
 
     def show(self, view: LiveView, history: History) -> None:  # pragma: no cover - each panel overrides
         raise NotImplementedError
