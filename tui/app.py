@@ -83,7 +83,9 @@ class InfermonApp(App[None]):
     .narrow #panels { layout: vertical; }
     .narrow .panel { display: none; height: 1fr; }
     .narrow .panel.-current { display: block; }
-    .narrow #roof-plot { display: none; }
+    .narrow #roof-body { layout: vertical; }
+    .narrow #roof-figures { width: 1fr; height: auto; }
+    .narrow #roof-plot { width: 1fr; height: 1fr; }
     #too-small { display: none; height: 1fr; content-align: center middle; text-style: bold; }
     .tiny #too-small { display: block; }
     .tiny #panels, .tiny #tabs, .tiny #verdict, .tiny #advice, .tiny Footer { display: none; }
