@@ -86,12 +86,85 @@ def _open_reader(path: Path) -> Any:
         # Checked here rather than left to the reader: memmap refuses empty files
         # with a confusing message, and the reader's own is terse.
         raise ModelLoadError(f"{path}: not a GGUF file (it does not start with the 'GGUF' magic)")
+    problem = _header_problem(path)
+    if problem:
+        raise ModelLoadError(f"{path}: truncated or corrupt GGUF file ({problem})")
     try:
         return GGUFReader(path)
     except MemoryError:
         raise ModelLoadError(f"{path}: corrupt GGUF file (absurd sizes in its header)") from None
     except Exception as exc:  # truncated or corrupt headers surface as many numpy/struct/value errors
         raise ModelLoadError(f"{path}: truncated or corrupt GGUF file ({_one_line(exc)})") from None
+
+
+# GGUF value types → item size in bytes (8 = string, 9 = array: variable).
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _header_problem(path: Path) -> str | None:
+    """Walk the key/value header checking every count and length against the bytes left.
+
+    gguf's reader trusts them, and one absurd array length near the end of a corrupt file
+    makes it loop for as long as the length says. Returns what is wrong, or None.
+    """
+    import mmap
+    import struct
+
+    try:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            size = len(data)
+            if size < 24:
+                return "shorter than its header"
+            (version,) = struct.unpack_from("<I", data, 4)
+            if version < 2:
+                return None  # v1 used 32-bit counts; the reader handles (or refuses) it
+            n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+            offset = 24
+            if n_kv > (size - offset) // 12 or n_tensors > (size - offset) // 24:
+                return f"claims {n_kv} keys and {n_tensors} tensors in {size} bytes"
+
+            def string(at: int) -> int:
+                if at + 8 > size:
+                    raise ValueError("a string runs past the end")
+                (length,) = struct.unpack_from("<Q", data, at)
+                if length > size - at - 8:
+                    raise ValueError(f"a string of {length} bytes runs past the end")
+                return at + 8 + length
+
+            def value(at: int, kind: int, depth: int = 0) -> int:
+                if kind in _SCALAR_SIZES:
+                    if at + _SCALAR_SIZES[kind] > size:
+                        raise ValueError("a value runs past the end")
+                    return at + _SCALAR_SIZES[kind]
+                if kind == 8:
+                    return string(at)
+                if kind == 9 and depth < 4:
+                    if at + 12 > size:
+                        raise ValueError("an array header runs past the end")
+                    item, count = struct.unpack_from("<IQ", data, at)
+                    at += 12
+                    if item in _SCALAR_SIZES:
+                        if count * _SCALAR_SIZES[item] > size - at:
+                            raise ValueError(f"an array of {count} items runs past the end")
+                        return at + count * _SCALAR_SIZES[item]
+                    if count > (size - at) // 8:
+                        raise ValueError(f"an array of {count} items runs past the end")
+                    for _ in range(count):
+                        at = value(at, item, depth + 1)
+                    return at
+                raise ValueError(f"unknown value type {kind}")
+
+            for _ in range(n_kv):
+                offset = string(offset)
+                if offset + 4 > size:
+                    return "a key runs past the end"
+                (kind,) = struct.unpack_from("<I", data, offset)
+                offset = value(offset + 4, kind)
+    except ValueError as exc:
+        return str(exc)
+    except (OSError, struct.error) as exc:
+        return _one_line(exc)
+    return None
 
 
 class _Metadata:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from infermon.model.gpu_spec import GpuSpec
 from infermon.model.gpu_table import GPUS
@@ -130,16 +130,4 @@ def combine(
         peak_flops=peak * count if peak is not None else None,
         compute_dtype=compute_dtype,
         sources=sources,
-    )
-
-
-def scaled(hardware: Hardware, count: int) -> Hardware:
-    """The same hardware with a different GPU count."""
-    per = 1.0 / hardware.count
-    return replace(
-        hardware,
-        count=count,
-        memory_bytes=hardware.memory_bytes * per * count,
-        bandwidth_bytes_per_s=hardware.bandwidth_bytes_per_s * per * count,
-        peak_flops=hardware.peak_flops * per * count if hardware.peak_flops is not None else None,
     )

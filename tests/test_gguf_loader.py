@@ -465,3 +465,23 @@ def test_missing_architecture(tmp_path):
 def test_missing_file_via_load_gguf(tmp_path):
     with pytest.raises(ModelLoadError, match="no such file"):
         load_gguf(tmp_path / "absent.gguf")
+
+
+def test_absurd_array_length_is_refused_quickly(tmp_path):
+    """A corrupt array count near the end must not send the reader into a long loop."""
+    import struct
+    import time
+
+    from infermon.model.loaders import ModelLoadError, load_model
+
+    path = tmp_path / "evil.gguf"
+    key = b"tokenizer.ggml.tokens"
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    body += struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)      # an array …
+    body += struct.pack("<IQ", 8, 2**40)                                   # … of 2^40 strings
+    body += struct.pack("<Q", 3) + b"abc"
+    path.write_bytes(body)
+    began = time.monotonic()
+    with pytest.raises(ModelLoadError, match="corrupt GGUF file"):
+        load_model(str(path))
+    assert time.monotonic() - began < 2
