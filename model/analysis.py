@@ -182,7 +182,8 @@ def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None) -> 
 def _verdict(phase, batch, intensity, ridge, mbu, mfu, bound, gen, prompt, disagreement, fig, hw) -> str:
     """One line in words: where the process sits and what would move it."""
     if phase == "unknown":
-        return "no token counters: cannot tell what the process is doing (no engine metrics or agent)"
+        return ("no token counters: no engine metrics and no agent; give --metrics-url, or load the agent "
+                "(infermon attach PID, or start it with infermon run)")
     if phase == "idle":
         return "idle: no tokens generated or prefilled in the last interval"
     if fig is None or hw is None:
