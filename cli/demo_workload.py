@@ -66,6 +66,15 @@ def rotary(x, positions, head_dim):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
 
 
+def _attention(q, k, v, causal: bool, groups: int):
+    """Grouped-query attention; without copying K and V per query head where torch can (2.5+)."""
+    try:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=groups > 1)
+    except TypeError:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
 class Block(torch.nn.Module):
     def __init__(self, c: Config) -> None:
         super().__init__()
@@ -92,9 +101,7 @@ class Block(torch.nn.Module):
         if cache:
             k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
         cache[:] = [k, v]
-        groups = self.heads // self.kv_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        attn = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=s > 1)
+        attn = _attention(q, k, v, s > 1, self.heads // self.kv_heads)
         x = x + self.o_proj(attn.transpose(1, 2).reshape(b, s, -1))
         y = self.post_attention_layernorm(x)
         return x + self.down_proj(torch.nn.functional.silu(self.gate_proj(y)) * self.up_proj(y))
