@@ -107,8 +107,13 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     param_note = "given with --params (nominal)" if fig.params_overridden else "exact count"
     model.add_row("parameters, total", count(fig.params.total), MODELED, param_note)
     if fig.params.active != fig.params.total:
-        model.add_row("parameters, active/token", count(fig.params.active), MODELED,
-                      f"{spec.experts_per_token} of {spec.num_experts} experts + shared + dense")
+        parts = [f"{spec.experts_per_token} of {spec.num_experts} experts"]
+        if spec.num_shared_experts:
+            parts.append(f"{spec.num_shared_experts} shared")
+        dense_layers = spec.moe_layers.count(False)
+        if dense_layers:
+            parts.append(f"{dense_layers} dense layers")
+        model.add_row("parameters, active/token", count(fig.params.active), MODELED, " + ".join(parts))
     model.add_row("weight bytes", si(fig.weight_bytes, "B"),
                   "measured" if fig.weight_bytes_source.startswith("measured") else MODELED,
                   fig.weight_bytes_source.split(": ", 1)[-1])
