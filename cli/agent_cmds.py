@@ -67,6 +67,17 @@ def _wait_for_agent(pid: int, process: subprocess.Popen, timeout_s: float, activ
     return False
 
 
+def _sample_with(view, args: argparse.Namespace) -> None:
+    """Run a headless view (``--once`` or ``--record``) on the command's process."""
+    from infermon.cli import monitor
+
+    sampler, live = monitor.open_sampler(args)
+    try:
+        view(sampler, live, args)
+    finally:
+        sampler.close()
+
+
 def _stop_child(process: subprocess.Popen) -> None:
     """We started it, so on quit we stop it: SIGINT, then SIGTERM, then SIGKILL."""
     for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -117,22 +128,14 @@ def run_command(args: argparse.Namespace) -> int:
                     if process.poll() is None:
                         print("infermon: no tokens counted yet (sampling anyway)", file=sys.stderr)
                 if process.poll() is None:
-                    sampler, live = monitor.open_sampler(args)
-                    try:
-                        monitor._once(sampler, live, args)
-                    finally:
-                        sampler.close()
+                    _sample_with(monitor._once, args)
                 else:
                     print("infermon: the command exited before it could be sampled", file=sys.stderr)
                 return _exit_status(process.wait())
             if args.record:
                 _wait_for_agent(process.pid, process, timeout_s=max(10.0, 5 * args.interval))
                 if process.poll() is None:
-                    sampler, live = monitor.open_sampler(args)
-                    try:
-                        monitor._record(sampler, live, args)
-                    finally:
-                        sampler.close()
+                    _sample_with(monitor._record, args)
                 return _exit_status(process.wait())
             sampler, live = monitor.open_sampler(args)
             from infermon.tui.app import InfermonApp
