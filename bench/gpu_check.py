@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import platform
 import shutil
 import statistics
@@ -133,7 +132,7 @@ def run_batch(batch: int, cpu: bool, seconds: float, bootstrap: str, log: Log, h
     """One child generating at ``batch``, sampled by infermon's probes for ``seconds``."""
     from infermon.probes.agent_channel import read_agents
     from infermon.probes.bootstrap import agent_environment
-    from infermon.probes.live import LiveModel
+    from infermon.live.derive import LiveModel
     from infermon.probes.sampler import Sampler, SamplerConfig
 
     command = [sys.executable, "-m", "infermon.cli.demo_workload", "--batch", str(batch), "--prompt", "16",

@@ -155,7 +155,7 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infermon.cli import calc_view
+    from infermon.views import calc_view
 
     if args.list_gpus:
         calc_view.print_gpus()

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from infermon.cli.errors import RuntimeFailure, UserError
-from infermon.cli.fmt import si
+from infermon.views.fmt import si
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

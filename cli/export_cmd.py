@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from infermon.cli.exporter import ViewCollector
+    from infermon.views.exporter import ViewCollector
     from infermon.cli.monitor import open_sampler
 
     if args.pid is None:

@@ -52,7 +52,7 @@ def _config(args: argparse.Namespace):
 
 def open_sampler(args: argparse.Namespace):
     """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`."""
-    from infermon.probes.live import LiveModel
+    from infermon.live.derive import LiveModel
     from infermon.probes.process import TargetError
     from infermon.probes.sampler import Sampler
 
@@ -99,7 +99,6 @@ def dashboard_themes(args: argparse.Namespace) -> list:
 
 
 def check_terminal() -> None:
-    import os
     import shutil
 
     if not sys.stdout.isatty():
@@ -127,7 +126,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _once(sampler, live, args) -> int:
-    from infermon.cli.live_json import live_to_json
+    from infermon.views.live_json import live_to_json
 
     live.update(sampler.tick())
     time.sleep(args.interval)
@@ -138,7 +137,7 @@ def _once(sampler, live, args) -> int:
     if args.json:
         print(json.dumps(live_to_json(view), indent=2))
     else:
-        from infermon.cli.live_report import print_live_report
+        from infermon.views.live_report import print_live_report
 
         print_live_report(view, live.warnings)
     return 0
@@ -149,7 +148,7 @@ class _Stop(Exception):
 
 
 def _record(sampler, live, args) -> int:
-    from infermon.cli.live_json import live_to_json, replay_json
+    from infermon.views.live_json import live_to_json, replay_json
 
     def stop(signum, frame):
         raise _Stop()

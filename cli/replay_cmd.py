@@ -7,7 +7,7 @@ import json
 import sys
 
 from infermon.cli.errors import UserError
-from infermon.cli.recording import RecordingError, read_recording, summarize
+from infermon.views.recording import RecordingError, read_recording, summarize
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from infermon.probes.live import LiveModel, LiveView
+from infermon.live.derive import LiveModel, LiveView
 from infermon.probes.snapshot import (
     DeviceSample, EngineSample, GpuProcess, Histogram, ProcessInfo, ProcessTree, Snapshot,
 )

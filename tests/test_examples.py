@@ -7,7 +7,7 @@ from pathlib import Path
 import scripted
 from prometheus_client import CollectorRegistry, generate_latest
 
-from infermon.cli.exporter import ViewCollector
+from infermon.views.exporter import ViewCollector
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -1,6 +1,5 @@
 """The Prometheus exporter: its text parses with prometheus_client and carries the figures."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import scripted
 from fake_engine import VLLM_FIXTURE, start_fake_engine
-from infermon.cli.exporter import ViewCollector
+from infermon.views.exporter import ViewCollector
 
 
 def parsed(text: str) -> dict:

@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -18,7 +17,7 @@ from metrics_server import MetricsServer
 from infermon.model.config import ConfigError, spec_from_config
 from infermon.model.params import count_params
 from infermon.probes.engines import EngineProbe, parse_exposition, sample_from_exposition
-from infermon.probes.live import LiveModel, engine_rates
+from infermon.live.derive import LiveModel, engine_rates
 from infermon.probes.process import ProcessProbe
 from infermon.probes.sampler import Sampler, SamplerConfig
 
@@ -164,7 +163,7 @@ def test_metrics_mapping_of_shuffled_real_lines(lines, noise):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2000))
 def test_recording_reader_never_raises_anything_but_its_error(tmp_path, data):
-    from infermon.cli.recording import RecordingError, read_recording
+    from infermon.views.recording import RecordingError, read_recording
 
     path = tmp_path / "fuzz.jsonl"
     lines = (DATA / "vllm-recording.jsonl").read_bytes().splitlines(keepends=True)

@@ -1,4 +1,8 @@
-"""Dependency direction (tui → probes → model) and imports only through ``infermon.*``."""
+"""Layering: cli → views (tui, headless) → live → probes → model, and imports only through ``infermon.*``.
+
+Each rule is a table entry below, checked against every import statement of every module, so a
+new arrow the wrong way fails here.
+"""
 
 import ast
 import subprocess
@@ -6,7 +10,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("cli", "tui", "probes", "model", "themes")
+PACKAGES = ("cli", "tui", "views", "live", "probes", "model", "themes")
+
+# What each package may import of ours. cli sits on top and may import everything.
+ALLOWED = {
+    "model": {"model"},
+    "probes": {"probes", "model"},
+    "live": {"live", "probes", "model"},
+    "views": {"views", "live", "probes", "model"},
+    "tui": {"tui", "views", "live", "probes", "model", "themes"},
+    "themes": {"themes"},
+    "cli": set(PACKAGES),
+}
+# Third-party packages each layer must never load: the UI stays out of the arithmetic and the data.
+FORBIDDEN_THIRD_PARTY = {
+    "model": {"textual", "rich", "psutil", "pynvml", "prometheus_client"},
+    "probes": {"textual", "rich"},
+    "live": {"textual", "rich"},
+    "views": {"textual"},
+}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -24,6 +46,18 @@ def sources(package: str):
     return sorted((ROOT / package).rglob("*.py"))
 
 
+def layer_violations(package: str) -> list[str]:
+    found = []
+    for path in sources(package):
+        for name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] == "infermon" and len(parts) > 1 and parts[1] not in ALLOWED[package]:
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+            if parts[0] in FORBIDDEN_THIRD_PARTY.get(package, ()):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
 def test_no_bare_top_level_imports_of_our_folders():
     for package in PACKAGES + ("tests", "bench"):
         for path in sorted((ROOT / package).rglob("*.py")) if (ROOT / package).exists() else []:
@@ -31,19 +65,18 @@ def test_no_bare_top_level_imports_of_our_folders():
                 assert name.split(".")[0] not in PACKAGES, f"{path}: imports {name}; use infermon.{name}"
 
 
-def test_model_imports_nothing_else_of_ours_and_no_ui():
-    for path in sources("model"):
-        for name in imports_of(path):
-            if name.startswith("infermon."):
-                assert name.startswith("infermon.model"), f"{path}: imports {name}"
-            assert name.split(".")[0] not in ("textual", "rich", "psutil", "pynvml"), f"{path}: imports {name}"
+def test_every_package_imports_only_below_itself():
+    violations = [v for package in ALLOWED for v in layer_violations(package)]
+    assert not violations, "\n".join(violations)
 
 
-def test_probes_never_import_textual_or_the_tui():
-    for path in sources("probes"):
-        for name in imports_of(path):
-            assert name.split(".")[0] != "textual", f"{path}: imports {name}"
-            assert not name.startswith(("infermon.tui", "infermon.cli")), f"{path}: imports {name}"
+def test_the_layering_check_catches_an_arrow_the_wrong_way(tmp_path, monkeypatch):
+    # The rule above must be able to fail: a model module importing the dashboard is caught.
+    fake_root = tmp_path
+    (fake_root / "model").mkdir()
+    (fake_root / "model" / "bad.py").write_text("from infermon.tui.app import InfermonApp\nimport textual\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
+    assert len(layer_violations("model")) == 2
 
 
 def test_calc_does_not_load_textual():
@@ -54,7 +87,16 @@ def test_calc_does_not_load_textual():
     assert result.returncode == 0, result.stderr
 
 
+def test_headless_views_do_not_load_textual():
+    code = ("import sys; import infermon.views.live_json, infermon.views.live_report, infermon.views.exporter, "
+            "infermon.views.recording, infermon.live.derive; "
+            "assert 'textual' not in sys.modules, 'textual imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+
+
 def test_package_is_importable_only_as_infermon():
-    code = "import importlib.util as u; assert u.find_spec('model') is None and u.find_spec('tui') is None"
+    code = ("import importlib.util as u; "
+            "assert all(u.find_spec(n) is None for n in ('model', 'tui', 'live', 'views', 'probes'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     assert result.returncode == 0, result.stderr

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import dataclasses
-import statistics
 import sys
-import time
 
 import pynvml
 import pytest
@@ -600,19 +598,16 @@ def test_close_shuts_nvml_down_frees_gpm_and_can_be_repeated():
 # --- cost ----------------------------------------------------------------------------------
 
 
-def test_a_tick_of_eight_gpus_is_cheap_and_discovers_nothing_again():
+def test_a_tick_of_eight_gpus_discovers_nothing_again():
     nvml = FakeNvml(gpus=8, clock=FakeClock())
     for index, gpu in enumerate(nvml.gpus):
         gpu.compute_processes.update({1000 + index: 10 * GiB, 2000 + index: 1 * GiB})
     tree = frozenset(range(1000, 1064))
     probe = started(nvml)
-    durations = []
+    # The cost of a tick is measured in bench/tick.py; here: static fields are read once, not per tick.
     for _ in range(50):
-        began = time.perf_counter()
         probe.sample(tree)
-        durations.append(time.perf_counter() - began)
         nvml.clock.advance(0.5)
-    assert statistics.median(durations) < 0.005  # DESIGN §6: a whole tick ≤ 5 ms at 8 GPUs
     assert nvml.calls["nvmlDeviceGetHandleByIndex"] == 8
     assert nvml.calls["nvmlDeviceGetName"] == 8
     assert nvml.calls["nvmlDeviceGetMemoryBusWidth"] == 8

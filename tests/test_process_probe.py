@@ -1,7 +1,6 @@
 """The process tree probe against real processes: roles, framework, model, ports, exit."""
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap

@@ -2,14 +2,13 @@
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from infermon.cli.recording import RecordingError, read_recording, summarize
+from infermon.views.recording import RecordingError, read_recording
 from infermon.tui.app import InfermonApp
 from infermon.tui.sources import ReplaySource
 

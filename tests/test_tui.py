@@ -2,7 +2,6 @@
 
 import asyncio
 
-import pytest
 
 import scripted
 from infermon.tui.app import InfermonApp

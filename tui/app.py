@@ -18,10 +18,10 @@ from textual.containers import Container
 from textual.message import Message
 from textual.widgets import Footer, Static
 
-from infermon.probes.live import LiveView
-from infermon.probes.summary import SummaryAccumulator, format_summary
-from infermon.tui.history import History
-from infermon.tui.panels import PANELS, Line, Panel, Paragraph, ProcessesPanel
+from infermon.live.derive import LiveView
+from infermon.live.summary import SummaryAccumulator, format_summary
+from infermon.live.history import History
+from infermon.tui.panels import PANELS, Panel, Paragraph, ProcessesPanel
 from infermon.tui.screens import HelpScreen, SummaryScreen
 from infermon.tui.sources import ViewSource
 

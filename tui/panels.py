@@ -5,13 +5,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widget import Widget
-from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from infermon.cli.fmt import count, percent, seconds, si
-from infermon.probes.live import LiveView
-from infermon.tui.history import History
+from infermon.views.fmt import count, seconds, si
+from infermon.live.derive import LiveView
+from infermon.live.history import History
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import bar, figure_row, sparkline
 

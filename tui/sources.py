@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Protocol
 
-from infermon.probes.live import LiveModel, LiveView
+from infermon.live.derive import LiveModel, LiveView
 
 
 class ViewSource(Protocol):

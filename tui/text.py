@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from infermon.cli.fmt import percent
+from infermon.views.fmt import percent
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 

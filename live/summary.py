@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infermon.probes.live import LiveView
+from infermon.live.derive import LiveView
 
 
 @dataclass(frozen=True)

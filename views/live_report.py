@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infermon.cli.fmt import count, figure_table, percent, seconds, si
-from infermon.probes.live import LiveView
+from infermon.views.fmt import count, figure_table, percent, si
+from infermon.live.derive import LiveView
 
 MEASURED, MODELED = "measured", "modeled"
 

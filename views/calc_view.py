@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infermon.cli.fmt import count, figure_table, percent, seconds, si
+from infermon.views.fmt import count, figure_table, percent, seconds, si
 from infermon.model.calc import CalcResult
 from infermon.model.dtypes import BYTES_PER_VALUE
 from infermon.model.gpu_table import GPUS
@@ -23,7 +23,7 @@ GIVEN = "given"
 
 def to_json(result: CalcResult) -> dict:
     """The ``calc --json`` object: plain numbers in base units (B, s, FLOP, FLOP/s)."""
-    fig, hw, ceil, opts = result.figures, result.hardware, result.ceilings, result.options
+    fig, hw, ceil = result.figures, result.hardware, result.ceilings
     spec = fig.spec
     windows = sorted({w for w in spec.layer_windows if w is not None})
     data: dict = {

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from infermon.probes.live import LiveView
+from infermon.live.derive import LiveView
 from infermon.probes.plain import PlainError, from_plain
 
 MAX_LINE = 16 * 1024 * 1024
@@ -83,7 +82,7 @@ def _stats(values: list[float]) -> dict:
 
 def summarize(recording: Recording) -> dict:
     """The figures ``replay --once --json`` and ``diff`` report for one recording."""
-    from infermon.probes.summary import SummaryAccumulator
+    from infermon.live.summary import SummaryAccumulator
 
     accumulator = SummaryAccumulator()
     for view in recording.views:

@@ -7,7 +7,7 @@ import threading
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from infermon.probes.live import LiveView
+from infermon.live.derive import LiveView
 
 PREFIX = "infermon_"
 

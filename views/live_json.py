@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infermon.probes.live import LiveView
+from infermon.live.derive import LiveView
 from infermon.probes.snapshot import to_plain
 
 SCHEMA_VERSION = 1

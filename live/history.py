@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from infermon.model.histogram import bucket_delta, quantile
-from infermon.probes.live import LiveView
+from infermon.live.derive import LiveView
 from infermon.probes.snapshot import Histogram
 
 # Samples kept: 20 minutes at 1 Hz (a 48-cell sparkline of 5-sample cells covers 4 minutes).
