@@ -57,6 +57,9 @@ def engine_rates(previous: Snapshot | None, current: Snapshot) -> EngineRates:
     if previous.engine.kind != current.engine.kind:
         return EngineRates(None, None, notes=(f"engine changed from {previous.engine.kind} to {current.engine.kind}",))
     seconds = current.monotonic - previous.monotonic
+    if previous.engine.source_time is not None and current.engine.source_time is not None:
+        # The counters were read when each scrape's answer arrived, not when the tick began.
+        seconds = current.engine.source_time - previous.engine.source_time
     notes: list[str] = []
     generation = _rate(_generated(previous.engine), _generated(current.engine), seconds, "generation tokens", notes)
     prompt = _rate(previous.engine.prompt_tokens_total, current.engine.prompt_tokens_total, seconds, "prompt tokens", notes)

@@ -12,10 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from infermon.probes.process import ProcessProbe
-from infermon.probes.snapshot import EngineSample, Snapshot
+from infermon.probes.snapshot import AgentSample, EngineSample, ProcessTree, Snapshot
 
 # While no metrics endpoint answers, look again this often (servers take a while to start).
 REDISCOVER_S = 10.0
+
+
+def agent_counts_tokens(agent: AgentSample) -> bool:
+    """Whether an agent's token counters mean anything: it watches a model, or has counted tokens."""
+    return bool(agent.params or agent.weights_bytes or agent.generation_tokens_total or agent.decode_steps_total)
+
+
+def agents_not_counting(agents: tuple[AgentSample, ...]) -> str:
+    """Why agents in the tree give no token rate."""
+    pids = ", ".join(str(a.pid) for a in agents)
+    return (f"the agent in pid {pids} watches no model and counts no tokens (an engine worker calls its "
+            "model with flattened token ids): no token rate from it; its torch figures still show")
 
 
 @dataclass(frozen=True)
@@ -60,13 +72,13 @@ class Sampler:
         """Never wait on an endpoint longer than most of one interval (and never more than 2 s)."""
         return max(0.2, min(2.0, 0.8 * self.config.interval_s))
 
-    def _engine_probe(self, ports: tuple[int, ...], framework: str):
-        from infermon.probes.engines import EngineProbe, discover
+    def _engine_probe(self, tree: ProcessTree):
+        from infermon.probes.engines import EngineProbe, discover, engine
 
         factory = self._engine_factory or EngineProbe
         if self._engine is not None:
             return self._engine
-        kind = framework if framework in ("vllm", "sglang", "tgi", "llamacpp") else None
+        kind = tree.framework if engine(tree.framework) is not None else None
         if self.config.metrics_url:
             self._engine = factory(self.config.metrics_url, kind=kind, timeout_s=self.engine_timeout_s)
             return self._engine
@@ -74,7 +86,14 @@ class Sampler:
         if now - self._last_discovery < REDISCOVER_S:
             return None
         self._last_discovery = now
-        url, reason = discover(ports, framework, self.engine_timeout_s, budget_s=max(1.0, 2 * self.config.interval_s))
+        # The API server's port first: an engine's workers listen on many ephemeral ports (gloo, ZMQ)
+        # that never answer HTTP. Watching a worker, the API server is an ancestor.
+        ancestors = self.process.engine_ancestor_ports()
+        primary = ancestors + (tree.root.listening_ports if tree.root is not None else ())
+        ports = tuple(dict.fromkeys(primary + tuple(sorted({p for proc in tree.processes
+                                                            for p in proc.listening_ports}))))
+        url, reason = discover(ports, tree.framework, self.engine_timeout_s,
+                               budget_s=max(1.0, 2 * self.config.interval_s), primary=primary)
         if url is None:
             self._engine_why = reason
             return None
@@ -105,8 +124,7 @@ class Sampler:
         if pending is not None:
             engine = pending.result()
         elif tree.alive:
-            ports = tuple(sorted({p for proc in tree.processes for p in proc.listening_ports}))
-            probe = self._engine_probe(ports, tree.framework)
+            probe = self._engine_probe(tree)
             if probe is not None:
                 engine = probe.sample()
             else:
@@ -121,9 +139,15 @@ class Sampler:
 
             reading = read_agents(tree.pids)
             agents = reading.agents
-            if engine is None and agents:
-                engine = engine_from_agents(agents)
+            # Engine counters win. The agents' token counters are a rate only where no endpoint
+            # answers and an agent counts tokens: one that watches no model (a vLLM worker, whose
+            # model takes flattened token ids) would read as 0 tokens/s while the server generates.
+            counting = tuple(a for a in agents if agent_counts_tokens(a))
+            if engine is None and counting:
+                engine = engine_from_agents(counting)
                 why.pop("engine", None)
+            elif engine is None and agents:
+                why["agent"] = agents_not_counting(agents)
             elif not agents and engine is None:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
 

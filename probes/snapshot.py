@@ -15,7 +15,9 @@ from typing import Any
 @dataclass(frozen=True)
 class ProcessInfo:
     """One process of the watched tree. ``role`` is its process title where the engine sets one
-    (``VLLM::EngineCore``, ``VLLM::Worker_TP1``, ``sglang::scheduler_TP0``)."""
+    (``VLLM::EngineCore``, ``VLLM::Worker_TP1``, ``sglang::scheduler_TP0``), else what its launcher
+    makes it in the engine's tree (``API server``). ``cmdline`` never carries the empty strings a
+    renamed process pads its title with."""
 
     pid: int
     ppid: int | None
@@ -33,7 +35,9 @@ class ProcessInfo:
 @dataclass(frozen=True)
 class ProcessTree:
     """The target and its descendants. ``framework`` is one of vllm, sglang, tgi, llamacpp,
-    tensorrt-llm, torch, python or unknown; ``model_argument`` what the cmdline names as the model."""
+    tensorrt-llm, torch, python or unknown; ``model_argument`` what the cmdline names as the model.
+    ``tensor_parallel`` / ``pipeline_parallel`` / ``data_parallel`` are the degrees the engine's
+    command line gives (None, with the reason in ``why``, when not given: engines default to 1)."""
 
     root_pid: int
     processes: tuple[ProcessInfo, ...]
@@ -41,6 +45,9 @@ class ProcessTree:
     framework_evidence: str | None = None
     model_argument: str | None = None
     alive: bool = True
+    tensor_parallel: int | None = None
+    pipeline_parallel: int | None = None
+    data_parallel: int | None = None
     why: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -117,11 +124,16 @@ class Histogram:
 class EngineSample:
     """An inference engine's counters and gauges, mapped to one canonical set.
 
-    Counters are cumulative (tokens, preemptions); rates are computed from two
-    samples over wall-clock time, never taken from an engine's averaged gauges.
+    Counters are cumulative (tokens, preemptions, steps, requests); rates are
+    computed from two samples over ``source_time`` (``time.monotonic()`` when the
+    metrics answer arrived), never taken from an engine's averaged gauges.
     ``kv_usage`` is a fraction 0–1. ``slots_decoded`` is llama.cpp's live
     per-slot ``n_decoded`` sum, which moves during a request while its counters
-    move only when a request finishes.
+    move only when a request finishes. ``steps_total`` / ``step_tokens_total``
+    count engine steps and the tokens they scheduled (vLLM's
+    ``iteration_tokens_total``). ``estimated_*_total`` are the engine's own
+    running estimate of FLOPs and bytes read / written per GPU (vLLM's
+    ``--enable-mfu-metrics``). Prefix-cache counters are in tokens.
     """
 
     kind: str
@@ -140,6 +152,16 @@ class EngineSample:
     slots_decoded: float | None = None
     slots_processing: int | None = None
     batch: float | None = None
+    source_time: float | None = None
+    steps_total: float | None = None
+    step_tokens_total: float | None = None
+    estimated_flops_total: float | None = None
+    estimated_read_bytes_total: float | None = None
+    estimated_write_bytes_total: float | None = None
+    prefix_cache_hits_total: float | None = None
+    prefix_cache_queries_total: float | None = None
+    queue_time: Histogram | None = None
+    requests_finished_total: float | None = None
     hints: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
 

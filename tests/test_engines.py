@@ -20,7 +20,8 @@ from infermon.probes.engines import (
     sample_from_exposition,
 )
 from infermon.probes.http import fetch
-from infermon.probes.llamacpp import read_slots
+from infermon.probes.engines import sglang as sglang_engine
+from infermon.probes.engines.llamacpp import slots_from_json
 from infermon.probes.snapshot import to_plain
 
 from metrics_server import MetricsServer, closed_port
@@ -112,7 +113,7 @@ def test_sglang_fixture_sums_data_parallel_replicas():
     assert sample.ttft.count == 5880 and dict(sample.ttft.buckets)[0.4] == 5133
     assert sample.inter_token.count == 1198344 and dict(sample.inter_token.buckets)[0.025] == 833378
     assert sample.version is None and "SGLang" in sample.why["version"]
-    assert set(sample.why) == {"version"}
+    assert set(sample.why) == set(sglang_engine.NEVER)  # only what SGLang never reports is missing
 
 
 def test_sglang_tensor_parallel_ranks_are_not_counted_twice():
@@ -172,8 +173,7 @@ def test_llamacpp_fixture_with_slots_and_props():
 def test_llamacpp_old_slots_shape_is_read_too():
     old = [{"id": 0, "n_ctx": 2048, "state": 1, "next_token": {"n_decoded": 12, "has_next_token": True}},
            {"id": 1, "n_ctx": 2048, "state": 0, "next_token": {"n_decoded": 500}}]
-    with MetricsServer(slots=old) as server:
-        reading = read_slots(server.url, 1.0)
+    reading = slots_from_json(old)
 
     assert (reading.decoded, reading.processing, reading.n_ctx_total, reading.why) == (12, 1, 4096, None)
 
