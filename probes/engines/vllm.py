@@ -73,22 +73,31 @@ NO_MFU_METRICS = "vLLM was started without --enable-mfu-metrics (its estimated_*
 
 
 def kv_capacity(expo: Exposition) -> tuple[int | None, str | None]:
-    """Σ over engines of ``num_gpu_blocks`` × ``block_size`` (tokens), from ``vllm:cache_config_info``
-    labels (present on CPU too, where the "GPU" blocks are the CPU KV cache)."""
+    """Σ over engines of the KV cache in tokens, from ``vllm:cache_config_info`` labels: its
+    ``kv_cache_size_tokens`` where it has one (vLLM ≥ 0.3x), else ``num_gpu_blocks`` × ``block_size``
+    (present on CPU too, where the "GPU" blocks are the CPU KV cache)."""
     samples = expo.get(KV_CAPACITY_FAMILY)
     if not samples:
         return None, f"vllm exposes no {KV_CAPACITY_FAMILY}"
     per_engine: dict[tuple, int] = {}
     for labels, _ in samples:
-        try:
-            tokens = int(labels["num_gpu_blocks"]) * int(labels["block_size"])
-        except (KeyError, ValueError):  # "None" before the engine has profiled memory
-            continue
-        if tokens > 0:
+        tokens = _whole(labels.get("kv_cache_size_tokens"))
+        if tokens is None:
+            blocks, size = _whole(labels.get("num_gpu_blocks")), _whole(labels.get("block_size"))
+            tokens = blocks * size if blocks is not None and size is not None else None
+        if tokens:  # "None" before the engine has profiled memory
             per_engine[replica_key(labels)] = tokens
     if not per_engine:
-        return None, f"{KV_CAPACITY_FAMILY} has no num_gpu_blocks yet"
+        return None, f"{KV_CAPACITY_FAMILY} has no KV cache size yet (num_gpu_blocks None)"
     return sum(per_engine.values()), None
+
+
+def _whole(text: str | None) -> int | None:
+    try:
+        value = int(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value > 0 else None
 
 
 def apply_extra_reads(sample: EngineSample, answers: dict) -> EngineSample:
