@@ -283,10 +283,21 @@ class _Agent:
             "generation_tokens_total": c.generation_tokens, "prompt_tokens_total": c.prompt_tokens,
             "decode_steps_total": c.decode_steps, "prefill_calls_total": c.prefill_calls,
             "batch": batch, "max_batch": self_max, "watched_modules": len(self.watched),
+            "counting": self.counting(),
             "weights_bytes": self.weights_bytes or None, "params": self.params or None,
             "model_config": self.model_config, "hf_generate_hooked": self.generate_patched,
             "torch": self._torch(), "errors": self.errors, "last_error": self.last_error,
         }
+
+    def counting(self) -> str:
+        """What the token counters count in this process, in one sentence for the monitor."""
+        if self.watched:
+            return (f"forward calls of {len(self.watched)} watched module(s): a call with token ids [B, S>1] "
+                    "is a prefill of B×S prompt tokens, [B, 1] a decode step of B tokens")
+        if self.discovery:
+            return "looking for a model called with token ids [batch, length]; nothing counted yet"
+        return ("no tokens counted: no module here is called with token ids [batch, length] (an engine such as "
+                "vLLM passes flattened ids to its model); the engine's own counters are the rate")
 
     def publish(self) -> None:
         path = record_path(self.pid, self.channel)

@@ -83,6 +83,8 @@ def _sample(record: dict, pid: int) -> AgentSample:
     why = {}
     if not devices:
         why["torch"] = str(torch.get("why") or "no torch.cuda allocator figures")
+    if not record.get("watched_modules") and isinstance(record.get("counting"), str):
+        why["tokens"] = record["counting"][:300]
     return AgentSample(
         pid=pid, time=float(record.get("time") or 0.0), interval_s=float(record.get("interval_s") or 1.0),
         generation_tokens_total=float(_int(record.get("generation_tokens_total"), 0)),

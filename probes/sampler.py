@@ -24,10 +24,12 @@ def agent_counts_tokens(agent: AgentSample) -> bool:
 
 
 def agents_not_counting(agents: tuple[AgentSample, ...]) -> str:
-    """Why agents in the tree give no token rate."""
+    """Why agents in the tree give no token rate (in the agent's own words where it says)."""
     pids = ", ".join(str(a.pid) for a in agents)
-    return (f"the agent in pid {pids} watches no model and counts no tokens (an engine worker calls its "
-            "model with flattened token ids): no token rate from it; its torch figures still show")
+    said = next((a.why["tokens"] for a in agents if a.why.get("tokens")), None)
+    return (f"the agent in pid {pids} counts no tokens: "
+            + (said or "it watches no model (an engine worker calls its model with flattened token ids)")
+            + "; its torch figures still show")
 
 
 @dataclass(frozen=True)

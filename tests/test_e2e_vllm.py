@@ -356,3 +356,61 @@ def _text(app, selector: str) -> str:
     widget = app.query_one(selector)
     rendered = widget.render()
     return str(getattr(rendered, "plain", rendered))
+
+
+def test_attach_to_the_worker_leaves_the_server_generating(vllm_server):
+    """``infermon attach`` on the real VLLM::Worker: the server keeps generating (no stall: gdb once
+    kept a torch process stopped for seconds while it read every library's symbols), engine counters
+    stay the rate (never the agent's 0), and ``detach`` leaves it as it was. Where gdb cannot call
+    into a process safely (gdb 13 on a CPU with AMX tiles), attach must refuse without touching the
+    worker. On this shared 2-core host the rate swings by ±40 % second to second without anything
+    attached, so "the same rate" is checked as: never a 2-second window without a token, and the
+    12 s after within half to twice the 12 s before."""
+    import threading
+
+    import psutil
+
+    worker = _worker_pid(vllm_server)
+    tracers: set[str] = set()
+    watching = threading.Event()
+
+    def watch_tracer() -> None:  # who ptraces the worker, every 20 ms during the attach
+        while watching.is_set():
+            try:
+                with open(f"/proc/{worker}/status") as handle:
+                    tracers.update(line.split()[1] for line in handle if line.startswith("TracerPid:"))
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    with Tape(vllm_server.url, every_s=0.2) as tape, Load(vllm_server.url, clients=3, max_tokens=96) as load:
+        assert wait_for(lambda: load.completed >= 3, 300)
+        time.sleep(12)
+        watching.set()
+        watcher = threading.Thread(target=watch_tracer, daemon=True)
+        watcher.start()
+        attach_started = time.monotonic()
+        attached = infermon("attach", str(worker), "--yes", "--interval", "1", timeout=120)
+        watching.clear()
+        watcher.join()
+        time.sleep(12.5)
+        rate = lambda a, b: tape.rate("vllm:generation_tokens_total", a, b)  # noqa: E731
+        before, after = rate(attach_started - 12, attach_started), rate(attach_started, attach_started + 12)
+        stalls = [k / 2 for k in range(20) if rate(attach_started + k / 2, attach_started + k / 2 + 2) == 0]
+        if attached.returncode != 0:
+            assert "extended register state" in attached.stderr or "ptrace" in attached.stderr, attached.stderr
+            assert tracers <= {"0"}, tracers  # refused before anything traced the worker
+        else:
+            assert tracers - {"0"}, "attach says it attached but nothing ever traced the worker"
+            data, _, _ = once_json(vllm_server.process.pid, 2.0)
+            assert data["engine"]["kind"] == "vllm" and data["engine"]["generation_tokens_per_s"] > 0
+            from_worker, _, _ = once_json(worker, 2.0)
+            assert from_worker["engine"]["kind"] == "vllm"  # the API server's counters, not the agent's 0
+            assert from_worker["engine"]["generation_tokens_per_s"] > 0
+            detached = infermon("detach", str(worker))
+            assert detached.returncode == 0, detached.stderr
+        assert not stalls, f"no token generated for 2 s from {stalls[0]} s after attach began ({attached.stderr})"
+        assert 0.5 * before <= after <= 2 * before, (before, after)
+        assert psutil.Process(worker).status() != psutil.STATUS_STOPPED
+    assert not load.errors, load.errors[:3]
+    assert vllm_fixture.scrape(vllm_server.url)  # still serving
