@@ -36,6 +36,9 @@ MEAN_FIELDS = ("kv_usage",)
 # Latency histograms: parsed every few scrapes (most of a scrape's lines), carried in between.
 LATENCY_FIELDS = ("ttft", "inter_token", "queue_time")
 CANONICAL_FIELDS = SUM_FIELDS + MEAN_FIELDS + LATENCY_FIELDS
+# Parsed every few scrapes and carried in between: the histograms, and the KV capacity, which is
+# fixed while the engine runs and sits on a long label set (vLLM's cache_config_info).
+SLOW_FIELDS = LATENCY_FIELDS + ("kv_capacity_tokens",)
 
 
 def families_for(module: ModuleType, histograms: bool = True) -> tuple[frozenset[str], frozenset[str]]:
@@ -53,8 +56,8 @@ def families_for(module: ModuleType, histograms: bool = True) -> tuple[frozenset
                 totals.add(family_of(name))
             else:
                 whole.add(family_of(name))
-    if module.KV_CAPACITY_FAMILY:
-        whole.add(module.KV_CAPACITY_FAMILY)
+    if module.KV_CAPACITY_FAMILY and histograms:
+        whole.add(module.KV_CAPACITY_FAMILY)  # fixed while the engine runs: read with the histograms
     return frozenset(whole), frozenset(totals - whole)
 
 
@@ -73,9 +76,10 @@ def sample_from_exposition(expo: Exposition, kind: str | None = None, url: str |
     """Map one parsed exposition to an ``EngineSample`` (pure: no I/O).
 
     ``kind`` is detected from the metric names when not given (the names win
-    when they name an engine). ``histograms`` False: the latency histograms were
-    not parsed this time and are left None without a reason (the probe carries
-    the previous ones). Every other figure left None has a reason in ``why``.
+    when they name an engine). ``histograms`` False: the latency histograms and
+    the KV-capacity family were not parsed this time and are left None without a
+    reason (the probe carries the previous ones: SLOW_FIELDS). Every other figure
+    left None has a reason in ``why``.
     """
     if expo.why:
         return EngineSample(kind=kind or "unknown", url=url, why={"engine": expo.why})
@@ -106,11 +110,12 @@ def sample_from_exposition(expo: Exposition, kind: str | None = None, url: str |
             else:
                 values[field_name] = value
 
-    capacity, capacity_why = module.kv_capacity(expo)
-    if capacity:
-        values["kv_capacity_tokens"] = capacity
-    else:
-        why["kv_capacity_tokens"] = capacity_why or f"{kind} reports no KV capacity"
+    if histograms or not module.KV_CAPACITY_FAMILY:
+        capacity, capacity_why = module.kv_capacity(expo)
+        if capacity:
+            values["kv_capacity_tokens"] = capacity
+        else:
+            why["kv_capacity_tokens"] = capacity_why or f"{kind} reports no KV capacity"
 
     for field_name in LATENCY_FIELDS:
         if not histograms and field_name in module.METRICS:

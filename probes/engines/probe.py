@@ -13,13 +13,13 @@ import time
 import urllib.parse
 from dataclasses import replace
 
-from infermon.probes.engines.mapping import LATENCY_FIELDS, apply_info, parse_engine_text, sample_from_exposition
+from infermon.probes.engines.mapping import SLOW_FIELDS, apply_info, parse_engine_text, sample_from_exposition
 from infermon.probes.engines.registry import ENGINES, engine
 from infermon.probes.http import DEFAULT_MAX_BYTES, fetch
 from infermon.probes.snapshot import EngineSample
 
-# Latency histograms are most of a scrape's lines and the parser costs ~15 µs a line: they are
-# parsed every HISTOGRAM_EVERY scrapes (percentiles want a longer window anyway).
+# Latency histograms are most of a scrape's lines and the parser costs ~15–70 µs a line: they (and
+# the KV capacity) are parsed every HISTOGRAM_EVERY scrapes (percentiles want a longer window anyway).
 HISTOGRAM_EVERY = 5
 _EXTRA_BODY_LIMIT = 1_000_000  # a few hundred llama.cpp slots with their params fit in well under 1 MB
 
@@ -110,14 +110,16 @@ class EngineProbe:
         return sample
 
     def _carry_latency(self, sample: EngineSample, parsed: bool) -> EngineSample:
-        """Histograms parsed this scrape are kept for the next ones; otherwise the kept ones are used."""
+        """Slow fields (histograms, KV capacity) parsed this scrape are kept for the next ones;
+        otherwise the kept ones are used."""
         if parsed:
-            self._latency = {name: getattr(sample, name) for name in LATENCY_FIELDS}
-            self._latency_why = {k: v for k, v in sample.why.items() if k in LATENCY_FIELDS}
+            self._latency = {name: getattr(sample, name) for name in SLOW_FIELDS}
+            self._latency_why = {k: v for k, v in sample.why.items() if k in SLOW_FIELDS}
             return sample
-        why = {k: v for k, v in sample.why.items() if k not in LATENCY_FIELDS}
+        why = {k: v for k, v in sample.why.items() if k not in SLOW_FIELDS}
         why.update(self._latency_why)
-        return replace(sample, why=why, **self._latency)
+        kept = {k: v for k, v in self._latency.items() if getattr(sample, k) is None}
+        return replace(sample, why=why, **kept)
 
     def _extra_reads(self, paths: tuple[str, ...], deadline: float) -> dict:
         answers = {}
