@@ -45,10 +45,10 @@ class ProcessTree:
     framework_evidence: str | None = None
     model_argument: str | None = None
     alive: bool = True
+    why: dict[str, str] = field(default_factory=dict)
     tensor_parallel: int | None = None
     pipeline_parallel: int | None = None
     data_parallel: int | None = None
-    why: dict[str, str] = field(default_factory=dict)
 
     @property
     def pids(self) -> frozenset[int]:
@@ -124,16 +124,17 @@ class Histogram:
 class EngineSample:
     """An inference engine's counters and gauges, mapped to one canonical set.
 
-    Counters are cumulative (tokens, preemptions, steps, requests); rates are
-    computed from two samples over ``source_time`` (``time.monotonic()`` when the
-    metrics answer arrived), never taken from an engine's averaged gauges.
+    Counters are cumulative (tokens, preemptions); rates are computed from two
+    samples over wall-clock time, never taken from an engine's averaged gauges.
     ``kv_usage`` is a fraction 0–1. ``slots_decoded`` is llama.cpp's live
     per-slot ``n_decoded`` sum, which moves during a request while its counters
-    move only when a request finishes. ``steps_total`` / ``step_tokens_total``
-    count engine steps and the tokens they scheduled (vLLM's
-    ``iteration_tokens_total``). ``estimated_*_total`` are the engine's own
-    running estimate of FLOPs and bytes read / written per GPU (vLLM's
-    ``--enable-mfu-metrics``). Prefix-cache counters are in tokens.
+    move only when a request finishes.
+
+    ``source_time`` is ``time.monotonic()`` when the figures were read from the source (rates are
+    counter deltas over this clock, not the monitor's). ``steps_total`` / ``step_tokens_total``:
+    engine steps and the tokens they scheduled (vLLM ``iteration_tokens_total``);
+    ``estimated_*_total``: the engine's own estimate of its work (vLLM ``--enable-mfu-metrics``, per
+    GPU); ``kv_tokens_resident``: tokens in the KV cache where a source counts them directly.
     """
 
     kind: str
@@ -152,6 +153,8 @@ class EngineSample:
     slots_decoded: float | None = None
     slots_processing: int | None = None
     batch: float | None = None
+    hints: tuple[str, ...] = ()
+    why: dict[str, str] = field(default_factory=dict)
     source_time: float | None = None
     steps_total: float | None = None
     step_tokens_total: float | None = None
@@ -162,8 +165,7 @@ class EngineSample:
     prefix_cache_queries_total: float | None = None
     queue_time: Histogram | None = None
     requests_finished_total: float | None = None
-    hints: tuple[str, ...] = ()
-    why: dict[str, str] = field(default_factory=dict)
+    kv_tokens_resident: float | None = None
 
 
 @dataclass(frozen=True)
