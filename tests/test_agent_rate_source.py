@@ -47,9 +47,11 @@ def test_an_agent_that_sees_no_model_is_no_rate():
             if "agent" in data["why"]:
                 break
             time.sleep(0.3)
-        assert data["engine"]["kind"] is None, data["engine"]  # no "agent" engine reading 0 tokens/s
+        assert data["engine"] is None, data["engine"]  # no "agent" engine reading 0 tokens/s
         assert "counts no tokens" in data["why"]["agent"], data["why"]
         assert "token ids" in data["why"]["agent"]
+        rate = data["figures"]["generation_tokens_per_s"]
+        assert rate["value"] is None and rate["source"] == "n/a" and rate["why"], rate
     finally:
         target.kill()
         target.wait()

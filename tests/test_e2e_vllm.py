@@ -86,11 +86,15 @@ def safetensors_parameters(folder: Path) -> int:
     return count
 
 
-def figure(data: dict, name: str):
-    """A figure of the derivation layer's ``figures`` map."""
-    if "figures" not in data:
-        pytest.fail(f"the --once --json object has no 'figures' map (the derivation layer's); {name} is read there")
+def figure(data: dict, name: str) -> dict:
+    """A figure of the ``figures`` map: {"value", "unit", "source", "why", …}."""
     return data["figures"][name]
+
+
+def value(data: dict, name: str):
+    shown = figure(data, name)
+    assert shown["value"] is not None, (name, shown["why"])
+    return shown["value"]
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +124,8 @@ def test_generation_and_prompt_rates_match_the_servers_counters(under_load):
     for key, counter in (("generation_tokens_per_s", "vllm:generation_tokens_total"),
                          ("prompt_tokens_per_s", "vllm:prompt_tokens_total")):
         band = rate_band(tape, counter, launched, second_tick, interval, ended)
-        measured = engine[key]
-        assert measured is not None, engine["why"]
+        measured = value(data, key)
+        assert figure(data, key)["source"] == "engine-reported"
         assert within(measured, band), f"{key} {measured:.1f} outside the server's {band[0]:.1f}–{band[1]:.1f}"
     # The counter itself is the server's: it lies between the tape's values around infermon's read.
     total_read = engine["generation_tokens_total"]
@@ -131,19 +135,23 @@ def test_generation_and_prompt_rates_match_the_servers_counters(under_load):
 
 def test_requests_and_kv_usage_are_the_servers(under_load):
     data, launched, ended, interval, tape = under_load
-    engine = data["engine"]
     near = [p[2] for p in tape.points if data["time"] - 1.0 <= p[0] <= ended + 0.5]
-    assert engine["requests_running"] in {total(p, "vllm:num_requests_running") for p in near}
-    assert engine["requests_waiting"] in {total(p, "vllm:num_requests_waiting") for p in near}
+    assert value(data, "requests_running") in {total(p, "vllm:num_requests_running") for p in near}
+    assert value(data, "requests_waiting") in {total(p, "vllm:num_requests_waiting") for p in near}
     usages = [total(p, "vllm:kv_cache_usage_perc") for p in near]
-    assert 0 < engine["kv_usage"] < 1  # a fraction, not a percentage
-    assert min(usages) <= engine["kv_usage"] <= max(usages)
+    usage = value(data, "kv_usage")
+    assert 0 < usage < 1 and figure(data, "kv_usage")["source"] == "engine-reported"  # a fraction
+    assert min(usages) <= usage <= max(usages)
+    assert value(data, "kv_capacity_tokens") == 174720 or value(data, "kv_capacity_tokens") == int(
+        near[-1]["vllm:cache_config_info"][0][0]["kv_cache_size_tokens"])
 
 
 def test_memory_bound_decode_on_this_host(under_load):
     data = under_load[0]
-    assert data["analysis"]["bound"] == "memory", data["analysis"]
-    assert data["analysis"]["mbu"] > 0
+    assert data["verdict"]["bound"] == "memory", data["verdict"]
+    assert data["verdict"]["phase"] in ("decode", "mixed"), data["verdict"]
+    assert value(data, "operating_intensity") < value(data, "ops_per_byte")
+    assert value(data, "mbu") > 0
 
 
 def test_model_version_and_process_tree(under_load, vllm_server):
@@ -152,14 +160,16 @@ def test_model_version_and_process_tree(under_load, vllm_server):
     assert data["engine"]["url"] == f"{vllm_server.url}/metrics"  # the API port, not a worker's
     model = data["model"]
     assert model["params_total"] == safetensors_parameters(vllm_fixture.model_dir())
-    process = data["process"]
-    assert process["framework"] == "vllm" and process["role"] == "API server"
-    roles = sorted(child["role"] or "" for child in process["children"])
-    assert roles == ["VLLM::EngineCore", "VLLM::Worker", "resource tracker"], roles
-    for proc in [process] + process["children"]:
+    tree = data["tree"]
+    assert tree["framework"] == "vllm" and tree["root_pid"] == vllm_server.process.pid
+    roles = sorted(proc["role"] or "" for proc in tree["processes"])
+    assert roles == ["API server", "VLLM::EngineCore", "VLLM::Worker", "resource tracker"], roles
+    for proc in tree["processes"]:
         assert proc["cmdline"] and "" not in proc["cmdline"], proc["cmdline"][:5]  # no setproctitle padding
-    worker = next(child for child in process["children"] if child["role"] == "VLLM::Worker")
+    worker = next(proc for proc in tree["processes"] if proc["role"] == "VLLM::Worker")
     assert len(worker["listening_ports"]) > 3  # gloo/ZMQ ports that discovery must not prefer
+    # Started without -tp/-pp/-dp: no degree, and the reason says vLLM's default.
+    assert tree["tensor_parallel"] is None and "default is 1" in tree["why"]["tensor_parallel"]
 
 
 def test_derived_figures_beside_vllms_own_estimate(loaded):
@@ -190,18 +200,15 @@ def test_idle_figures_equal_the_servers_exactly(loaded):
     assert engine["generation_tokens_total"] == total(own, "vllm:generation_tokens_total")
     assert engine["prompt_tokens_total"] == total(own, "vllm:prompt_tokens_total")
     assert engine["generation_tokens_total"] >= load.completion_tokens  # every token the clients received
-    assert engine["preemptions"] == total(own, "vllm:num_preemptions_total")
-    assert engine["requests_running"] == 0 and engine["requests_waiting"] == 0
-    assert engine["kv_usage"] == total(own, "vllm:kv_cache_usage_perc")
+    assert engine["requests_finished_total"] == total(own, "vllm:request_success_total")
+    assert value(data, "preemptions_total") == total(own, "vllm:num_preemptions_total")
+    assert value(data, "requests_running") == 0 and value(data, "requests_waiting") == 0
+    assert value(data, "kv_usage") == total(own, "vllm:kv_cache_usage_perc")
     info = own["vllm:cache_config_info"][0][0]
-    assert engine["kv_capacity_tokens"] == int(info["kv_cache_size_tokens"]) == \
+    assert value(data, "kv_capacity_tokens") == int(info["kv_cache_size_tokens"]) == \
         int(info["num_gpu_blocks"]) * int(info["block_size"])
-    for key, base in (("ttft_seconds", "vllm:time_to_first_token_seconds"),
-                      ("inter_token_seconds", "vllm:inter_token_latency_seconds")):
-        theirs = histogram(own, base)
-        ours = engine[key]
-        assert ours["count"] == theirs[-1][1] > 0
-        assert [list(b) for b in ours["buckets"]] == [[b, c] for b, c in theirs if not math.isinf(b)]
+    hits, queries = total(own, "vllm:prefix_cache_hits_total"), total(own, "vllm:prefix_cache_queries_total")
+    assert value(data, "prefix_cache_hit_rate") == pytest.approx(hits / queries)
 
 
 def test_latency_percentiles_are_the_histograms(vllm_server):
@@ -242,6 +249,13 @@ def test_engine_probe_reads_every_new_counter(vllm_server):
     assert sample.steps_total > 0 and sample.step_tokens_total >= sample.steps_total
     assert sample.queue_time.count == total(after, "vllm:request_queue_time_seconds_count")
     assert sample.source_time is not None
+    for hist, base in ((sample.ttft, "vllm:time_to_first_token_seconds"),
+                       (sample.inter_token, "vllm:inter_token_latency_seconds"),
+                       (sample.queue_time, "vllm:request_queue_time_seconds")):
+        theirs = histogram(after, base)
+        if total(before, base + "_count") == total(after, base + "_count"):  # idle: nothing moved meanwhile
+            assert hist.count == theirs[-1][1] > 0
+            assert list(hist.buckets) == [(b, c) for b, c in theirs if not math.isinf(b)]
 
 
 def test_prefix_cache_hits_are_counted(vllm_server):
@@ -271,7 +285,7 @@ def test_discovery_from_a_worker_finds_the_api_server(vllm_server):
     data, _, _ = once_json(worker, 0.5)
     assert data["engine"]["kind"] == "vllm"
     assert data["engine"]["url"] == f"{vllm_server.url}/metrics"
-    assert data["process"]["role"] == "VLLM::Worker"
+    assert data["tree"]["processes"][0]["role"] == "VLLM::Worker"
 
 
 def _worker_pid(server) -> int:
@@ -403,10 +417,11 @@ def test_attach_to_the_worker_leaves_the_server_generating(vllm_server):
         else:
             assert tracers - {"0"}, "attach says it attached but nothing ever traced the worker"
             data, _, _ = once_json(vllm_server.process.pid, 2.0)
-            assert data["engine"]["kind"] == "vllm" and data["engine"]["generation_tokens_per_s"] > 0
+            assert data["engine"]["kind"] == "vllm" and value(data, "generation_tokens_per_s") > 0
             from_worker, _, _ = once_json(worker, 2.0)
             assert from_worker["engine"]["kind"] == "vllm"  # the API server's counters, not the agent's 0
-            assert from_worker["engine"]["generation_tokens_per_s"] > 0
+            assert figure(from_worker, "generation_tokens_per_s")["source"] == "engine-reported"
+            assert value(from_worker, "generation_tokens_per_s") > 0
             detached = infermon("detach", str(worker))
             assert detached.returncode == 0, detached.stderr
         assert not stalls, f"no token generated for 2 s from {stalls[0]} s after attach began ({attached.stderr})"
