@@ -332,15 +332,22 @@ def start_session_server() -> None:
     if _session or skip_reason() is not None or vllm_binary() is None or os.environ.get("INFERMON_VLLM_SERVER"):
         return
 
+    started = threading.Event()
+    done = threading.Event()
+
     def start() -> None:
         try:
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"infermon-vllm-{os.getpid()}.log"
             _session["server"] = VllmServer(model_dir(), log)
         except BaseException as exc:  # reported by session_server()
             _session["error"] = exc
+        started.set()
+        # PR_SET_PDEATHSIG fires when the *thread* that started the server ends: this one lives
+        # until the session stops the server (or the test process dies, and the server with it).
+        done.wait()
 
     thread = threading.Thread(target=start, name="vllm-start", daemon=True)
-    _session["thread"] = thread
+    _session.update(thread=thread, started=started, done=done)
     thread.start()
 
 
@@ -384,7 +391,7 @@ def session_server() -> VllmServer:
     if "failed" in _session:
         pytest.fail(_session["failed"])
     start_session_server()
-    _session["thread"].join()
+    _session["started"].wait()
     try:
         if "error" in _session:
             raise _session["error"]
@@ -402,3 +409,5 @@ def stop_session_server() -> None:
     server = _session.get("server")
     if server is not None:
         server.stop()
+    if "done" in _session:
+        _session["done"].set()
