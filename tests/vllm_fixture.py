@@ -220,6 +220,15 @@ class Tape:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def wait_past(self, when: float, clock: int = 1, timeout_s: float = 30.0) -> None:
+        """Until the tape holds a scrape after ``when`` (a loaded server answers slowly)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.points and self.points[-1][clock] > when:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"no scrape of the server after {when} within {timeout_s:.0f} s")
+
     def counter_at(self, name: str, when: float, clock: int = 1) -> float:
         """``name`` at time ``when`` (clock 1 monotonic, 0 wall), linear between the two scrapes around it."""
         points = [(p[clock], total(p[2], name)) for p in self.points]
