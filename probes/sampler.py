@@ -91,7 +91,8 @@ class Sampler:
         # The API server's port first: an engine's workers listen on many ephemeral ports (gloo, ZMQ)
         # that never answer HTTP. Watching a worker, the API server is an ancestor.
         ancestors = self.process.engine_ancestor_ports()
-        primary = ancestors + (tree.root.listening_ports if tree.root is not None else ())
+        # The worker's own ports are no API server's: only its ancestors' then.
+        primary = ancestors or (tree.root.listening_ports if tree.root is not None else ())
         ports = tuple(dict.fromkeys(primary + tuple(sorted({p for proc in tree.processes
                                                             for p in proc.listening_ports}))))
         url, reason = discover(ports, tree.framework, self.engine_timeout_s,
