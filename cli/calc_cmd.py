@@ -43,10 +43,10 @@ def _positive_int(what: str):
 def _non_negative_int(what: str):
     def parse(text: str) -> int:
         try:
-            value = float(text)
-        except ValueError:
+            value = parse_count(text, allow_zero=True)
+        except QuantityError:
             raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}") from None
-        if value != int(value) or value < 0:
+        if value != int(value):
             raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}")
         return int(value)
     parse.__name__ = what
@@ -99,8 +99,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     load = p.add_argument_group("workload")
     load.add_argument("--batch", "-b", type=_positive_int("--batch"), default=1, metavar="B",
                       help="concurrent sequences per decode step (default 1)")
-    load.add_argument("--context", "-c", type=_positive_int("--context"), metavar="C",
-                      help="tokens in each sequence's cache (default: none, weights only)")
+    load.add_argument("--context", "-c", type=_non_negative_int("--context"), metavar="C",
+                      help="tokens in each sequence's cache; 0 is an empty cache (default: none, weights only)")
     load.add_argument("--memory-utilization", type=_fraction, default=DEFAULT_MEMORY_UTILIZATION, metavar="F",
                       help=f"share of GPU memory the server may use, like vLLM's gpu_memory_utilization (default {DEFAULT_MEMORY_UTILIZATION})")
     load.add_argument("--reserve-bytes", type=_quantity(lambda t: parse_bytes(t, allow_zero=True), "--reserve-bytes"),

@@ -82,7 +82,8 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions) -> CalcResu
         ceilings=ceil,
         step=step,
         attention_flops_per_token=attention_flops_per_token(fig.spec, options.context or 0),
-        kv_bytes_per_sequence=kv_bytes_per_sequence(fig.spec, fig.kv_dtype, options.context) if options.context else None,
+        kv_bytes_per_sequence=(kv_bytes_per_sequence(fig.spec, fig.kv_dtype, options.context)
+                               if options.context is not None else None),
         weight_bytes_read_at_batch=weight_bytes_read_per_step(fig, options.batch),
         generation=generation,
         achieved=reached,

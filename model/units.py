@@ -52,7 +52,7 @@ def parse_flops(text: str) -> float:
     return _check(value * _SI[m.group("prefix") or ""], text)
 
 
-def parse_count(text: str) -> float:
+def parse_count(text: str, allow_zero: bool = False) -> float:
     """A plain count from ``7e9``, ``7B``, ``6738415616``, ``1.5M``."""
     value, m = _number(text, r"(?P<prefix>[kmbgt])?", "a count (e.g. 7e9 or 7B)")
-    return _check(value * _COUNT[m.group("prefix") or ""], text)
+    return _check(value * _COUNT[m.group("prefix") or ""], text, allow_zero)

@@ -113,3 +113,17 @@ def test_installed_console_script_runs():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"]["params_total"] == 124_439_808
+
+
+def test_context_zero_is_an_empty_cache(cli):
+    """Every decode starts from an empty cache: --context 0 is the weights-only step, not an error."""
+    empty = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--context", "0", "--json")
+    assert empty.status == 0, empty.err
+    data = empty.json()
+    none = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--json").json()
+    assert data["ceilings"]["decode_tokens_per_s"] == none["ceilings"]["decode_tokens_per_s"]
+    assert data["ceilings"]["decode_step_time_s"] == data["ceilings"]["weights_time_per_token_s"]
+    assert data["ceilings"]["max_sequences"] is None
+    assert data["model"]["attention"]["flops_per_token"] == 0
+    table = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--context", "0")
+    assert table.status == 0 and "context 0" in table.out

@@ -145,6 +145,8 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     mem.add_row("KV capacity", f"{count(ceil.kv_capacity_tokens)} tokens", MODELED, "")
     if ceil.max_sequences is not None:
         mem.add_row("sequences that fit", count(ceil.max_sequences), MODELED, f"at context {count(opts.context)}")
+    elif opts.context == 0:
+        mem.add_row("sequences that fit", "no KV limit", MODELED, "at context 0 a sequence holds no KV yet")
     console.print(mem)
 
     dec = _table(f"Decode  batch {opts.batch}, context {count(opts.context or 0)}")
