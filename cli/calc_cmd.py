@@ -137,7 +137,7 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
     elif None in (args.gpu_memory, args.gpu_bandwidth, args.gpu_flops):
         raise UserError("calc: name a --gpu, or give all of --gpu-memory, --gpu-bandwidth and --gpu-flops")
     fig = model_figures(loaded.spec, dtype=args.dtype, kv_dtype=args.kv_dtype, params_override=args.params,
-                        exact_weight_bytes=loaded.exact_weight_bytes)
+                        exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
     available = set(gpu.peak_flops) if gpu else {fig.activation_dtype}
     hw = combine(gpu, args.gpus, pick_compute_dtype(fig, available), args.gpu_memory, args.gpu_bandwidth, args.gpu_flops)
     if gpu is not None and hw.peak_flops is None:

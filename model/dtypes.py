@@ -59,6 +59,7 @@ class WeightFormat:
     zero_point_bytes: float = 0.0
     block_elements: int | None = None
     method: str = ""
+    measured_bytes_per_param: float | None = None
 
     def bytes_per_param(self) -> float:
         """Bytes per weight = value bytes + (scale + zero point) / group size.
@@ -66,7 +67,11 @@ class WeightFormat:
         Block-wise scales add ``scale_bytes / block_elements`` instead. With
         neither, the format has no per-weight overhead (per-channel scales are
         rows, not weights, and are ignored: < 0.1 % for any real layer).
+        ``measured_bytes_per_param``, where a file gave it (a GGUF under
+        4 bits per weight), is the answer as it is.
         """
+        if self.measured_bytes_per_param is not None:
+            return self.measured_bytes_per_param
         value = BYTES_PER_VALUE[self.dtype]
         if self.group_size:
             value += (self.scale_bytes + self.zero_point_bytes) / self.group_size

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from infermon.model.config import ConfigError, spec_from_config
 from infermon.model.spec import ModelSpec
+from infermon.model.stored import StoredBytes
 
 # A safetensors header is JSON of a few hundred kB at most; refuse absurd lengths
 # (a corrupt or non-safetensors file) instead of reading gigabytes.
@@ -31,13 +32,16 @@ class LoadedModel:
     """A model spec and where it came from.
 
     ``exact_weight_bytes`` is (bytes, source) when the checkpoint's files were
-    measured (safetensors headers, the index's ``total_size``, GGUF tensors).
+    measured (safetensors headers, the index's ``total_size``, GGUF tensors);
+    ``stored`` breaks those bytes down tensor by tensor where the file allows
+    (GGUF: the embedding at its stored row size, the routed experts).
     """
 
     spec: ModelSpec
     source: str
     exact_weight_bytes: tuple[float, str] | None = None
     warnings: tuple[str, ...] = ()
+    stored: StoredBytes | None = None
 
 
 def _read_json(path: Path) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
-from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
+from infermon.model.kv import kv_bytes_per_sequence
 
 # Defaults for the KV budget: like vLLM's gpu_memory_utilization, and a reserve
 # for activations, the CUDA context and CUDA graphs (about what vLLM leaves on a 24 GB card).

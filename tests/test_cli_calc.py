@@ -127,3 +127,18 @@ def test_context_zero_is_an_empty_cache(cli):
     assert data["model"]["attention"]["flops_per_token"] == 0
     table = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--context", "0")
     assert table.status == 0 and "context 0" in table.out
+
+
+def test_quantized_gguf_time_per_token_is_the_files_bytes(cli, tmp_path):
+    """A Q4_0 GGUF whose embedding dominates: positive time per token from the file's own bytes."""
+    import gguf
+    from gguf_factory import Q, write_gguf
+
+    path = tmp_path / "wide.gguf"
+    written = write_gguf(path, dtype=Q.Q4_0, vocab=8192, file_type=int(gguf.LlamaFileType.MOSTLY_Q4_0))
+    data = cli("calc", "--model", str(path), "--gpu", "a10", "--json").json()
+    embd = written["sizes"]["token_embd.weight"]
+    read = written["bytes"] - embd + embd / 8192
+    assert data["model"]["weight_bytes"] == written["bytes"]
+    assert data["ceilings"]["weights_time_per_token_s"] == pytest.approx(read / 600e9)
+    assert data["ceilings"]["decode_tokens_per_s"] > 0
