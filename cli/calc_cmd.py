@@ -11,6 +11,7 @@ from infermon.model.dtypes import DTYPES, DTypeError, normalize_dtype
 from infermon.model.figures import model_figures
 from infermon.model.gpu import GpuLookupError, combine, lookup_gpu
 from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
+from infermon.model.parallel import Parallelism
 from infermon.model.roofline import DEFAULT_MEMORY_UTILIZATION, DEFAULT_RESERVE_BYTES
 from infermon.model.units import QuantityError, parse_bandwidth, parse_bytes, parse_count, parse_flops
 
@@ -88,8 +89,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--kv-dtype", type=_dtype, metavar="D", help="KV-cache dtype (default: the activation dtype)")
     gpu = p.add_argument_group("GPU")
     gpu.add_argument("--gpu", "-g", metavar="NAME", help='NVML name ("NVIDIA A10") or alias ("a10", "h100-sxm")')
-    gpu.add_argument("--gpus", type=_positive_int("--gpus"), default=1, metavar="N",
-                     help="N identical GPUs, tensor parallel (memory, bandwidth and FLOP/s add up)")
+    gpu.add_argument("--tp", type=_positive_int("--tp"), metavar="T",
+                     help="tensor-parallel ranks: weights and KV heads split T ways (KV copied once T > KV heads)")
+    gpu.add_argument("--pp", type=_positive_int("--pp"), metavar="P",
+                     help="pipeline-parallel stages: layers split P ways")
+    gpu.add_argument("--gpus", type=_positive_int("--gpus"), metavar="N",
+                     help="N identical GPUs: alone, a shorthand for --tp N; with --tp/--pp, the rest are "
+                     "data-parallel replicas (N = tp × pp × replicas)")
     gpu.add_argument("--gpu-memory", type=_quantity(parse_bytes, "--gpu-memory"), metavar="BYTES",
                      help="memory per GPU, e.g. 24GB or 24e9 (overrides the table)")
     gpu.add_argument("--gpu-bandwidth", type=_quantity(parse_bandwidth, "--gpu-bandwidth"), metavar="B/S",
@@ -136,10 +142,12 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
             raise UserError(str(exc)) from None
     elif None in (args.gpu_memory, args.gpu_bandwidth, args.gpu_flops):
         raise UserError("calc: name a --gpu, or give all of --gpu-memory, --gpu-bandwidth and --gpu-flops")
+    parallel = _parallelism(args, loaded.spec.num_layers)
     fig = model_figures(loaded.spec, dtype=args.dtype, kv_dtype=args.kv_dtype, params_override=args.params,
                         exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
     available = set(gpu.peak_flops) if gpu else {fig.activation_dtype}
-    hw = combine(gpu, args.gpus, pick_compute_dtype(fig, available), args.gpu_memory, args.gpu_bandwidth, args.gpu_flops)
+    hw = combine(gpu, parallel.gpus, pick_compute_dtype(fig, available), args.gpu_memory, args.gpu_bandwidth,
+                 args.gpu_flops)
     if gpu is not None and hw.peak_flops is None:
         raise UserError(f"calc: {gpu.name} has no dense {hw.compute_dtype} peak in the table; give --gpu-flops")
     options = CalcOptions(
@@ -150,8 +158,23 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
         prompt_tokens=args.prompt_tokens,
         output_tokens=args.output_tokens,
         tokens_per_s=args.tokens_per_s,
+        parallel=parallel,
     )
     return loaded, calculate(fig, hw, options)
+
+
+def _parallelism(args: argparse.Namespace, layers: int) -> Parallelism:
+    """--tp/--pp/--gpus as a :class:`Parallelism`; raises :class:`UserError` on a split that cannot be."""
+    try:
+        if args.gpus is None:
+            parallel = Parallelism(tp=args.tp or 1, pp=args.pp or 1)
+        else:
+            parallel = Parallelism.for_gpus(args.gpus, args.tp, args.pp)
+    except ValueError as exc:
+        raise UserError(f"calc: {exc}") from None
+    if parallel.pp > layers:
+        raise UserError(f"calc: --pp {parallel.pp} is more pipeline stages than the model's {layers} layers")
+    return parallel
 
 
 def run(args: argparse.Namespace) -> int:

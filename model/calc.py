@@ -8,6 +8,7 @@ from infermon.model.dtypes import compute_dtype
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
 from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
+from infermon.model.parallel import Parallelism
 from infermon.model.roofline import (
     Achieved,
     Ceilings,
@@ -30,6 +31,7 @@ class CalcOptions:
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     tokens_per_s: float | None = None
+    parallel: Parallelism = Parallelism()
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,19 @@ def pick_compute_dtype(fig: ModelFigures, available: set[str]) -> str:
 
 def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions) -> CalcResult:
     """Run every formula for one model on one hardware setup."""
-    ceil, step = ceilings(fig, hw, options.batch, options.context, options.memory_utilization, options.reserve_bytes)
+    par = options.parallel
+    ceil, step = ceilings(fig, hw, options.batch, options.context, options.memory_utilization, options.reserve_bytes,
+                          parallel=par)
     generation = None
     if options.prompt_tokens is not None or options.output_tokens is not None:
         prompt = options.prompt_tokens or 0
         output = options.output_tokens or 0
-        prefill = prefill_time_s(fig, hw, prompt) if prompt else 0.0
-        decode = generation_time_s(fig, hw, prompt, output, options.batch)
+        prefill = prefill_time_s(fig, hw, prompt, parallel=par) if prompt else 0.0
+        decode = generation_time_s(fig, hw, prompt, output, options.batch, parallel=par)
         generation = Generation(prompt, output, prefill, decode, prefill + decode)
     reached = None
     if options.tokens_per_s is not None:
-        reached = achieved(fig, hw, options.tokens_per_s, options.batch, options.context or 0)
+        reached = achieved(fig, hw, options.tokens_per_s, options.batch, options.context or 0, parallel=par)
     return CalcResult(
         figures=fig,
         hardware=hw,

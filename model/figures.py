@@ -20,6 +20,9 @@ class ModelFigures:
     ``gathered_row_bytes`` what one token reads of it; ``routed_expert_bytes``
     all routed MoE expert weights (B). ``flops_per_token`` = 2 × matmul
     parameters active per token (FLOP/token). ``kv_bytes_per_token`` in B/token.
+    ``embedding_bytes`` (the input token table, stored once even when tied),
+    ``lm_head_bytes`` (a separate output head; 0 when tied) and
+    ``positional_bytes`` place the tables for pipeline stages (B).
     """
 
     name: str
@@ -36,6 +39,9 @@ class ModelFigures:
     kv_bytes_per_token: float
     flops_per_token: float
     params_overridden: bool = False
+    embedding_bytes: float = 0.0
+    lm_head_bytes: float = 0.0
+    positional_bytes: float = 0.0
 
 
 def _activation_dtype(spec: ModelSpec) -> str:
@@ -95,6 +101,7 @@ def model_figures(
         weight_bytes = total * fmt.bytes_per_param()
         source = f"modeled: {total:,} params (given) × {fmt.bytes_per_param():g} B ({fmt.dtype})"
         gathered = row = routed = 0.0
+        embedding = head = positional = 0.0
     else:
         weight_bytes = modeled_weight_bytes(params, fmt, activation, quantized_checkpoint)
         source = f"modeled: exact parameter count at {fmt.method or fmt.dtype}"
@@ -106,9 +113,13 @@ def model_figures(
         row = (0.0 if spec.tie_word_embeddings else (spec.embed_projection_dim or spec.hidden_size) * embed_width)
         row += (spec.hidden_size * embed_width if params.positional else 0.0)
         routed = params.routed_experts * fmt.bytes_per_param()
+        embedding = params.embedding * embed_width
+        head = params.lm_head * embed_width
+        positional = params.positional * embed_width
         if stored is not None and dtype is None:
             weight_bytes, source = stored.total, stored.source
             gathered, row, routed = stored.gathered, stored.gathered_row, stored.routed_experts
+            embedding, head, positional = stored.embedding, stored.lm_head, stored.positional
 
     return ModelFigures(
         name=spec.name,
@@ -125,6 +136,9 @@ def model_figures(
         kv_bytes_per_token=float(kv_bytes_per_token(spec, kv)),
         flops_per_token=2.0 * params.matmul_active,
         params_overridden=params_override is not None,
+        embedding_bytes=float(embedding),
+        lm_head_bytes=float(head),
+        positional_bytes=float(positional),
     )
 
 

@@ -441,8 +441,14 @@ def _stored_bytes(tensors: list[Any], label: str) -> StoredBytes:
         gathered += float(tensor.n_bytes)
         row += float(tensor.n_bytes) / rows
     routed = float(sum(int(t.n_bytes) for t in tensors if _ROUTED_EXPERT.search(t.name)))
+
+    def size(name: str) -> float:
+        tensor = by_name.get(name)
+        return float(tensor.n_bytes) if tensor is not None else 0.0
+
     return StoredBytes(total=total, gathered=gathered, gathered_row=row, routed_experts=routed,
-                       source=f"measured: GGUF tensor sizes ({label})")
+                       source=f"measured: GGUF tensor sizes ({label})", embedding=size("token_embd.weight"),
+                       lm_head=size("output.weight"), positional=size("position_embd.weight"))
 
 
 def _shard_paths(path: Path, count: int) -> list[Path] | None:

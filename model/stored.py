@@ -17,6 +17,8 @@ class StoredBytes:
     - ``gathered_row``: bytes one token gathers from those tables: one stored
       row of each, at its stored (possibly quantized) width.
     - ``routed_experts``: all routed MoE expert tensors.
+    - ``embedding``, ``lm_head``, ``positional``: the input token table, the
+      separate output head (0 when tied) and learned positions, as stored.
     - ``source``: where the figures come from, for the user.
 
     Invariants: 0 ≤ gathered + routed_experts ≤ total; 0 ≤ gathered_row ≤ gathered
@@ -28,3 +30,6 @@ class StoredBytes:
     gathered_row: float
     routed_experts: float
     source: str
+    embedding: float = 0.0
+    lm_head: float = 0.0
+    positional: float = 0.0

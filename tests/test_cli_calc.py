@@ -11,12 +11,15 @@ GPU_KEYS = {"name", "count", "memory_bytes", "bandwidth_bytes_per_s", "peak_flop
 CEILING_KEYS = {"ops_per_byte", "free_bytes_after_weights", "kv_budget_bytes", "kv_capacity_tokens", "max_sequences",
                 "weights_time_per_token_s", "decode_step_time_s", "decode_tokens_per_s", "prefill_time_per_token_s",
                 "critical_batch", "bound"}
+PARALLEL_KEYS = {"tp", "pp", "dp", "gpus", "kv_heads_per_gpu", "layers_per_gpu", "weight_bytes_per_gpu",
+                 "free_bytes_per_gpu", "kv_budget_bytes_per_gpu", "kv_bytes_per_token_per_gpu"}
 
 
 def test_json_has_exactly_the_documented_shape(cli):
     data = cli("calc", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json").json()
-    assert set(data) == {"model", "gpu", "ceilings"}
+    assert set(data) == {"model", "gpu", "ceilings", "parallel"}
     assert set(data["model"]) == MODEL_KEYS
+    assert set(data["parallel"]) == PARALLEL_KEYS
     assert set(data["gpu"]) == GPU_KEYS
     assert set(data["ceilings"]) == CEILING_KEYS
     assert data["ceilings"]["max_sequences"] is None

@@ -14,7 +14,8 @@ from infermon.model.gpu_table import GPUS
 from infermon.model.loaders import LoadedModel, load_preset, preset_names
 from infermon.model.params import count_params, seed_estimate_params
 from infermon.model.figures import weight_bytes_read_per_step
-from infermon.model.roofline import critical_batch
+from infermon.model.parallel import Parallelism, all_stage_figures, kv_heads_per_rank, stage_layers
+from infermon.model.roofline import critical_batch, kv_budget_bytes
 
 MODELED = "modeled"
 DATASHEET = "datasheet"
@@ -66,6 +67,19 @@ def to_json(result: CalcResult) -> dict:
             "critical_batch": ceil.critical_batch,
             "bound": ceil.bound,
         },
+    }
+    par = result.options.parallel
+    data["parallel"] = {
+        "tp": par.tp,
+        "pp": par.pp,
+        "dp": par.dp,
+        "gpus": par.gpus,
+        "kv_heads_per_gpu": None if spec.is_mla else kv_heads_per_rank(spec.num_kv_heads, par.tp),
+        "layers_per_gpu": max(len(r) for r in stage_layers(spec.num_layers, par.pp)),
+        "weight_bytes_per_gpu": ceil.weight_bytes_per_gpu,
+        "free_bytes_per_gpu": ceil.free_bytes_per_gpu,
+        "kv_budget_bytes_per_gpu": ceil.kv_budget_bytes_per_gpu,
+        "kv_bytes_per_token_per_gpu": ceil.kv_bytes_per_token_per_gpu,
     }
     if result.generation is not None:
         data["generation"] = {
@@ -129,7 +143,10 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
                       f"QKᵀ and AV at context {count(opts.context)}")
     console.print(model)
 
+    par = opts.parallel
     gpu = _table(f"GPU  {hw.count} × {hw.name}" if hw.count > 1 else f"GPU  {hw.name}")
+    if par.gpus > 1:
+        gpu.add_row("split", _split_text(par), GIVEN, _split_note(spec, par))
     gpu.add_row("memory", si(hw.memory_bytes, "B"), _source(hw.sources, "memory"), "")
     gpu.add_row("bandwidth", si(hw.bandwidth_bytes_per_s, "B/s"), _source(hw.sources, "bandwidth"), "")
     gpu.add_row(f"peak {hw.compute_dtype} (dense)", si(hw.peak_flops, "FLOP/s"), _source(hw.sources, "peak_flops"), "")
@@ -138,11 +155,20 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     console.print(gpu)
 
     mem = _table("Memory and KV cache")
-    free_note = "weights do not fit" if ceil.free_bytes_after_weights < 0 else ""
+    free_note = "weights do not fit" if not ceil.fits else ""
+    if par.gpus > 1:
+        mem.add_row("weights per GPU", si(ceil.weight_bytes_per_gpu, "B"), MODELED,
+                    "the fullest GPU: its share plus what every rank copies")
+        mem.add_row("free per GPU", si(ceil.free_bytes_per_gpu, "B"), MODELED, free_note)
+        free_note = f"over {par.gpus} GPUs"
     mem.add_row("free after weights", si(ceil.free_bytes_after_weights, "B"), MODELED, free_note)
     mem.add_row("KV budget", si(ceil.kv_budget_bytes, "B"), MODELED,
                 f"× {opts.memory_utilization:g} utilization − {si(opts.reserve_bytes, 'B')} reserve")
-    mem.add_row("KV capacity", f"{count(ceil.kv_capacity_tokens)} tokens", MODELED, "")
+    if par.gpus > 1:
+        mem.add_row("KV bytes/token per GPU", f"{count(ceil.kv_bytes_per_token_per_gpu)} B", MODELED,
+                    _kv_rank_note(spec, par, fig.kv_bytes_per_token, ceil.kv_bytes_per_token_per_gpu))
+    mem.add_row("KV capacity", f"{count(ceil.kv_capacity_tokens)} tokens", MODELED,
+                "the first GPU to fill bounds them all" if par.gpus > 1 else "")
     if ceil.max_sequences is not None:
         mem.add_row("sequences that fit", count(ceil.max_sequences), MODELED, f"at context {count(opts.context)}")
     elif opts.context == 0:
@@ -158,7 +184,7 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     if ceil.critical_batch is not None:
         dec.add_row("critical batch", f"{ceil.critical_batch:,.1f}", MODELED, "where memory and compute time meet")
     elif hw.peak_flops:
-        empty = critical_batch(fig, hw, 0)
+        empty = critical_batch(fig, hw, 0, parallel=opts.parallel)
         note = "KV reads per sequence outgrow its FLOPs"
         if empty is not None:
             note += f"; {empty:,.1f} with an empty cache"
@@ -202,10 +228,14 @@ def print_explain(result: CalcResult, console: Console) -> None:
     if hw.peak_flops:
         lines.append(f"ops:byte = peak ÷ bandwidth = {si(hw.peak_flops, 'FLOP/s')} ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')}"
                      f" = {ceil.ops_per_byte:.1f} FLOP/B — below it memory-bound, above it compute-bound")
-    lines.append(f"free = memory − weights = {si(hw.memory_bytes, 'B')} − {si(fig.weight_bytes, 'B')}"
-                 f" = {si(ceil.free_bytes_after_weights, 'B')}")
-    lines.append(f"KV budget = max(0, memory × {opts.memory_utilization:g} − weights − {si(opts.reserve_bytes, 'B')})"
-                 f" = {si(ceil.kv_budget_bytes, 'B')}")
+    par = opts.parallel
+    if par.gpus > 1:
+        lines.extend(_explain_parallel(result))
+    else:
+        lines.append(f"free = memory − weights = {si(hw.memory_bytes, 'B')} − {si(fig.weight_bytes, 'B')}"
+                     f" = {si(ceil.free_bytes_after_weights, 'B')}")
+        lines.append(f"KV budget = max(0, memory × {opts.memory_utilization:g} − weights − {si(opts.reserve_bytes, 'B')})"
+                     f" = {si(ceil.kv_budget_bytes, 'B')}")
     if spec.is_mla:
         lines.append(f"KV/token = layers × (kv_lora_rank + rope_dim) × bytes = {spec.num_layers} × "
                      f"({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) × {kv_width:g} = {count(fig.kv_bytes_per_token)} B")
@@ -216,22 +246,46 @@ def print_explain(result: CalcResult, console: Console) -> None:
         if seed_kv != fig.kv_bytes_per_token:
             lines.append(f"  (the seed's 2·2·layers·d_model = {count(seed_kv)} B assumes MHA in fp16;"
                          f" this model needs {fig.kv_bytes_per_token / seed_kv:.2f}× that)")
-    lines.append(f"KV capacity = ⌊budget ÷ KV/token⌋ = ⌊{ceil.kv_budget_bytes:,.0f} ÷ {fig.kv_bytes_per_token:,.0f}⌋"
-                 f" = {count(ceil.kv_capacity_tokens)} tokens")
+    if par.gpus > 1:
+        replicas = f"{par.dp} × " if par.dp > 1 else ""
+        lines.append(f"KV capacity = {replicas}⌊budget per GPU ÷ KV/token per GPU⌋ = {replicas}⌊"
+                     f"{ceil.kv_budget_bytes_per_gpu:,.0f} ÷ {ceil.kv_bytes_per_token_per_gpu:,.0f}⌋"
+                     f" = {count(ceil.kv_capacity_tokens)} tokens")
+    else:
+        lines.append(f"KV capacity = ⌊budget ÷ KV/token⌋ = ⌊{ceil.kv_budget_bytes:,.0f} ÷ {fig.kv_bytes_per_token:,.0f}⌋"
+                     f" = {count(ceil.kv_capacity_tokens)} tokens")
     if fig.kv_bytes_per_token == 524288:
         rounded = int(ceil.kv_budget_bytes / 1e9 / 0.00052)
         lines.append(f"  (the seed rounds 524,288 B to 0.00052 GB and so gets {rounded:,})")
     if ceil.max_sequences is not None:
         lines.append(f"sequences = ⌊budget ÷ KV per sequence at {count(opts.context)}⌋ = {count(ceil.max_sequences)}")
     floor = ceil.weights_time_per_token_s
-    read = weight_bytes_read_per_step(fig, 1)
-    lines.append(f"time/token floor = weight bytes read ÷ bandwidth = {si(read, 'B')}"
-                 f" ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
     step = result.step
     cmp_text = seconds(step.compute_time_s) if step.compute_time_s is not None else "n/a"
-    lines.append(f"decode step = max((W + B·C·KV) ÷ BW, B·FLOPs ÷ peak) = max({seconds(step.memory_time_s)}, {cmp_text})"
-                 f" = {seconds(step.time_s)} → {step.tokens_per_s:,.1f} tokens/s at batch {opts.batch}")
-    if hw.peak_flops:
+    if par.gpus > 1:
+        per_gpu_bw = hw.bandwidth_bytes_per_s / hw.count
+        stages = all_stage_figures(fig, par)
+        reads = " + ".join(si(weight_bytes_read_per_step(st, 1), "B") for st in stages)
+        lines.append(f"time/token floor = Σ stages (weight bytes read per GPU ÷ GPU bandwidth) = ({reads})"
+                     f" ÷ {si(per_gpu_bw, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
+        micro = step.micro_batches
+        lines.append(f"decode step: each of {par.dp} replica(s) runs {opts.batch / par.dp:g} sequences as {micro:g}"
+                     f" micro-batch(es); per stage t = max((W_gpu + b·C·KV_gpu) ÷ BW_gpu, b·FLOPs_gpu ÷ peak_gpu)"
+                     f" = {', '.join(seconds(st.time_s) for st in step.per_gpu)}; cycle = max(Σ t, m × max t)"
+                     f" = {seconds(step.time_s)} → {step.tokens_per_s:,.1f} tokens/s at batch {opts.batch}"
+                     " (communication not counted)")
+    else:
+        read = weight_bytes_read_per_step(fig, 1)
+        lines.append(f"time/token floor = weight bytes read ÷ bandwidth = {si(read, 'B')}"
+                     f" ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
+        lines.append(f"decode step = max((W + B·C·KV) ÷ BW, B·FLOPs ÷ peak) = max({seconds(step.memory_time_s)}, {cmp_text})"
+                     f" = {seconds(step.time_s)} → {step.tokens_per_s:,.1f} tokens/s at batch {opts.batch}")
+    if hw.peak_flops and par.gpus > 1:
+        lines.append(f"prefill/token = Σ stages (FLOPs per token per GPU ÷ GPU peak) = "
+                     f"({' + '.join(si(st.flops_per_token, 'FLOP') for st in all_stage_figures(fig, par))}) ÷ "
+                     f"{si(hw.peak_flops / hw.count, 'FLOP/s')} = {seconds(ceil.prefill_time_per_token_s)}"
+                     " (one prompt crosses the stages in turn)")
+    elif hw.peak_flops:
         lines.append(f"prefill/token = FLOPs per token ÷ peak = {si(fig.flops_per_token, 'FLOP')} ÷ {si(hw.peak_flops, 'FLOP/s')}"
                      f" = {seconds(ceil.prefill_time_per_token_s)}")
     if result.generation is not None and result.generation.prompt_tokens:
@@ -248,6 +302,60 @@ def print_explain(result: CalcResult, console: Console) -> None:
     console.print(Text("How these figures are computed", style="bold"))
     for line in lines:
         console.print(Text("  " + line))
+
+
+def _split_text(par: Parallelism) -> str:
+    text = f"TP {par.tp} × PP {par.pp}"
+    return text + f" × DP {par.dp}" if par.dp > 1 else text
+
+
+def _split_note(spec, par: Parallelism) -> str:
+    notes = []
+    if par.tp > 1:
+        if spec.is_mla:
+            notes.append("MLA latent whole on every rank")
+        else:
+            heads = kv_heads_per_rank(spec.num_kv_heads, par.tp)
+            copies = f", each copied {par.tp // spec.num_kv_heads}×" if spec.num_kv_heads < par.tp else ""
+            notes.append(f"{heads} of {spec.num_kv_heads} KV heads per rank{copies}")
+    if par.pp > 1:
+        notes.append(f"≤ {max(len(r) for r in stage_layers(spec.num_layers, par.pp))} of {spec.num_layers} layers per stage")
+    return "; ".join(notes)
+
+
+def _kv_rank_note(spec, par: Parallelism, whole: float, per_gpu: float) -> str:
+    even = whole / (par.tp * par.pp)
+    if per_gpu > even * 1.0001:
+        return f"{per_gpu / even:.1f}× an even split ({count(even)} B): replicated across ranks"
+    return "an even split of the layers and KV heads"
+
+
+def _explain_parallel(result: CalcResult) -> list[str]:
+    """The per-GPU arithmetic of a split deployment, stage by stage."""
+    fig, hw, ceil, opts = result.figures, result.hardware, result.ceilings, result.options
+    par, spec = opts.parallel, fig.spec
+    lines = [f"split: TP {par.tp} × PP {par.pp} × {par.dp} replica(s) = {par.gpus} GPUs; per GPU memory "
+             f"{si(hw.memory_bytes / hw.count, 'B')}, bandwidth {si(hw.bandwidth_bytes_per_s / hw.count, 'B/s')}"]
+    kv_width = BYTES_PER_VALUE[fig.kv_dtype]
+    if spec.is_mla:
+        lines.append(f"KV/token per GPU = layers per stage × (kv_lora_rank + rope_dim) × bytes: the latent is not split"
+                     f" by TP = {max(len(r) for r in stage_layers(spec.num_layers, par.pp))} × ({spec.kv_lora_rank} + "
+                     f"{spec.qk_rope_head_dim}) × {kv_width:g} = {count(ceil.kv_bytes_per_token_per_gpu)} B")
+    else:
+        heads = kv_heads_per_rank(spec.num_kv_heads, par.tp)
+        lines.append(f"KV/token per GPU = 2 × layers per stage × max(1, ⌈kv_heads ÷ TP⌉) × head_dim × bytes = 2 × "
+                     f"{max(len(r) for r in stage_layers(spec.num_layers, par.pp))} × {heads} × {spec.head_dim} × "
+                     f"{kv_width:g} = {count(ceil.kv_bytes_per_token_per_gpu)} B")
+    for index, stage in enumerate(all_stage_figures(fig, par)):
+        budget = kv_budget_bytes(hw.memory_bytes / hw.count, stage.weight_bytes, opts.memory_utilization,
+                                 opts.reserve_bytes)
+        lines.append(f"stage {index + 1} ({stage.spec.num_layers} layers): weights per GPU = (stage bytes ÷ {par.tp})"
+                     f" + copies = {si(stage.weight_bytes, 'B')}; KV budget per GPU = max(0, memory × "
+                     f"{opts.memory_utilization:g} − {si(stage.weight_bytes, 'B')} − {si(opts.reserve_bytes, 'B')}) = "
+                     f"{si(budget, 'B')}")
+    lines.append(f"free = Σ GPUs (memory − weights) = {si(ceil.free_bytes_after_weights, 'B')}; KV budget = Σ GPUs = "
+                 f"{si(ceil.kv_budget_bytes, 'B')}")
+    return lines
 
 
 def print_gpus(console: Console | None = None) -> None:
