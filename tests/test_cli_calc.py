@@ -64,7 +64,7 @@ def test_custom_gpu_from_flags(cli):
 def test_override_one_figure_of_a_named_gpu(cli):
     data = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--gpu-bandwidth", "300e9", "--json").json()
     assert data["gpu"]["bandwidth_bytes_per_s"] == 300e9
-    assert data["gpu"]["memory_bytes"] == 24e9
+    assert data["gpu"]["memory_bytes"] == 23_028 * 2**20
 
 
 @pytest.mark.parametrize("args, message", [
@@ -107,6 +107,8 @@ def test_unknown_model_type_warns_but_computes(cli, tmp_path):
 def test_lists(cli):
     gpus = cli("calc", "--list-gpus")
     assert gpus.status == 0 and "NVIDIA H200" in gpus.out
+    assert "NVML" in gpus.out and "81,559" in gpus.out and "143,771" in gpus.out
+    assert "* no NVML figure known" in gpus.out  # MI325X keeps its datasheet size, marked
     models = cli("calc", "--list-models")
     assert models.status == 0 and "deepseek-v3" in models.out and "MLA" in models.out
 
@@ -145,3 +147,8 @@ def test_quantized_gguf_time_per_token_is_the_files_bytes(cli, tmp_path):
     assert data["model"]["weight_bytes"] == written["bytes"]
     assert data["ceilings"]["weights_time_per_token_s"] == pytest.approx(read / 600e9)
     assert data["ceilings"]["decode_tokens_per_s"] > 0
+
+
+def test_table_says_the_memory_is_nvmls(cli):
+    out = cli("calc", "--model", "llama-3.1-8b", "--gpu", "h100").out
+    assert "85.5 GB" in out and "as NVML reports it: 81,559 MiB" in out

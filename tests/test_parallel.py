@@ -119,7 +119,8 @@ def test_one_gpu_with_a_parallelism_is_exactly_the_plain_arithmetic():
 
 
 def test_positional_signatures_still_work():
-    fig, hw = model_figures(spec_from_config(LLAMA2_7B), dtype="fp16", params_override=7e9), gpus("a10", 1, "fp16")
+    fig = model_figures(spec_from_config(LLAMA2_7B), dtype="fp16", params_override=7e9)
+    hw = combine(lookup_gpu("a10"), 1, "fp16", memory_bytes=24e9)  # the seed's 24 GB A10
     ceil, step = ceilings(fig, hw, 1, 4096, 1.0, 0)
     assert ceil.kv_capacity_tokens == 19073
     assert decode_step(fig, hw, 1, 0).tokens_per_s == pytest.approx(600e9 / 14e9)
@@ -137,12 +138,13 @@ def test_falcon_on_8_gpus_holds_an_eighth_of_the_naive_capacity():
     assert 7.5 < naive.kv_capacity_tokens / split.kv_capacity_tokens < 8.2
 
 
-def test_deepseek_v3_on_8_h200_holds_about_0_6_million_tokens():
+def test_deepseek_v3_on_8_h200_holds_well_under_a_million_tokens():
+    """About 0.6 M tokens at the datasheet's 141 GB, 0.71 M at the 143,771 MiB NVML reports; not 4.85 M."""
     fig, hw = preset("deepseek-v3", dtype="fp8"), gpus("h200", 8, "fp8")
     naive, _ = ceilings(fig, hw)
     split, _ = ceilings(fig, hw, parallel=Parallelism(tp=8))
     assert split.kv_bytes_per_token_per_gpu == 61 * 576 * 2  # the bf16 latent, whole on every rank
-    assert 0.5e6 < split.kv_capacity_tokens < 0.7e6
+    assert 0.6e6 < split.kv_capacity_tokens < 0.75e6
     assert naive.kv_capacity_tokens > 7 * split.kv_capacity_tokens
 
 

@@ -105,6 +105,17 @@ def _source(hw_sources: dict[str, str], key: str) -> str:
     return "n/a"
 
 
+def _memory_note(hw) -> str:
+    """Per GPU: the size NVML reports (and the datasheet's), or that the datasheet's had to do."""
+    text = hw.sources.get("memory", "")
+    per_gpu = " per GPU" if hw.count > 1 else ""
+    if "reported by the driver" in text:
+        return f"as NVML reports it{per_gpu}: " + text.split(": ", 2)[-1]
+    if "no driver-reported size" in text:
+        return f"datasheet size{per_gpu}: no NVML figure known"
+    return ""
+
+
 def _table(title: str):
     return figure_table(title, figure_width=25)
 
@@ -147,7 +158,7 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     gpu = _table(f"GPU  {hw.count} × {hw.name}" if hw.count > 1 else f"GPU  {hw.name}")
     if par.gpus > 1:
         gpu.add_row("split", _split_text(par), GIVEN, _split_note(spec, par))
-    gpu.add_row("memory", si(hw.memory_bytes, "B"), _source(hw.sources, "memory"), "")
+    gpu.add_row("memory", si(hw.memory_bytes, "B"), _source(hw.sources, "memory"), _memory_note(hw))
     gpu.add_row("bandwidth", si(hw.bandwidth_bytes_per_s, "B/s"), _source(hw.sources, "bandwidth"), "")
     gpu.add_row(f"peak {hw.compute_dtype} (dense)", si(hw.peak_flops, "FLOP/s"), _source(hw.sources, "peak_flops"), "")
     ridge = f"{ceil.ops_per_byte:.1f} FLOP/B" if ceil.ops_per_byte else "n/a"
@@ -360,16 +371,24 @@ def _explain_parallel(result: CalcResult) -> list[str]:
 
 def print_gpus(console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title="GPU table: memory GB, bandwidth GB/s, dense peaks TFLOP/s (SI units)", box=box.SIMPLE_HEAD)
+    table = Table(title="GPU table: memory as NVML reports it (MiB; calc uses this) and the datasheet's GB, "
+                  "bandwidth GB/s, dense peaks TFLOP/s (SI units)", box=box.SIMPLE_HEAD)
     table.add_column("name", no_wrap=True)
-    for col in ("GB", "GB/s", "bf16", "fp16", "fp8", "int8"):
+    for col in ("NVML MiB", "sheet GB", "GB/s", "bf16", "fp16", "fp8", "int8"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("aliases", style="dim")
+    unknown = False
     for gpu in GPUS:
         peaks = [f"{gpu.peak_flops[k] / 1e12:g}" if k in gpu.peak_flops else "—" for k in ("bf16", "fp16", "fp8", "int8")]
-        table.add_row(gpu.name, f"{gpu.memory_bytes / 1e9:g}", f"{gpu.bandwidth_bytes_per_s / 1e9:g}", *peaks,
-                      ", ".join(gpu.aliases))
+        if gpu.reported_memory_bytes is not None:
+            reported = f"{gpu.reported_memory_bytes / 2**20:,.0f}"
+        else:
+            reported, unknown = "? *", True
+        table.add_row(gpu.name, reported, f"{gpu.datasheet_memory_bytes / 1e9:g}",
+                      f"{gpu.bandwidth_bytes_per_s / 1e9:g}", *peaks, ", ".join(gpu.aliases))
     console.print(table)
+    if unknown:
+        console.print(Text("* no NVML figure known: calc uses the datasheet size for this card", style="dim"))
 
 
 def print_models(console: Console | None = None) -> None:
