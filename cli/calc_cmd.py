@@ -6,12 +6,12 @@ import argparse
 import json
 
 from infermon.cli.errors import UserError
-from infermon.model.calc import CalcOptions, CalcResult, calculate, pick_compute_dtype
+from infermon.model.calc import CalcOptions, CalcResult, calculate
 from infermon.model.dtypes import DTYPES, DTypeError, normalize_dtype
-from infermon.model.figures import model_figures
 from infermon.model.gpu import GpuLookupError, combine, lookup_gpu
 from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
 from infermon.model.parallel import Parallelism
+from infermon.model.serving import serve
 from infermon.model.roofline import DEFAULT_MEMORY_UTILIZATION, DEFAULT_RESERVE_BYTES
 from infermon.model.units import QuantityError, parse_bandwidth, parse_bytes, parse_count, parse_flops
 
@@ -143,11 +143,10 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
     elif None in (args.gpu_memory, args.gpu_bandwidth, args.gpu_flops):
         raise UserError("calc: name a --gpu, or give all of --gpu-memory, --gpu-bandwidth and --gpu-flops")
     parallel = _parallelism(args, loaded.spec.num_layers)
-    fig = model_figures(loaded.spec, dtype=args.dtype, kv_dtype=args.kv_dtype, params_override=args.params,
-                        exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
-    available = set(gpu.peak_flops) if gpu else {fig.activation_dtype}
-    hw = combine(gpu, parallel.gpus, pick_compute_dtype(fig, available), args.gpu_memory, args.gpu_bandwidth,
-                 args.gpu_flops)
+    served = serve(loaded, set(gpu.peak_flops) if gpu else None, gpu_name=gpu.name if gpu else "this GPU",
+                   dtype=args.dtype, kv_dtype=args.kv_dtype, params_override=args.params)
+    fig = served.figures
+    hw = combine(gpu, parallel.gpus, served.compute_dtype, args.gpu_memory, args.gpu_bandwidth, args.gpu_flops)
     if gpu is not None and hw.peak_flops is None:
         raise UserError(f"calc: {gpu.name} has no dense {hw.compute_dtype} peak in the table; give --gpu-flops")
     options = CalcOptions(
@@ -160,7 +159,7 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
         tokens_per_s=args.tokens_per_s,
         parallel=parallel,
     )
-    return loaded, calculate(fig, hw, options)
+    return loaded, calculate(fig, hw, options, notes=served.notes, warnings=served.warnings)
 
 
 def _parallelism(args: argparse.Namespace, layers: int) -> Parallelism:

@@ -57,15 +57,25 @@ class CalcResult:
     weight_bytes_read_at_batch: float
     generation: Generation | None
     achieved: Achieved | None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def pick_compute_dtype(fig: ModelFigures, available: set[str]) -> str:
-    """The dtype whose dense peak applies to this model's matmuls (see :func:`compute_dtype`)."""
-    return compute_dtype(fig.weight_format.dtype, fig.activation_dtype, available)
+    """The dtype whose dense peak applies to this model's matmuls (see :func:`compute_dtype`).
+
+    bf16 on a GPU without a bf16 tensor path (T4, V100) takes the fp16 peak: the same
+    width, and what an engine falls back to there.
+    """
+    dtype = compute_dtype(fig.weight_format.dtype, fig.activation_dtype, available)
+    if dtype == "bf16" and "bf16" not in available and "fp16" in available:
+        return "fp16"
+    return dtype
 
 
-def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions) -> CalcResult:
-    """Run every formula for one model on one hardware setup."""
+def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: tuple[str, ...] = (),
+              warnings: tuple[str, ...] = ()) -> CalcResult:
+    """Run every formula for one model on one hardware setup (``notes``/``warnings``: carried to the views)."""
     par = options.parallel
     ceil, step = ceilings(fig, hw, options.batch, options.context, options.memory_utilization, options.reserve_bytes,
                           parallel=par)
@@ -91,4 +101,6 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions) -> CalcResu
         weight_bytes_read_at_batch=weight_bytes_read_per_step(fig, options.batch),
         generation=generation,
         achieved=reached,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
     )

@@ -95,9 +95,10 @@ def spec_from_config(cfg: dict, name: str = "") -> ModelSpec:
     if isinstance(text, dict) and "hidden_size" not in cfg:
         # Multimodal wrappers (Gemma 3, Llava, Mllama…) keep the decoder in text_config.
         warnings.append(f"{model_type or 'model'}: counting the text decoder only (vision/audio towers not included)")
-        outer_dtype = cfg.get("torch_dtype")
+        outer_dtype = cfg.get("torch_dtype") or cfg.get("dtype")
         cfg = {**text}
-        cfg.setdefault("torch_dtype", outer_dtype)
+        if not (cfg.get("torch_dtype") or cfg.get("dtype")):
+            cfg["torch_dtype"] = outer_dtype
         model_type = str(cfg.get("model_type") or model_type).lower()
 
     hidden = _positive_int(cfg, "hidden size", "hidden_size", "n_embd", "d_model", "dim")
@@ -132,11 +133,17 @@ def spec_from_config(cfg: dict, name: str = "") -> ModelSpec:
     intermediate = _positive_int(cfg, "MLP intermediate size", "intermediate_size", "ffn_dim", "n_inner",
                                  "ffn_hidden_size", default=default_inter)
 
-    try:
-        dtype = normalize_dtype(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
-    except DTypeError:
-        warnings.append(f"unrecognised torch_dtype {cfg.get('torch_dtype')!r}: assumed bf16")
-        dtype = "bf16"
+    raw_dtype = cfg.get("torch_dtype") or cfg.get("dtype")
+    dtype_source = "config"
+    if raw_dtype is None:
+        # Hugging Face and vLLM read a config without one as float32.
+        dtype, dtype_source = "fp32", "absent"
+    else:
+        try:
+            dtype = normalize_dtype(raw_dtype)
+        except DTypeError:
+            warnings.append(f"unrecognised torch_dtype {str(raw_dtype)[:40]!r}: assumed bf16")
+            dtype, dtype_source = "bf16", "unrecognised"
     weight_format = None
     if cfg.get("quantization_config") is not None:
         weight_format = format_from_quantization_config(cfg["quantization_config"], dtype)
@@ -158,6 +165,7 @@ def spec_from_config(cfg: dict, name: str = "") -> ModelSpec:
         max_position_embeddings=_optional_positive_int(
             _first(cfg, "max_position_embeddings", "n_positions", "max_seq_len", "seq_length")),
         torch_dtype=dtype,
+        dtype_source=dtype_source,
         weight_format=weight_format,
     )
 

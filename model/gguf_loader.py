@@ -498,6 +498,8 @@ def _load(reader: Any, path: Path) -> LoadedModel:
         spec = spec_from_config(cfg, name=name)
     except ConfigError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
+    # llama.cpp computes in what the file stores: no serving-dtype rule applies.
+    spec = dataclasses.replace(spec, dtype_source="gguf")
     if weight_format is not None:
         spec = dataclasses.replace(spec, weight_format=weight_format)
 

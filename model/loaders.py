@@ -5,6 +5,7 @@ The only I/O in ``infermon.model``: each loader reads the files it is pointed at
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -14,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from infermon.model.config import ConfigError, spec_from_config
+from infermon.model.dtypes import normalize_dtype
 from infermon.model.spec import ModelSpec
 from infermon.model.stored import StoredBytes
 
@@ -69,11 +71,11 @@ def _spec(cfg: dict, name: str, where: str) -> ModelSpec:
         raise ModelLoadError(f"{where}: {exc}") from None
 
 
-def safetensors_header_bytes(path: Path) -> int:
-    """Bytes of tensor data in one safetensors file, from its header (no tensor is read).
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of one safetensors file (no tensor is read).
 
     Layout: 8-byte little-endian header length N, N bytes of JSON mapping each
-    tensor to ``data_offsets`` [begin, end).
+    tensor to its ``dtype``, ``shape`` and ``data_offsets`` [begin, end).
     """
     with path.open("rb") as handle:
         raw = handle.read(8)
@@ -88,8 +90,13 @@ def safetensors_header_bytes(path: Path) -> int:
             raise ModelLoadError(f"{path}: corrupt safetensors header") from None
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: corrupt safetensors header")
+    return header
+
+
+def safetensors_header_bytes(path: Path) -> int:
+    """Bytes of tensor data in one safetensors file: Σ (end − begin) of its ``data_offsets``."""
     total = 0
-    for key, entry in header.items():
+    for key, entry in safetensors_header(path).items():
         if key == "__metadata__":
             continue
         try:
@@ -98,6 +105,50 @@ def safetensors_header_bytes(path: Path) -> int:
         except (KeyError, TypeError, ValueError):
             raise ModelLoadError(f"{path}: corrupt safetensors entry {key!r}") from None
     return total
+
+
+# safetensors dtype names of the float formats a checkpoint's torch_dtype can be.
+_SAFETENSORS_FLOATS = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+
+
+def safetensors_dtype(files: list[Path]) -> str | None:
+    """The float dtype a checkpoint's tensors are stored in, for a config that names none.
+
+    vLLM then takes the dtype every stored dtype casts to without loss (its
+    ``common_broadcastable_dtype``): fp32 if any tensor is fp32, else the one of
+    bf16/fp16 present (both: the one holding more bytes). Integer tensors (packed
+    GPTQ/AWQ weights) cast to any float and decide nothing. None: no float tensor.
+    """
+    held: dict[str, int] = {}
+    for path in files:
+        for key, entry in safetensors_header(path).items():
+            if key == "__metadata__" or not isinstance(entry, dict):
+                continue
+            name = _SAFETENSORS_FLOATS.get(str(entry.get("dtype")))
+            offsets = entry.get("data_offsets")
+            if name is None:
+                continue
+            try:
+                size = int(offsets[1]) - int(offsets[0])
+            except (TypeError, ValueError, IndexError, KeyError):
+                size = 0
+            held[name] = held.get(name, 0) + max(0, size)
+    if not held:
+        return None
+    if "fp32" in held:
+        return "fp32"
+    return max(held, key=held.get)
+
+
+def _dtype_from_files(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """A config without ``torch_dtype``: take the stored tensors' dtype, as vLLM does."""
+    if spec.dtype_source != "absent":
+        return spec
+    files = sorted(folder.glob("*.safetensors"))
+    found = safetensors_dtype(files) if files else None
+    if found is None:
+        return spec
+    return dataclasses.replace(spec, torch_dtype=found, dtype_source="safetensors")
 
 
 def exact_weight_bytes(folder: Path) -> tuple[float, str] | None:
@@ -121,6 +172,7 @@ def load_config_file(path: Path, name: str | None = None) -> LoadedModel:
     cfg = _read_json(path)
     folder = path.parent
     spec = _spec(cfg, name or (folder.name if path.name == "config.json" else path.stem), str(path))
+    spec = _dtype_from_files(spec, folder)
     return LoadedModel(spec, f"config: {path}", exact_weight_bytes(folder), spec.warnings)
 
 
@@ -171,6 +223,9 @@ def load_preset(name: str) -> LoadedModel | None:
     meta = cfg.get("_infermon") or {}
     label = meta.get("display_name") or name
     spec = _spec(cfg, label, f"preset {name}")
+    if spec.dtype_source == "absent" and meta.get("stored_dtype"):
+        # The published config names no dtype; the published weights' safetensors do.
+        spec = dataclasses.replace(spec, torch_dtype=normalize_dtype(meta["stored_dtype"]), dtype_source="safetensors")
     return LoadedModel(spec, f"preset: {meta.get('hf_id', name)} config.json", None, spec.warnings)
 
 
@@ -190,7 +245,7 @@ def load_from_hf_cache(repo_id: str) -> LoadedModel | None:
             return None
     path = Path(found)
     cfg = _read_json(path)
-    spec = _spec(cfg, repo_id, f"{repo_id} (HF cache)")
+    spec = _dtype_from_files(_spec(cfg, repo_id, f"{repo_id} (HF cache)"), path.parent)
     revision = path.parent.name
     return LoadedModel(spec, f"HF cache: {repo_id}@{revision[:12]}", exact_weight_bytes(path.parent), spec.warnings)
 

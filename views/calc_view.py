@@ -125,8 +125,10 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     console = console or Console()
     fig, hw, ceil, opts, step = result.figures, result.hardware, result.ceilings, result.options, result.step
     spec = fig.spec
-    for warning in (*loaded.warnings, *(w for w in spec.warnings if w not in loaded.warnings)):
+    for warning in (*loaded.warnings, *(w for w in spec.warnings if w not in loaded.warnings), *result.warnings):
         console.print(Text(f"warning: {warning}", style="yellow"))
+    for note in result.notes:
+        console.print(Text(f"note: {note}", style="dim"))
 
     model = _table(f"Model  {fig.name}  ({loaded.source})")
     param_note = "given with --params (nominal)" if fig.params_overridden else "exact count"
