@@ -18,12 +18,45 @@ from infermon.model.units import QuantityError, parse_bandwidth, parse_bytes, pa
 EXAMPLE = "infermon calc --model llama-3.1-8b --gpu a10 --context 4096"
 
 
+# What calc accepts: generous beyond any real deployment, but finite and far from overflow,
+# so that 1e308, 1e-300 or a 5000-digit number is one clear line instead of inf/0 figures.
+LIMITS: dict[str, tuple[float, float]] = {
+    "--params": (1.0, 1e15),
+    "--gpu-memory": (1e6, 1e15),
+    "--gpu-bandwidth": (1e6, 1e16),
+    "--gpu-flops": (1e6, 1e20),
+    "--reserve-bytes": (0.0, 1e15),
+    "--tokens-per-s": (1e-6, 1e12),
+    "--batch": (1, 10_000_000),
+    "--context": (0, 1_000_000_000),
+    "--prompt-tokens": (0, 1_000_000_000),
+    "--output-tokens": (0, 1_000_000_000),
+    "--tp": (1, 65_536),
+    "--pp": (1, 65_536),
+    "--gpus": (1, 65_536),
+    "--memory-utilization": (0.01, 1.0),
+}
+
+
+def _shown(text: str) -> str:
+    """The user's text for an error line: quoted, and cut short if it is absurdly long."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _within(value: float, what: str, text: str) -> None:
+    low, high = LIMITS[what]
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{what} must be between {low:g} and {high:g}, not {_shown(text)}")
+
+
 def _quantity(parser_fn, what: str):
     def parse(text: str) -> float:
         try:
-            return parser_fn(text)
+            value = parser_fn(text)
         except QuantityError as exc:
             raise argparse.ArgumentTypeError(f"{what}: {exc}") from None
+        _within(value, what, text)
+        return value
     parse.__name__ = what
     return parse
 
@@ -33,9 +66,10 @@ def _positive_int(what: str):
         try:
             value = parse_count(text)
         except QuantityError:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {_shown(text)}") from None
         if value != int(value) or value < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {text!r}")
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, not {_shown(text)}")
+        _within(value, what, text)
         return int(value)
     parse.__name__ = what
     return parse
@@ -46,9 +80,10 @@ def _non_negative_int(what: str):
         try:
             value = parse_count(text, allow_zero=True)
         except QuantityError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {_shown(text)}") from None
         if value != int(value):
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {text!r}")
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number ≥ 0, not {_shown(text)}")
+        _within(value, what, text)
         return int(value)
     parse.__name__ = what
     return parse
@@ -58,9 +93,10 @@ def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"memory utilization must be a number in (0, 1], not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"memory utilization must be a number in (0, 1], not {_shown(text)}") from None
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"memory utilization must be in (0, 1], not {text!r}")
+        raise argparse.ArgumentTypeError(f"memory utilization must be in (0, 1], not {_shown(text)}")
+    _within(value, "--memory-utilization", text)
     return value
 
 
@@ -159,7 +195,7 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
         tokens_per_s=args.tokens_per_s,
         parallel=parallel,
     )
-    return loaded, calculate(fig, hw, options, notes=served.notes, warnings=served.warnings)
+    return loaded, calculate(fig, hw, options, notes=served.notes)
 
 
 def _parallelism(args: argparse.Namespace, layers: int) -> Parallelism:
@@ -187,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     loaded, result = resolve(args)
     if args.json:
-        print(json.dumps(calc_view.to_json(result), indent=2))
+        print(json.dumps(calc_view.to_json(result), indent=2, allow_nan=False))
         return 0
     calc_view.print_report(loaded, result, explain=args.explain)
     return 0

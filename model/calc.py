@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infermon.model.dtypes import compute_dtype
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
 from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
 from infermon.model.parallel import Parallelism
+from infermon.model.plausibility import does_not_fit_reason, warnings as plausibility_warnings
 from infermon.model.roofline import (
     Achieved,
     Ceilings,
@@ -59,6 +60,17 @@ class CalcResult:
     achieved: Achieved | None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    na: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fits(self) -> bool:
+        """Whether the weights fit; when not, the figures named in ``na`` are not numbers but n/a."""
+        return "decode_tokens_per_s" not in self.na
+
+
+# Figures that only exist if the model can run: n/a, with the reason, when the weights do not fit.
+RUNNING_FIGURES = ("weights_time_per_token_s", "decode_step_time_s", "decode_tokens_per_s",
+                   "prefill_time_per_token_s", "critical_batch", "bound")
 
 
 def pick_compute_dtype(fig: ModelFigures, available: set[str]) -> str:
@@ -75,7 +87,12 @@ def pick_compute_dtype(fig: ModelFigures, available: set[str]) -> str:
 
 def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: tuple[str, ...] = (),
               warnings: tuple[str, ...] = ()) -> CalcResult:
-    """Run every formula for one model on one hardware setup (``notes``/``warnings``: carried to the views)."""
+    """Run every formula for one model on one hardware setup.
+
+    ``notes``/``warnings`` are carried to the views, followed by the plausibility warnings
+    (:func:`infermon.model.plausibility.warnings`). Weights that do not fit make the running
+    figures (``RUNNING_FIGURES``, generation, achieved) n/a: ``na`` maps each to the reason.
+    """
     par = options.parallel
     ceil, step = ceilings(fig, hw, options.batch, options.context, options.memory_utilization, options.reserve_bytes,
                           parallel=par)
@@ -89,6 +106,18 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: t
     reached = None
     if options.tokens_per_s is not None:
         reached = achieved(fig, hw, options.tokens_per_s, options.batch, options.context or 0, parallel=par)
+    na: dict[str, str] = {}
+    reason = does_not_fit_reason(fig, hw, par)
+    if reason:
+        na = {name: reason for name in RUNNING_FIGURES}
+        if generation is not None:
+            na["generation"], generation = reason, None
+        if reached is not None:
+            na["achieved"], reached = reason, None
+    found = plausibility_warnings(
+        fig, hw, context=options.context, batch=options.batch,
+        kv_capacity_tokens=ceil.kv_capacity_tokens if options.context and not reason else None,
+        mbu=reached.mbu if reached else None, mfu=reached.mfu if reached else None, parallel=par)
     return CalcResult(
         figures=fig,
         hardware=hw,
@@ -102,5 +131,6 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: t
         generation=generation,
         achieved=reached,
         notes=tuple(notes),
-        warnings=tuple(warnings),
+        warnings=tuple(warnings) + found,
+        na=na,
     )

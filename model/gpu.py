@@ -130,7 +130,7 @@ def combine(
     return Hardware(
         name=name,
         count=count,
-        memory_bytes=(memory or 0.0) * count,
+        memory_bytes=float(memory or 0.0) * count,
         bandwidth_bytes_per_s=(bandwidth or 0.0) * count,
         peak_flops=peak * count if peak is not None else None,
         compute_dtype=compute_dtype,

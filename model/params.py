@@ -43,6 +43,16 @@ class ParamCount:
     routed_active: int
     decoder_linear: int
 
+    @property
+    def active_without_embedding(self) -> int:
+        """Active parameters less the input tables (token embedding and learned positions).
+
+        A token gathers one row of each, so they do no work per token; ``active`` counts
+        them whole, as Hugging Face's parameter count does. DeepSeek-V3: 37.55 B with them,
+        36.6 B without (its authors' "37B activated").
+        """
+        return self.active - self.embedding - self.positional
+
 
 def _mlp(hidden: int, inter: int, gated: bool, bias: bool) -> tuple[int, int]:
     """(weights, biases) of one MLP: gated = gate, up, down (3·H·I); plain = up, down (2·H·I)."""

@@ -80,14 +80,13 @@ def auto_dtype(stored: str, model_type: str, gpu_dtypes: Collection[str] | None,
 class Served:
     """A model as an engine serves it on a GPU: figures, the dtype whose peak applies, and what was decided.
 
-    ``notes`` say what was chosen and why; ``warnings`` what may make the figures wrong
-    (a dtype that had to be assumed).
+    ``notes`` say what was chosen and why (what may make the figures wrong, such as a dtype
+    that had to be assumed, is :mod:`~infermon.model.plausibility`'s to say).
     """
 
     figures: ModelFigures
     compute_dtype: str
     notes: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
 
 
 def serve(
@@ -108,11 +107,7 @@ def serve(
     """
     spec = loaded.spec
     notes: list[str] = []
-    warnings: list[str] = []
     chosen = dtype
-    if spec.dtype_source == "absent":
-        warnings.append("the config names no torch_dtype and no safetensors files say one: taken as float32, "
-                        "as Hugging Face and vLLM do (give --dtype if it is stored otherwise)")
     if chosen is None and spec.weight_format is None and spec.dtype_source != "gguf":
         auto = auto_dtype(spec.torch_dtype, spec.model_type, gpu_dtypes, gpu_name)
         if auto.dtype != spec.torch_dtype:
@@ -125,4 +120,4 @@ def serve(
     compute = pick_compute_dtype(fig, available)
     if compute == "fp16" and fig.activation_dtype == "bf16" and "bf16" not in available:
         notes.append(f"{gpu_name} has no bf16 tensor path: its fp16 peak is used (the same width)")
-    return Served(fig, compute, tuple(notes), tuple(warnings))
+    return Served(fig, compute, tuple(notes))

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-MODEL_KEYS = {"name", "params_total", "params_active", "weight_bytes", "kv_bytes_per_token", "flops_per_token", "attention"}
+MODEL_KEYS = {"name", "params_total", "params_active", "params_active_without_embedding", "weight_bytes",
+              "kv_bytes_per_token", "flops_per_token", "attention"}
 GPU_KEYS = {"name", "count", "memory_bytes", "bandwidth_bytes_per_s", "peak_flops"}
 CEILING_KEYS = {"ops_per_byte", "free_bytes_after_weights", "kv_budget_bytes", "kv_capacity_tokens", "max_sequences",
                 "weights_time_per_token_s", "decode_step_time_s", "decode_tokens_per_s", "prefill_time_per_token_s",
@@ -17,7 +18,9 @@ PARALLEL_KEYS = {"tp", "pp", "dp", "gpus", "kv_heads_per_gpu", "layers_per_gpu",
 
 def test_json_has_exactly_the_documented_shape(cli):
     data = cli("calc", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json").json()
-    assert set(data) == {"model", "gpu", "ceilings", "parallel"}
+    assert set(data) == {"model", "gpu", "ceilings", "parallel", "warnings", "notes", "why"}
+    assert data["warnings"] == [] and data["notes"] == []
+    assert data["why"] == {"ceilings.max_sequences": "no --context given"}
     assert set(data["model"]) == MODEL_KEYS
     assert set(data["parallel"]) == PARALLEL_KEYS
     assert set(data["gpu"]) == GPU_KEYS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +25,12 @@ GIVEN = "given"
 
 
 def to_json(result: CalcResult) -> dict:
-    """The ``calc --json`` object: plain numbers in base units (B, s, FLOP, FLOP/s)."""
+    """The ``calc --json`` object: plain numbers in base units (B, s, FLOP, FLOP/s).
+
+    Always strict JSON: a figure that is n/a (weights that do not fit) or not a finite
+    number is null, and ``why`` says why, keyed by its dotted path. ``warnings`` lists
+    every plausibility problem, ``notes`` every choice made for the user.
+    """
     fig, hw, ceil = result.figures, result.hardware, result.ceilings
     spec = fig.spec
     windows = sorted({w for w in spec.layer_windows if w is not None})
@@ -32,6 +39,7 @@ def to_json(result: CalcResult) -> dict:
             "name": fig.name,
             "params_total": fig.params.total,
             "params_active": fig.params.active,
+            "params_active_without_embedding": fig.params.active_without_embedding,
             "weight_bytes": fig.weight_bytes,
             "kv_bytes_per_token": fig.kv_bytes_per_token,
             "flops_per_token": fig.flops_per_token,
@@ -81,11 +89,19 @@ def to_json(result: CalcResult) -> dict:
         "kv_budget_bytes_per_gpu": ceil.kv_budget_bytes_per_gpu,
         "kv_bytes_per_token_per_gpu": ceil.kv_bytes_per_token_per_gpu,
     }
+    why: dict[str, str] = {}
+    for name, reason in result.na.items():
+        if name in data["ceilings"]:
+            data["ceilings"][name] = None
+            why[f"ceilings.{name}"] = reason
     if result.generation is not None:
         data["generation"] = {
             "prefill_time_s": result.generation.prefill_time_s,
             "total_time_s": result.generation.total_time_s,
         }
+    elif "generation" in result.na:
+        data["generation"] = None
+        why["generation"] = result.na["generation"]
     if result.achieved is not None:
         data["achieved"] = {
             "bandwidth_bytes_per_s": result.achieved.bandwidth_bytes_per_s,
@@ -93,7 +109,37 @@ def to_json(result: CalcResult) -> dict:
             "mbu": result.achieved.mbu,
             "mfu": result.achieved.mfu,
         }
+    elif "achieved" in result.na:
+        data["achieved"] = None
+        why["achieved"] = result.na["achieved"]
+    if ceil.max_sequences is None and result.options.context == 0:
+        why["ceilings.max_sequences"] = "context 0: a sequence holds no KV yet, so the cache sets no limit"
+    elif ceil.max_sequences is None:
+        why["ceilings.max_sequences"] = "no --context given"
+    if ceil.critical_batch is None and "ceilings.critical_batch" not in why:
+        why["ceilings.critical_batch"] = ("FLOP peak unknown" if not hw.peak_flops else
+                                          "decode never turns compute-bound at this context")
+    data["warnings"] = list(dict.fromkeys((*spec.warnings, *result.warnings)))
+    data["notes"] = list(result.notes)
+    data = strict_json(data, why)
+    data["why"] = why
     return data
+
+
+def strict_json(value, why: dict[str, str], path: str = ""):
+    """``value`` with every NaN or infinity replaced by null and its dotted path noted in ``why``.
+
+    ``json.dumps(..., allow_nan=False)`` then never fails: no ``NaN``/``Infinity`` literal,
+    which strict JSON readers reject, ever reaches the output.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        why[path] = f"not a finite number ({value!r}): the inputs overflow the arithmetic"
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item, why, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item, why, f"{path}[{i}]") for i, item in enumerate(value)]
+    return value
 
 
 def _source(hw_sources: dict[str, str], key: str) -> str:
@@ -141,6 +187,8 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
         if dense_layers:
             parts.append(f"{dense_layers} dense layers")
         model.add_row("parameters, active/token", count(fig.params.active), MODELED, " + ".join(parts))
+        model.add_row("  without input embedding", count(fig.params.active_without_embedding), MODELED,
+                      "the token table is gathered, one row per token")
     model.add_row("weight bytes", si(fig.weight_bytes, "B"),
                   "measured" if fig.weight_bytes_source.startswith("measured") else MODELED,
                   fig.weight_bytes_source.split(": ", 1)[-1])
@@ -187,6 +235,19 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
     elif opts.context == 0:
         mem.add_row("sequences that fit", "no KV limit", MODELED, "at context 0 a sequence holds no KV yet")
     console.print(mem)
+
+    if not result.fits:
+        reason = result.na["decode_tokens_per_s"]
+        dec = _table(f"Decode  batch {opts.batch}, context {count(opts.context or 0)}")
+        for label in ("time per token floor", "decode tokens/s", "critical batch"):
+            dec.add_row(label, "n/a", "n/a", reason)
+        console.print(dec)
+        pre = _table("Prefill")
+        pre.add_row("time per prompt token", "n/a", "n/a", reason)
+        console.print(pre)
+        if explain:
+            print_explain(result, console)
+        return
 
     dec = _table(f"Decode  batch {opts.batch}, context {count(opts.context or 0)}")
     floor = ceil.weights_time_per_token_s
@@ -275,7 +336,9 @@ def print_explain(result: CalcResult, console: Console) -> None:
     floor = ceil.weights_time_per_token_s
     step = result.step
     cmp_text = seconds(step.compute_time_s) if step.compute_time_s is not None else "n/a"
-    if par.gpus > 1:
+    if not result.fits:
+        lines.append(f"decode and prefill: n/a — {result.na['decode_tokens_per_s']}")
+    elif par.gpus > 1:
         per_gpu_bw = hw.bandwidth_bytes_per_s / hw.count
         stages = all_stage_figures(fig, par)
         reads = " + ".join(si(weight_bytes_read_per_step(st, 1), "B") for st in stages)
@@ -293,7 +356,9 @@ def print_explain(result: CalcResult, console: Console) -> None:
                      f" ÷ {si(hw.bandwidth_bytes_per_s, 'B/s')} = {seconds(floor)} → {1 / floor:.1f} tokens/s")
         lines.append(f"decode step = max((W + B·C·KV) ÷ BW, B·FLOPs ÷ peak) = max({seconds(step.memory_time_s)}, {cmp_text})"
                      f" = {seconds(step.time_s)} → {step.tokens_per_s:,.1f} tokens/s at batch {opts.batch}")
-    if hw.peak_flops and par.gpus > 1:
+    if not result.fits:
+        pass
+    elif hw.peak_flops and par.gpus > 1:
         lines.append(f"prefill/token = Σ stages (FLOPs per token per GPU ÷ GPU peak) = "
                      f"({' + '.join(si(st.flops_per_token, 'FLOP') for st in all_stage_figures(fig, par))}) ÷ "
                      f"{si(hw.peak_flops / hw.count, 'FLOP/s')} = {seconds(ceil.prefill_time_per_token_s)}"
