@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infermon.model.config import ConfigError, spec_from_config
+from infermon.model.config import LIMITS, ConfigError, spec_from_config
 from infermon.model.dtypes import WeightFormat
 from infermon.model.loaders import LoadedModel, ModelLoadError
 from infermon.model.params import count_params
@@ -316,6 +316,9 @@ def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) ->
         known = "" if arch in _MODEL_TYPES else f" (architecture {arch!r} is not one infermon knows)"
         raise ModelLoadError(f"{where}: GGUF metadata lacks {', '.join(missing)}{known}")
     layers, hidden, heads = required["block_count"], required["embedding_length"], required["attention.head_count"]
+    if layers > LIMITS["layer count"]:
+        # Checked before anything is built per layer (a hostile 2^63 would never finish).
+        raise ModelLoadError(f"{where}: impossible {arch}.block_count {layers:,} (at most {LIMITS['layer count']:,})")
 
     vocab = _vocab_size(meta, tensors)
     if not vocab:

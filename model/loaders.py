@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -19,10 +20,18 @@ from infermon.model.dtypes import normalize_dtype
 from infermon.model.spec import ModelSpec
 from infermon.model.stored import StoredBytes
 
-# A safetensors header is JSON of a few hundred kB at most; refuse absurd lengths
-# (a corrupt or non-safetensors file) instead of reading gigabytes.
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# Every file here is untrusted: reads are bounded in bytes and in JSON nesting depth.
+# A safetensors header is JSON of a few hundred kB (a few MB for the largest single files);
+# a config.json a few kB; an index a few MB (DeepSeek-V3's: 9 MB for 91,000 tensors).
+_MAX_SAFETENSORS_HEADER = 64 * 1024 * 1024
 _MAX_CONFIG_BYTES = 16 * 1024 * 1024
+_MAX_INDEX_BYTES = 64 * 1024 * 1024
+_MAX_JSON_DEPTH = 64
+_MAX_SAFETENSORS_FILES = 10_000
+_MAX_WEIGHT_BYTES = 1e15  # 1 PB: beyond any checkpoint
+# Bytes per value of the safetensors dtypes whose size is a whole number of bytes.
+_SAFETENSORS_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                      "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
 
 class ModelLoadError(ValueError):
@@ -46,19 +55,54 @@ class LoadedModel:
     stored: StoredBytes | None = None
 
 
-def _read_json(path: Path) -> dict:
+def _too_deep(value: object, limit: int = _MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(raw: bytes, where: str) -> object:
+    """Untrusted JSON bytes as Python values, or a one-line :class:`ModelLoadError`.
+
+    Refuses nesting beyond 64 levels (the parser's own recursion included) and the
+    integers of more than 4,300 digits Python will not convert. NaN and Infinity literals
+    parse to floats; every number read from them is checked where it is used.
+    """
     try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise ModelLoadError(f"{path}: too large to be a config.json")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ModelLoadError:
-        raise
+        data = json.loads(raw)
+    except RecursionError:
+        raise ModelLoadError(f"{where}: JSON nested too deeply to be a model file") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{where}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{where}: not UTF-8 text") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+        text = " ".join(str(exc).split())[:120]
+        raise ModelLoadError(f"{where}: unreadable JSON ({text})") from None
+    if _too_deep(data):
+        raise ModelLoadError(f"{where}: JSON nested more than {_MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def _read_json(path: Path, limit: int = _MAX_CONFIG_BYTES) -> dict:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
     except FileNotFoundError:
         raise ModelLoadError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if len(raw) > limit:
+        raise ModelLoadError(f"{path}: larger than {limit // 2**20} MiB, too large to be a {path.name}")
+    data = parse_json(raw, str(path))
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: not a JSON object")
     return data
@@ -71,40 +115,56 @@ def _spec(cfg: dict, name: str, where: str) -> ModelSpec:
         raise ModelLoadError(f"{where}: {exc}") from None
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def safetensors_header(path: Path) -> dict:
-    """The JSON header of one safetensors file (no tensor is read).
+    """The JSON header of one safetensors file, every entry checked against the file (no tensor is read).
 
     Layout: 8-byte little-endian header length N, N bytes of JSON mapping each
-    tensor to its ``dtype``, ``shape`` and ``data_offsets`` [begin, end).
+    tensor to its ``dtype``, ``shape`` and ``data_offsets`` [begin, end) within the
+    data that follows. Each entry must lie inside the file, and its shape must hold
+    exactly its bytes (a 10¹² × 10¹² shape over 16 bytes is a corrupt file, not a model).
     """
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise ModelLoadError(f"{path}: truncated safetensors file")
-        (length,) = struct.unpack("<Q", raw)
-        if length <= 0 or length > _MAX_SAFETENSORS_HEADER:
-            raise ModelLoadError(f"{path}: not a safetensors file (header length {length})")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelLoadError(f"{path}: corrupt safetensors header") from None
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            raw = handle.read(8)
+            if len(raw) != 8:
+                raise ModelLoadError(f"{path}: truncated safetensors file")
+            (length,) = struct.unpack("<Q", raw)
+            if length <= 0 or length > _MAX_SAFETENSORS_HEADER or length > size - 8:
+                raise ModelLoadError(f"{path}: not a safetensors file (header length {length} in {size} bytes)")
+            blob = handle.read(length)
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+    header = parse_json(blob, f"{path}: safetensors header")
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: corrupt safetensors header")
+    data_bytes = size - 8 - length
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        shown = key if len(key) <= 60 else key[:60] + "…"
+        if not isinstance(entry, dict):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r}")
+        offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)
+                or not offsets[0] <= offsets[1] <= data_bytes):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its data_offsets are not inside the file)")
+        if not isinstance(shape, list) or len(shape) > 16 or not all(_is_count(d) for d in shape):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its shape is not a list of sizes)")
+        width = _SAFETENSORS_SIZES.get(dtype) if isinstance(dtype, str) else None
+        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its shape does not match its bytes)")
     return header
 
 
 def safetensors_header_bytes(path: Path) -> int:
     """Bytes of tensor data in one safetensors file: Σ (end − begin) of its ``data_offsets``."""
-    total = 0
-    for key, entry in safetensors_header(path).items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, end = entry["data_offsets"]
-            total += int(end) - int(begin)
-        except (KeyError, TypeError, ValueError):
-            raise ModelLoadError(f"{path}: corrupt safetensors entry {key!r}") from None
-    return total
+    return sum(entry["data_offsets"][1] - entry["data_offsets"][0]
+               for key, entry in safetensors_header(path).items() if key != "__metadata__")
 
 
 # safetensors dtype names of the float formats a checkpoint's torch_dtype can be.
@@ -120,19 +180,11 @@ def safetensors_dtype(files: list[Path]) -> str | None:
     GPTQ/AWQ weights) cast to any float and decide nothing. None: no float tensor.
     """
     held: dict[str, int] = {}
-    for path in files:
+    for path in files[:_MAX_SAFETENSORS_FILES]:
         for key, entry in safetensors_header(path).items():
-            if key == "__metadata__" or not isinstance(entry, dict):
-                continue
-            name = _SAFETENSORS_FLOATS.get(str(entry.get("dtype")))
-            offsets = entry.get("data_offsets")
-            if name is None:
-                continue
-            try:
-                size = int(offsets[1]) - int(offsets[0])
-            except (TypeError, ValueError, IndexError, KeyError):
-                size = 0
-            held[name] = held.get(name, 0) + max(0, size)
+            name = _SAFETENSORS_FLOATS.get(entry.get("dtype")) if key != "__metadata__" else None
+            if name is not None:
+                held[name] = held.get(name, 0) + entry["data_offsets"][1] - entry["data_offsets"][0]
     if not held:
         return None
     if "fp32" in held:
@@ -155,11 +207,18 @@ def exact_weight_bytes(folder: Path) -> tuple[float, str] | None:
     """Weight bytes of a checkpoint folder: the index's ``metadata.total_size``, else the sum of safetensors headers."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        data = _read_json(index)
-        total = (data.get("metadata") or {}).get("total_size")
-        if isinstance(total, (int, float)) and total > 0:
+        data = _read_json(index, _MAX_INDEX_BYTES)
+        metadata = data.get("metadata")
+        total = metadata.get("total_size") if isinstance(metadata, dict) else None
+        if total is not None:
+            if (isinstance(total, bool) or not isinstance(total, (int, float)) or not math.isfinite(total)
+                    or not 0 < total <= _MAX_WEIGHT_BYTES):
+                shown = f"an integer of {total.bit_length()} bits" if isinstance(total, int) else repr(total)[:40]
+                raise ModelLoadError(f"{index}: impossible metadata.total_size {shown} (need bytes up to 1e15)")
             return float(total), f"measured: {index.name} total_size"
     files = sorted(folder.glob("*.safetensors"))
+    if len(files) > _MAX_SAFETENSORS_FILES:
+        raise ModelLoadError(f"{folder}: {len(files)} safetensors files, more than any checkpoint has")
     if files:
         total = sum(safetensors_header_bytes(f) for f in files)
         if total > 0:

@@ -67,7 +67,7 @@ def _config(folder, **extra):
 def _safetensors(path, dtypes):
     header, offset = {}, 0
     for i, dtype in enumerate(dtypes):
-        size = 8
+        size = 4 * {"F32": 4, "I32": 4, "F16": 2, "BF16": 2}[dtype]
         header[f"t{i}"] = {"dtype": dtype, "shape": [4], "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header).encode()
