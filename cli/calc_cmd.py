@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from infermon.cli.errors import UserError
 from infermon.model.calc import CalcOptions, CalcResult, calculate
 from infermon.model.dtypes import DTYPES, DTypeError, normalize_dtype
 from infermon.model.gpu import GpuLookupError, combine, lookup_gpu
+from infermon.model.levers import DEFAULT_ACCEPTANCE, DEFAULT_DRAFT_COST, DEFAULT_DRAFT_TOKENS, Speculation
 from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
 from infermon.model.parallel import Parallelism
 from infermon.model.serving import serve
@@ -34,6 +36,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "--tp": (1, 65_536),
     "--pp": (1, 65_536),
     "--gpus": (1, 65_536),
+    "--spec-tokens": (1, 64),
     "--memory-utilization": (0.01, 1.0),
 }
 
@@ -100,6 +103,25 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(what: str, low: float, high: float, low_open: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= 40 else math.nan
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+        if not ok:
+            bound = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{what} must be a number in {bound}{low:g}, {high:g}], not {_shown(text)}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+_acceptance = _share("--acceptance", 0.0, 1.0, low_open=False)
+_draft_cost = _share("--draft-cost", 0.0, 10.0, low_open=True)
+
+
 def _dtype(text: str) -> str:
     try:
         return normalize_dtype(text)
@@ -154,6 +176,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="tokens generated per request (with --prompt-tokens)")
     load.add_argument("--tokens-per-s", type=_quantity(parse_count, "--tokens-per-s"), metavar="X",
                       help="a measured decode rate: adds achieved bandwidth, FLOP/s, MBU and MFU")
+    lev = p.add_argument_group("levers (with --levers)")
+    lev.add_argument("--levers", action="store_true",
+                     help="what would change tokens/s at --batch and --context: batch, weight and KV formats, "
+                     "context, speculative decoding, tensor parallelism; with --tokens-per-s, adjusted by the "
+                     "measured efficiency")
+    lev.add_argument("--spec-tokens", type=_positive_int("--spec-tokens"), default=DEFAULT_DRAFT_TOKENS, metavar="K",
+                     help=f"speculative decoding: draft tokens per step (default {DEFAULT_DRAFT_TOKENS})")
+    lev.add_argument("--acceptance", type=_acceptance, metavar="A",
+                     help=f"speculative decoding: chance a draft token is accepted, 0-1 (default {DEFAULT_ACCEPTANCE}, "
+                     "assumed)")
+    lev.add_argument("--draft-model", metavar="M", help="the draft model (as --model): its own step time is used")
+    lev.add_argument("--draft-cost", type=_draft_cost, default=DEFAULT_DRAFT_COST, metavar="R",
+                     help=f"without --draft-model: a draft step as a share of the target's (default "
+                     f"{DEFAULT_DRAFT_COST}, assumed)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object (base units) instead of the table")
     out.add_argument("--explain", action="store_true", help="show each formula with the numbers substituted")
@@ -194,8 +230,25 @@ def resolve(args: argparse.Namespace) -> tuple[LoadedModel, CalcResult]:
         output_tokens=args.output_tokens,
         tokens_per_s=args.tokens_per_s,
         parallel=parallel,
+        levers=args.levers,
+        speculation=_speculation(args, gpu) if args.levers else None,
     )
     return loaded, calculate(fig, hw, options, notes=served.notes)
+
+
+def _speculation(args: argparse.Namespace, gpu) -> Speculation:
+    """--spec-tokens/--acceptance/--draft-model/--draft-cost as a :class:`Speculation` (what is assumed, said so)."""
+    draft = None
+    if args.draft_model:
+        try:
+            loaded = load_model(args.draft_model)
+        except ModelLoadError as exc:
+            raise UserError(f"--draft-model: {exc}") from None
+        draft = serve(loaded, set(gpu.peak_flops) if gpu else None, kv_dtype=args.kv_dtype).figures
+    acceptance = DEFAULT_ACCEPTANCE if args.acceptance is None else args.acceptance
+    return Speculation(draft_tokens=args.spec_tokens, acceptance=acceptance,
+                       acceptance_source="assumed" if args.acceptance is None else "given",
+                       draft=draft, draft_cost=args.draft_cost)
 
 
 def _parallelism(args: argparse.Namespace, layers: int) -> Parallelism:

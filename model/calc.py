@@ -8,6 +8,7 @@ from infermon.model.dtypes import compute_dtype
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
 from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
+from infermon.model.levers import Levers, OperatingPoint, Speculation, levers
 from infermon.model.parallel import Parallelism
 from infermon.model.plausibility import does_not_fit_reason, warnings as plausibility_warnings
 from infermon.model.roofline import (
@@ -33,6 +34,8 @@ class CalcOptions:
     output_tokens: int | None = None
     tokens_per_s: float | None = None
     parallel: Parallelism = Parallelism()
+    levers: bool = False
+    speculation: Speculation | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class CalcResult:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     na: dict[str, str] = field(default_factory=dict)
+    levers: Levers | None = None
 
     @property
     def fits(self) -> bool:
@@ -114,6 +118,12 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: t
             na["generation"], generation = reason, None
         if reached is not None:
             na["achieved"], reached = reason, None
+    moves = None
+    if options.levers:
+        point = OperatingPoint(batch=options.batch, context=options.context or 0,
+                               measured_tokens_per_s=options.tokens_per_s, parallel=par,
+                               memory_utilization=options.memory_utilization, reserve_bytes=options.reserve_bytes)
+        moves = levers(fig, hw, point, options.speculation)
     found = plausibility_warnings(
         fig, hw, context=options.context, batch=options.batch,
         kv_capacity_tokens=ceil.kv_capacity_tokens if options.context and not reason else None,
@@ -133,4 +143,5 @@ def calculate(fig: ModelFigures, hw: Hardware, options: CalcOptions, *, notes: t
         notes=tuple(notes),
         warnings=tuple(warnings) + found,
         na=na,
+        levers=moves,
     )

@@ -98,13 +98,20 @@ class DecodeStep:
     per_gpu: tuple[DecodeStep, ...] = ()
 
 
-def _single_step(fig: ModelFigures, hw: Hardware, batch: float, context: int) -> DecodeStep:
-    moved = weight_bytes_read_per_step(fig, batch) + batch * kv_bytes_per_sequence(fig.spec, fig.kv_dtype, context)
-    flops = batch * fig.flops_per_token
+def _single_step(fig: ModelFigures, hw: Hardware, batch: float, context: int, tokens: int = 1) -> DecodeStep:
+    """One device's step: B sequences of C cached tokens, each putting ``tokens`` new tokens through.
+
+    ``tokens`` > 1 is a speculative-decoding verification: the weights are read once for all
+    B × n tokens (MoE experts for the tokens they route), each sequence's cache once, and the
+    FLOPs scale with B × n. ``tokens_per_s`` counts the tokens put through.
+    """
+    moved = (weight_bytes_read_per_step(fig, batch * tokens)
+             + batch * kv_bytes_per_sequence(fig.spec, fig.kv_dtype, context))
+    flops = batch * tokens * fig.flops_per_token
     t_mem = memory_time_s(moved, hw.bandwidth_bytes_per_s)
     t_cmp = compute_time_s(flops, hw.peak_flops) if hw.peak_flops else None
     t = max(t_mem, t_cmp or 0.0)
-    return DecodeStep(batch, context, moved, flops, t_mem, t_cmp, t, batch / t,
+    return DecodeStep(batch, context, moved, flops, t_mem, t_cmp, t, batch * tokens / t,
                       "compute" if t_cmp is not None and t_cmp > t_mem else "memory")
 
 
@@ -114,7 +121,7 @@ def _uses_parallel(hw: Hardware, parallel: Parallelism | None) -> bool:
 
 
 def decode_step(fig: ModelFigures, hw: Hardware, batch: int, context: int, *,
-                parallel: Parallelism | None = None) -> DecodeStep:
+                parallel: Parallelism | None = None, tokens_per_sequence: int = 1) -> DecodeStep:
     """t = max((W_read(B) + B·kv_seq(C)) / BW, B·flops_per_token / peak); tokens/s = B / t.
 
     Without ``parallel`` the hardware is one device of its summed figures. With it, per GPU:
@@ -122,22 +129,25 @@ def decode_step(fig: ModelFigures, hw: Hardware, batch: int, context: int, *,
     a stage's step t_s = max((W_read,s(b) + b·kv_seq,s(C)) / BW_gpu, b·F_s / peak_gpu) with the
     stage's per-rank figures (:func:`~infermon.model.parallel.stage_figures`); the cycle
     = max(Σ_s t_s, m × max_s t_s) (:func:`~infermon.model.parallel.pipeline_cycle_s`);
-    tokens/s = B / cycle. Communication is not counted.
+    tokens/s = B / cycle. Communication is not counted. ``tokens_per_sequence`` n > 1 is a
+    speculative verification step: n tokens per sequence through the model at once (B·n FLOPs,
+    the weights and each cache read once); tokens/s then counts the B·n tokens put through.
     """
+    n = tokens_per_sequence
     if not _uses_parallel(hw, parallel):
-        return _single_step(fig, hw, batch, context)
+        return _single_step(fig, hw, batch, context, n)
     gpu = gpu_share(hw, parallel)
     replica = batch / parallel.dp
     micro = micro_batches(replica, parallel.pp)
     b = replica / micro
-    steps = tuple(_single_step(stage, gpu, b, context) for stage in all_stage_figures(fig, parallel))
+    steps = tuple(_single_step(stage, gpu, b, context, n) for stage in all_stage_figures(fig, parallel))
     cycle = pipeline_cycle_s([st.time_s for st in steps], micro)
     t_mem = pipeline_cycle_s([st.memory_time_s for st in steps], micro)
     t_cmp = (pipeline_cycle_s([st.compute_time_s for st in steps], micro)
              if all(st.compute_time_s is not None for st in steps) else None)
     copies = parallel.dp * parallel.tp * micro
     return DecodeStep(batch, context, copies * sum(st.bytes for st in steps), copies * sum(st.flops for st in steps),
-                      t_mem, t_cmp, cycle, batch / cycle,
+                      t_mem, t_cmp, cycle, batch * n / cycle,
                       "compute" if t_cmp is not None and t_cmp > t_mem else "memory",
                       parallel=parallel, micro_batches=micro, per_gpu=steps)
 
@@ -360,6 +370,23 @@ def ceilings(
         kv_budget_bytes_per_gpu=min(budgets),
         kv_bytes_per_token_per_gpu=max(st.kv_bytes_per_token for st in stages),
     ), step
+
+
+def kv_capacity(fig: ModelFigures, hw: Hardware, memory_utilization: float = DEFAULT_MEMORY_UTILIZATION,
+                reserve_bytes: float = DEFAULT_RESERVE_BYTES, *, parallel: Parallelism | None = None) -> int:
+    """Tokens of context the deployment's KV cache holds: ``ceilings(...).kv_capacity_tokens`` alone.
+
+    One GPU: ⌊max(0, memory × u − W − reserve) ÷ KV/token⌋; split: dp × min over stages of the
+    per-GPU figure (see :func:`ceilings`).
+    """
+    if not _uses_parallel(hw, parallel):
+        return kv_capacity_tokens(kv_budget_bytes(hw.memory_bytes, fig.weight_bytes, memory_utilization, reserve_bytes),
+                                  fig.kv_bytes_per_token)
+    gpu = gpu_share(hw, parallel)
+    return parallel.dp * min(
+        kv_capacity_tokens(kv_budget_bytes(gpu.memory_bytes, st.weight_bytes, memory_utilization, reserve_bytes),
+                           st.kv_bytes_per_token)
+        for st in all_stage_figures(fig, parallel))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from rich.text import Text
 from infermon.views.fmt import count, figure_table, percent, seconds, si
 from infermon.model.calc import CalcResult
 from infermon.model.dtypes import BYTES_PER_VALUE
+from infermon.model.levers import Lever, Levers
 from infermon.model.gpu_table import GPUS
 from infermon.model.loaders import LoadedModel, load_preset, preset_names
 from infermon.model.params import count_params, seed_estimate_params
@@ -119,11 +120,72 @@ def to_json(result: CalcResult) -> dict:
     if ceil.critical_batch is None and "ceilings.critical_batch" not in why:
         why["ceilings.critical_batch"] = ("FLOP peak unknown" if not hw.peak_flops else
                                           "decode never turns compute-bound at this context")
+    if result.levers is not None:
+        data["levers"] = levers_json(result.levers)
     data["warnings"] = list(dict.fromkeys((*spec.warnings, *result.warnings)))
     data["notes"] = list(result.notes)
     data = strict_json(data, why)
     data["why"] = why
     return data
+
+
+LEVER_FIELDS = ("key", "name", "change", "batch", "context", "tokens_per_s", "latency_s", "ceiling", "gain",
+                "kv_capacity_tokens", "expected_tokens_per_s", "expected_latency_s", "why", "formula")
+
+
+def levers_json(found: Levers) -> dict:
+    """The ``levers`` object: the baseline, the measured efficiency, and one entry per lever (base units)."""
+    def one(lever: Lever) -> dict:
+        return {name: getattr(lever, name) for name in LEVER_FIELDS}
+
+    return {
+        "baseline": one(found.baseline),
+        "efficiency": found.efficiency,
+        "efficiency_note": found.efficiency_note,
+        "items": [one(lever) for lever in found.levers],
+        "notes": list(found.notes),
+    }
+
+
+def print_levers(result: CalcResult, console: Console, explain: bool = False) -> None:
+    """The levers as a table: each change, its modeled tokens/s and latency, the ceiling it meets."""
+    found = result.levers
+    if found is None:
+        return
+    base = found.baseline
+    measured = found.efficiency is not None
+    table = Table(title=f"Levers  at batch {base.batch:g}, context {count(base.context)}"
+                  + (f": {base.tokens_per_s:,.1f} tokens/s modeled" if base.tokens_per_s else ""),
+                  box=box.SIMPLE_HEAD, title_justify="left", title_style="bold")
+    table.add_column("lever", no_wrap=True)
+    table.add_column("change", min_width=16)
+    table.add_column("tokens/s", justify="right", no_wrap=True)
+    table.add_column("× now", justify="right", no_wrap=True)
+    table.add_column("per token", justify="right", no_wrap=True)
+    table.add_column("stops at", no_wrap=True)
+    if measured:
+        table.add_column(f"at {found.efficiency:.0%} eff.", justify="right", no_wrap=True)
+    for lever in (base, *found.levers):
+        row = [lever.name, lever.change,
+               f"{lever.tokens_per_s:,.1f}" if lever.tokens_per_s is not None else "n/a",
+               f"{lever.gain:.2f}×" if lever.gain is not None else "—",
+               seconds(lever.latency_s) if lever.latency_s is not None else "—",
+               (lever.ceiling or "—").replace("_", " ")]
+        if measured:
+            row.append(f"{lever.expected_tokens_per_s:,.1f}" if lever.expected_tokens_per_s is not None else "—")
+        table.add_row(*row)
+    console.print(table)
+    console.print(Text(f"  {found.efficiency_note}", style="dim"))
+    for lever in found.levers:
+        if lever.why:
+            console.print(Text(f"  {lever.name}: {lever.why}", style="dim"))
+    for note in found.notes:
+        console.print(Text(f"  note: {note}", style="yellow"))
+    if explain:
+        console.print(Text("How the levers are computed", style="bold"))
+        for lever in (base, *found.levers):
+            if lever.formula:
+                console.print(Text(f"  {lever.name}: {lever.formula}"))
 
 
 def strict_json(value, why: dict[str, str], path: str = ""):
@@ -245,6 +307,7 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
         pre = _table("Prefill")
         pre.add_row("time per prompt token", "n/a", "n/a", reason)
         console.print(pre)
+        print_levers(result, console, explain)
         if explain:
             print_explain(result, console)
         return
@@ -289,6 +352,7 @@ def print_report(loaded: LoadedModel, result: CalcResult, explain: bool = False,
         ach.add_row("MFU", percent(a.mfu), MODELED, "of dense peak")
         console.print(ach)
 
+    print_levers(result, console, explain)
     if explain:
         print_explain(result, console)
 
