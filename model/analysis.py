@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
+from infermon.model.parallel import Parallelism
 from infermon.model.roofline import critical_batch, decode_step, ops_per_byte
 
 # Below this many tokens/s the server counts as idle (counters can tick by a
@@ -72,16 +73,21 @@ def _about(value: float) -> str:
     return f"{value:.1f}"
 
 
-def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None) -> Analysis:
+def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None, *,
+            parallel: Parallelism | None = None) -> Analysis:
     """Rates × the model's arithmetic.
 
     - steps/s = generation tokens/s ÷ B; bytes per step = W_read(B) + resident KV tokens × KV/token;
-      modeled bandwidth = steps/s × bytes per step (B/s).
+      modeled bandwidth = steps/s × bytes per step (B/s). With ``parallel`` (the engine's split over
+      ``hw.count`` GPUs) the bytes per step are those every GPU reads, copies included (KV heads
+      copied past h_kv ranks, MLA latents on every rank), at the resident tokens per sequence.
     - FLOP/s = (generation + prompt tokens/s) × flops_per_token.
     - MBU = bandwidth ÷ peak bandwidth; MFU = FLOP/s ÷ peak FLOP/s;
       operating intensity = FLOP/s ÷ bandwidth (FLOP/B), against the ridge.
     """
     why: dict[str, str] = {}
+    # The split applies only where it matches the hardware (the engine's TP on the GPUs it uses).
+    split = parallel if parallel is not None and hw is not None and hw.count == parallel.gpus else None
     gen = rates.generation_tokens_per_s
     prompt = rates.prompt_tokens_per_s
     batch = rates.batch if rates.batch and rates.batch > 0 else None
@@ -121,6 +127,9 @@ def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None) -> 
         if gen is not None and batch:
             kv_bytes = (rates.kv_tokens_resident or 0.0) * fig.kv_bytes_per_token
             bytes_per_step = weight_bytes_read_per_step(fig, batch) + kv_bytes
+            if split is not None:
+                per_sequence = round((rates.kv_tokens_resident or 0.0) / batch)
+                bytes_per_step = decode_step(fig, hw, batch, per_sequence, parallel=split).bytes
             bandwidth = gen / batch * bytes_per_step
             if rates.kv_tokens_resident is None:
                 why["achieved_bandwidth_modeled_bytes_per_s"] = "KV reads not included (the engine reports no KV usage)"
@@ -141,8 +150,8 @@ def analyze(rates: LiveRates, fig: ModelFigures | None, hw: Hardware | None) -> 
             ridge = ops_per_byte(hw.peak_flops, hw.bandwidth_bytes_per_s)
         if fig is not None and hw.bandwidth_bytes_per_s:
             b = max(1, round(batch or 1))
-            ceiling = decode_step(fig, hw, b, round(context or 0)).tokens_per_s
-            crit = critical_batch(fig, hw, round(context or 0))
+            ceiling = decode_step(fig, hw, b, round(context or 0), parallel=split).tokens_per_s
+            crit = critical_batch(fig, hw, round(context or 0), parallel=split)
     mbu_measured = measured / hw.bandwidth_bytes_per_s if measured is not None and hw and hw.bandwidth_bytes_per_s else None
 
     if flops is not None and bandwidth:

@@ -71,3 +71,23 @@ def test_impossible_figures_are_called_out():
     a = analyze(LiveRates(1.0, 5000.0, 0.0, batch=1, kv_tokens_resident=0), fig(), a10())
     assert a.mbu > 1.1
     assert "cannot be" in a.verdict and "--model" in a.verdict
+
+
+def test_a_tensor_parallel_split_counts_the_copied_kv():
+    """falcon-7b on 8 GPUs at TP 8: every rank reads the one KV head, so the modeled bandwidth is higher."""
+    from infermon.model.loaders import load_preset
+    from infermon.model.parallel import Parallelism
+
+    fig = model_figures(load_preset("falcon-7b").spec)
+    hw = combine(lookup_gpu("h100"), 8, "bf16")
+    rates = LiveRates(interval_s=1.0, generation_tokens_per_s=800.0, prompt_tokens_per_s=0.0, batch=16,
+                      kv_tokens_resident=16 * 4096, kv_capacity_tokens=1e6)
+    plain = analyze(rates, fig, hw)
+    split = analyze(rates, fig, hw, parallel=Parallelism(tp=8))
+    kv_read = 16 * 4096 * fig.kv_bytes_per_token   # once, as one device would
+    kv_projection = 32 * 2 * 4544 * 64 * 2         # the K/V weights of the one head, every layer, bf16
+    extra = 7 * (kv_read + kv_projection)          # seven more ranks read the same head and its weights
+    assert split.achieved_bandwidth_modeled_bytes_per_s == pytest.approx(
+        plain.achieved_bandwidth_modeled_bytes_per_s + 800 / 16 * extra, rel=1e-3)
+    # A split that does not match the hardware is ignored rather than trusted.
+    assert analyze(rates, fig, hw, parallel=Parallelism(tp=4)) == plain
