@@ -55,6 +55,11 @@ class LoadedModel:
     stored: StoredBytes | None = None
 
 
+def _regular_files(folder: Path, pattern: str) -> list[Path]:
+    """Regular files matching ``pattern``: a FIFO or device named like a checkpoint would block a read forever."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
 def _too_deep(value: object, limit: int = _MAX_JSON_DEPTH) -> bool:
     """Whether parsed JSON nests deeper than ``limit`` (walked without recursion)."""
     stack = [(value, 1)]
@@ -93,6 +98,8 @@ def parse_json(raw: bytes, where: str) -> object:
 
 
 def _read_json(path: Path, limit: int = _MAX_CONFIG_BYTES) -> dict:
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
     try:
         with path.open("rb") as handle:
             raw = handle.read(limit + 1)
@@ -127,6 +134,8 @@ def safetensors_header(path: Path) -> dict:
     data that follows. Each entry must lie inside the file, and its shape must hold
     exactly its bytes (a 10¹² × 10¹² shape over 16 bytes is a corrupt file, not a model).
     """
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -196,7 +205,7 @@ def _dtype_from_files(spec: ModelSpec, folder: Path) -> ModelSpec:
     """A config without ``torch_dtype``: take the stored tensors' dtype, as vLLM does."""
     if spec.dtype_source != "absent":
         return spec
-    files = sorted(folder.glob("*.safetensors"))
+    files = _regular_files(folder, "*.safetensors")
     found = safetensors_dtype(files) if files else None
     if found is None:
         return spec
@@ -216,7 +225,7 @@ def exact_weight_bytes(folder: Path) -> tuple[float, str] | None:
                 shown = f"an integer of {total.bit_length()} bits" if isinstance(total, int) else repr(total)[:40]
                 raise ModelLoadError(f"{index}: impossible metadata.total_size {shown} (need bytes up to 1e15)")
             return float(total), f"measured: {index.name} total_size"
-    files = sorted(folder.glob("*.safetensors"))
+    files = _regular_files(folder, "*.safetensors")
     if len(files) > _MAX_SAFETENSORS_FILES:
         raise ModelLoadError(f"{folder}: {len(files)} safetensors files, more than any checkpoint has")
     if files:
@@ -240,7 +249,7 @@ def load_folder(folder: Path) -> LoadedModel:
     config = folder / "config.json"
     if config.is_file():
         return load_config_file(config, name=folder.name)
-    ggufs = sorted(folder.glob("*.gguf"))
+    ggufs = _regular_files(folder, "*.gguf")
     if len(ggufs) == 1:
         return load_gguf_file(ggufs[0])
     if ggufs:
@@ -338,6 +347,8 @@ def load_model(argument: str) -> LoadedModel:
         if path.suffix.lower() == ".gguf":
             return load_gguf_file(path)
         return load_config_file(path)
+    if path.exists():
+        raise ModelLoadError(f"{text}: not a regular file or a folder (a FIFO, a device or a socket is not read)")
     looks_like_path = text.endswith((".json", ".gguf")) or os.sep in text and text.startswith((".", "/", "~"))
     if looks_like_path:
         raise ModelLoadError(f"{text}: no such file or folder")

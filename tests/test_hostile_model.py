@@ -233,3 +233,22 @@ def test_calc_on_a_hostile_config_is_one_line_exit_2(cli, tmp_path, raw):
     result = cli("calc", "--model", str(path), "--gpu", "a10", "--json")
     assert result.status == 2 and result.out == ""
     assert result.err.count("\n") == 1 and "Traceback" not in result.err
+
+
+# ------------------------------------------------------------------ files that are not files
+
+def test_fifos_named_like_checkpoints_are_never_opened(tmp_path):
+    """A read of a FIFO with no writer never returns: such names are skipped, or refused in one line."""
+    import os
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA2_7B))
+    os.mkfifo(tmp_path / "model.safetensors")
+    began = time.monotonic()
+    loaded = load_model(str(tmp_path))
+    assert loaded.exact_weight_bytes is None and time.monotonic() - began < 2
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    os.mkfifo(lone / "model.gguf")
+    assert "no config.json" in one_line(load_model, str(lone))
+    assert "not a regular file" in one_line(load_model, str(lone / "model.gguf"))
+    assert "not a regular file" in one_line(load_model, "/dev/zero")
