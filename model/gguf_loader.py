@@ -76,6 +76,8 @@ def _open_reader(path: Path) -> Any:
         from gguf import GGUFReader
     except ImportError:  # pragma: no cover - a declared dependency
         raise ModelLoadError(f"{path}: reading GGUF files needs the 'gguf' package (pip install gguf)") from None
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)

@@ -252,3 +252,6 @@ def test_fifos_named_like_checkpoints_are_never_opened(tmp_path):
     assert "no config.json" in one_line(load_model, str(lone))
     assert "not a regular file" in one_line(load_model, str(lone / "model.gguf"))
     assert "not a regular file" in one_line(load_model, "/dev/zero")
+    from infermon.model.gguf_loader import load_gguf
+
+    assert "not a regular file" in one_line(load_gguf, lone / "model.gguf")
