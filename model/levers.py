@@ -220,9 +220,20 @@ class _Point:
         parallel = parallel if parallel is not None else self.parallel
         return decode_step(fig, hw, batch, round(context), parallel=parallel, tokens_per_sequence=tokens)
 
-    def step_formula(self, step: DecodeStep, fig: ModelFigures, batch: float, context: float) -> str:
+    def step_formula(self, step: DecodeStep, fig: ModelFigures, batch: float, context: float,
+                     hw: Hardware | None = None) -> str:
+        """The step's arithmetic with its numbers: one device, or per GPU of each pipeline stage."""
+        hw = hw or self.hw
+        if step.per_gpu:
+            gpu_bw = hw.bandwidth_bytes_per_s / hw.count
+            stages = "; ".join(
+                f"max({_gb(st.bytes)} ÷ {gpu_bw / 1e9:.4g} GB/s, {st.flops / 1e12:.4g} TFLOP ÷ peak) = "
+                f"{_seconds(st.time_s)}" for st in step.per_gpu)
+            return (f"per GPU of each stage, {step.micro_batches:g} micro-batch(es): {stages}; cycle "
+                    f"{_seconds(step.time_s)}; tokens/s = B ÷ cycle = {batch:g} ÷ {_seconds(step.time_s)}"
+                    f" = {step.tokens_per_s:,.1f}")
         peak = _seconds(step.compute_time_s) if step.compute_time_s is not None else "n/a"
-        return (f"t = max(bytes ÷ BW, FLOPs ÷ peak) = max({_gb(step.bytes)} ÷ {self.hw.bandwidth_bytes_per_s / 1e9:.4g} GB/s,"
+        return (f"t = max(bytes ÷ BW, FLOPs ÷ peak) = max({_gb(step.bytes)} ÷ {hw.bandwidth_bytes_per_s / 1e9:.4g} GB/s,"
                 f" {step.flops / 1e12:.4g} TFLOP ÷ peak) = max({_seconds(step.memory_time_s)}, {peak})"
                 f" = {_seconds(step.time_s)}; tokens/s = B ÷ t = {batch:g} ÷ {_seconds(step.time_s)}"
                 f" = {step.tokens_per_s:,.1f}")
@@ -317,8 +328,9 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
         out.append(at.lever(key, label, f"{fig.weight_bytes / 1e9:.3g} → {_gb(new.weight_bytes)}", step,
                             batch=b, context=c, capacity=cap,
                             formula=f"W = {new.weight_format.bytes_per_param():g} B per quantized weight "
-                                    f"({new.weight_format.method or dtype}; embeddings and norms unquantized) = "
-                                    f"{_gb(new.weight_bytes)}; " + at.step_formula(step, new, b, c)))
+                                    f"({new.weight_format.method or dtype}"
+                                    + ("" if fig.params_overridden else "; embeddings and norms unquantized")
+                                    + f") = {_gb(new.weight_bytes)}; " + at.step_formula(step, new, b, c)))
     if fig.kv_dtype in ("fp8", "int8", "int4"):
         out.append(at.not_applicable("kv_fp8", "KV cache fp8", "—", f"the KV cache is already {fig.kv_dtype}"))
     else:
@@ -377,8 +389,8 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
         out.append(at.lever("tensor_parallel", name, f"TP {par.tp} → {tp2.tp}", step, batch=b,
                             context=c,
                             capacity=cap, why=why,
-                            formula=f"per GPU: weights and KV heads ÷ {tp2.tp} (KV heads no fewer than one per rank, "
-                                    f"an MLA latent whole); " + at.step_formula(step, fig, b, c)
+                            formula=f"weights and KV heads ÷ {tp2.tp} per GPU (KV heads no fewer than one per rank, "
+                                    f"an MLA latent whole); " + at.step_formula(step, fig, b, c, hw2)
                                     + "; all-reduce time not counted"))
     return Levers(baseline=baseline, efficiency=at.efficiency, efficiency_note=eff_note, levers=tuple(out),
                   notes=tuple(notes))
@@ -410,7 +422,7 @@ def _not_fitting(at: _Point, fig: ModelFigures, hw: Hardware, reason: str, notes
         step = at.step(fig, b, c, hw=hw2, parallel=tp2)
         out.append(dataclasses.replace(
             at.lever("tensor_parallel", "TP ×2", f"TP {par.tp} → {tp2.tp}", step, batch=b,
-                     context=c, capacity=at.capacity_for(fig, hw2, tp2), formula=at.step_formula(step, fig, b, c)),
+                     context=c, capacity=at.capacity_for(fig, hw2, tp2), formula=at.step_formula(step, fig, b, c, hw2)),
             gain=None, expected_tokens_per_s=None, expected_latency_s=None, why="makes the weights fit"))
     return Levers(baseline=baseline, efficiency=None,
                   efficiency_note=f"{reason}: no operating point to measure against", levers=tuple(out),
