@@ -20,6 +20,7 @@ from infermon.model.parallel import (
     pipeline_cycle_s,
     stage_figures,
 )
+from infermon.model.work import step_bytes
 
 # Defaults for the KV budget: like vLLM's gpu_memory_utilization, and a reserve
 # for activations, the CUDA context and CUDA graphs (about what vLLM leaves on a 24 GB card).
@@ -101,12 +102,16 @@ class DecodeStep:
 def _single_step(fig: ModelFigures, hw: Hardware, batch: float, context: int, tokens: int = 1) -> DecodeStep:
     """One device's step: B sequences of C cached tokens, each putting ``tokens`` new tokens through.
 
-    ``tokens`` > 1 is a speculative-decoding verification: the weights are read once for all
-    B × n tokens (MoE experts for the tokens they route), each sequence's cache once, and the
-    FLOPs scale with B × n. ``tokens_per_s`` counts the tokens put through.
+    Bytes are :func:`~infermon.model.work.step_bytes` (the live view's formula too). ``tokens`` > 1
+    is a speculative-decoding verification: the weights are read once for all B × n tokens (MoE
+    experts for the tokens they route), each sequence's cache once, and the FLOPs scale with B × n.
+    ``tokens_per_s`` counts the tokens put through.
     """
-    moved = (weight_bytes_read_per_step(fig, batch * tokens)
-             + batch * kv_bytes_per_sequence(fig.spec, fig.kv_dtype, context))
+    if tokens == 1:
+        moved = step_bytes(fig, batch, context)
+    else:
+        moved = (weight_bytes_read_per_step(fig, batch * tokens)
+                 + batch * kv_bytes_per_sequence(fig.spec, fig.kv_dtype, round(context)))
     flops = batch * tokens * fig.flops_per_token
     t_mem = memory_time_s(moved, hw.bandwidth_bytes_per_s)
     t_cmp = compute_time_s(flops, hw.peak_flops) if hw.peak_flops else None
