@@ -242,3 +242,30 @@ def test_calc_explain_shows_the_per_gpu_arithmetic(cli):
 def test_calc_bad_splits_are_one_line(cli, args, message):
     result = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", *args)
     assert result.status == 2 and message in result.err and result.err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ the live view's bytes per step
+
+def test_step_bytes_across_gpus_match_the_decode_step():
+    from infermon.model.work import step_bytes
+
+    for name, par in (("falcon-7b", Parallelism(tp=8)), ("llama-3-70b", Parallelism(tp=4, pp=2, dp=2)),
+                      ("deepseek-v2-lite", Parallelism(tp=2)), ("mixtral-8x7b", Parallelism(pp=4))):
+        fig, hw = preset(name), gpus("h100", par.gpus)
+        for batch, context in ((1, 0), (16, 4096), (64, 1000)):
+            assert step_bytes(fig, batch, context, parallel=par) == pytest.approx(
+                decode_step(fig, hw, batch, context, parallel=par).bytes)
+        assert step_bytes(fig, 8, 100, parallel=Parallelism()) == step_bytes(fig, 8, 100)
+
+
+def test_modeled_bandwidth_counts_the_copied_kv_of_a_split():
+    """falcon-7b at TP 8: every rank reads the one KV head and its K/V weights."""
+    from infermon.model.work import modeled_bandwidth
+
+    fig = preset("falcon-7b")
+    plain = modeled_bandwidth(fig, 50.0, 16, 800.0, 4096)
+    split = modeled_bandwidth(fig, 50.0, 16, 800.0, 4096, parallel=Parallelism(tp=8))
+    kv_read = 4096 * fig.kv_bytes_per_token        # one token's cache, as one device reads it
+    kv_projection = 32 * 2 * 4544 * 64 * 2         # the K/V weights of the one head, every layer, bf16
+    # (rel 1e-6: the final norm's few kB are shared out over the layers)
+    assert split == pytest.approx(plain + 800 * 7 * kv_read + 50 * 7 * kv_projection, rel=1e-6)
