@@ -20,6 +20,7 @@ and norms and biases that TP copies rather than splits (well under 0.1 % of any 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from infermon.model.dtypes import BYTES_PER_VALUE
@@ -214,8 +215,12 @@ def stage_figures(fig: ModelFigures, parallel: Parallelism, stage: int = 0) -> M
     )
 
 
+@functools.lru_cache(maxsize=32)
 def all_stage_figures(fig: ModelFigures, parallel: Parallelism) -> tuple[ModelFigures, ...]:
-    """:func:`stage_figures` of every pipeline stage, first to last."""
+    """:func:`stage_figures` of every pipeline stage, first to last.
+
+    Cached (both arguments are frozen): a tick or a bisection asks for the same split many times.
+    """
     return tuple(stage_figures(fig, parallel, s) for s in range(parallel.pp))
 
 
