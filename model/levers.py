@@ -139,6 +139,27 @@ def expected_tokens_per_step(draft_tokens: int, acceptance: float) -> float:
     return (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
+def acceptance_from_rate(rate: float, draft_tokens: int) -> float:
+    """α from an engine's acceptance rate r = accepted ÷ drafted tokens (vLLM's spec-decode counters).
+
+    Drafts past the first rejection are discarded, so r = (α + α² + … + α^k) ÷ k, not α: this
+    inverts that (r rises monotonically with α) by bisection. r ≤ 0 gives 0, r ≥ 1 gives 1.
+    """
+    k = max(1, int(draft_tokens))
+    if not rate > 0:
+        return 0.0
+    if rate >= 1:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(mid ** i for i in range(1, k + 1)) / k < rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def _ceiling(step: DecodeStep) -> str:
     return "compute" if step.bound == "compute" else "bandwidth"
 

@@ -303,3 +303,12 @@ def test_calc_speculation_options(cli):
 def test_calc_levers_bad_input(cli, args, message):
     result = cli(*SEED, "--levers", *args)
     assert result.status == 2 and message in result.err and result.err.count("\n") == 1
+
+
+@given(k=st.integers(1, 12), alpha=st.floats(0.0, 1.0))
+def test_acceptance_from_the_engines_rate_inverts_the_early_stop(k, alpha):
+    from infermon.model.levers import acceptance_from_rate
+
+    rate = sum(alpha ** i for i in range(1, k + 1)) / k  # accepted ÷ drafted, drafts after a rejection dropped
+    assert acceptance_from_rate(rate, k) == pytest.approx(alpha, abs=1e-6)
+    assert acceptance_from_rate(0.0, k) == 0.0 and acceptance_from_rate(1.0, k) == 1.0
