@@ -149,9 +149,12 @@ def levers_json(found: Levers) -> dict:
 
 def print_levers(result: CalcResult, console: Console, explain: bool = False) -> None:
     """The levers as a table: each change, its modeled tokens/s and latency, the ceiling it meets."""
-    found = result.levers
-    if found is None:
-        return
+    if result.levers is not None:
+        print_levers_table(result.levers, console, explain)
+
+
+def print_levers_table(found: Levers, console: Console, explain: bool = False) -> None:
+    """The levers table ``calc --levers`` and the live ``--once`` report print alike."""
     base = found.baseline
     measured = found.efficiency is not None
     table = Table(title=f"Levers  at batch {base.batch:g}, context {count(base.context)}"
