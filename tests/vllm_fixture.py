@@ -267,8 +267,10 @@ class Load:
         sequence = 0
         while not self._stop.is_set() and time.monotonic() < deadline:
             sequence += 1
+            # Lengths differ by client so the requests do not all end on the same step.
             body = json.dumps({"model": MODEL_NAME, "prompt": f"{index}.{sequence} {self.prompt}",
-                               "max_tokens": self.max_tokens, "ignore_eos": True, "temperature": 0.0}).encode()
+                               "max_tokens": self.max_tokens + 8 * index, "ignore_eos": True,
+                               "temperature": 0.0}).encode()
             request = urllib.request.Request(self.url + "/v1/completions", data=body,
                                              headers={"Content-Type": "application/json"})
             try:
