@@ -144,8 +144,11 @@ def test_requests_and_kv_usage_are_the_servers(under_load):
     assert value(data, "requests_waiting") in {total(p, "vllm:num_requests_waiting") for p in near}
     usages = [total(p, "vllm:kv_cache_usage_perc") for p in near]
     usage = value(data, "kv_usage")
-    assert 0 < usage < 1 and figure(data, "kv_usage")["source"] == "engine-reported"  # a fraction
-    assert min(usages) <= usage <= max(usages)
+    assert 0 <= usage < 1 and figure(data, "kv_usage")["source"] == "engine-reported"  # a fraction
+    # Between two scrapes of the tape a request may end or start: its blocks (at most 2 of 128
+    # tokens each here, 3 requests) come and go.
+    blocks = int(near[-1]["vllm:cache_config_info"][0][0]["num_gpu_blocks"])
+    assert min(usages) - 6 / blocks <= usage <= max(usages) + 6 / blocks, (usage, min(usages), max(usages))
     assert value(data, "kv_capacity_tokens") == 174720 or value(data, "kv_capacity_tokens") == int(
         near[-1]["vllm:cache_config_info"][0][0]["kv_cache_size_tokens"])
 
