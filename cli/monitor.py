@@ -166,7 +166,15 @@ def _record(sampler, live, args) -> int:
             while True:
                 snapshot = sampler.tick()
                 view = live.update(snapshot)
-                if snapshot.tree is not None and not snapshot.tree.alive:
+                exited = snapshot.tree is not None and not snapshot.tree.alive
+                if exited and snapshot.agents:
+                    # The agents' final records: the counts of the last interval before the exit.
+                    record = live_to_json(view)
+                    record["timestamp"] = snapshot.time
+                    record["replay"] = replay_json(view, previous_view)
+                    handle.write(json.dumps(record) + "\n")
+                    lines += 1
+                if exited:
                     reason = snapshot.tree.why.get("process", "the process exited")
                     handle.write(json.dumps({"event": "exited", "time": snapshot.time, "pid": args.pid,
                                              "why": reason}) + "\n")

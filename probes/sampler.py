@@ -54,6 +54,8 @@ class Sampler:
         self._last_discovery = -1e9
         self._host = None
         self._executor = None
+        # Pids whose agent published last tick: when one exits, its final record is read once more.
+        self._agent_pids: frozenset[int] = frozenset()
 
     @property
     def engine_timeout_s(self) -> float:
@@ -116,15 +118,18 @@ class Sampler:
             why["engine"] = "the process has exited"
 
         agents: tuple = ()
-        if tree.alive:
+        if tree.alive or self._agent_pids:
             from infermon.probes.agent_channel import engine_from_agents, read_agents
 
-            reading = read_agents(tree.pids)
+            live_pids = tree.pids if tree.alive else frozenset()
+            reading = read_agents(live_pids, exited=self._agent_pids, consume_final=True)
             agents = reading.agents
+            self._agent_pids = frozenset(a.pid for a in agents if not a.final)
             if engine is None and agents:
+                # An exited process's agent left its last counts: they end the run's totals.
                 engine = engine_from_agents(agents)
                 why.pop("engine", None)
-            elif not agents and engine is None:
+            elif not agents and engine is None and tree.alive:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
 
         host = None
