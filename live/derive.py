@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infermon.live.inside import InsideKv, InsideMemory, agent_kv, agent_memory
 from infermon.model.analysis import Analysis, LiveRates, analyze
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
@@ -77,6 +78,8 @@ class LiveView:
     ceilings: Ceilings | None
     analysis: Analysis
     why: dict[str, str] = field(default_factory=dict)
+    inside_kv: InsideKv | None = None
+    inside_memory: InsideMemory | None = None
 
 
 class LiveModel:
@@ -196,11 +199,17 @@ class LiveModel:
         resident = None
         if engine is not None and engine.kv_usage is not None and kv_capacity:
             resident = engine.kv_usage * kv_capacity
+        inside_kv = None
+        if engine is not None and engine.kind == "agent":
+            # No KV pool to read: the agent's resident tokens, and a capacity modeled from free memory.
+            inside_kv = agent_kv(snapshot.agents, snapshot.devices,
+                                 self.figures.kv_bytes_per_token if self.figures is not None else None)
+            resident, kv_capacity = inside_kv.resident_tokens, inside_kv.capacity_tokens
         ceil = None
         if self.figures is not None and hw is not None and hw.bandwidth_bytes_per_s:
             context = round(resident / batch) if resident and batch else None
             ceil, _ = ceilings(self.figures, hw, batch=max(1, round(batch or 1)), context=context)
-            if kv_capacity is None:
+            if kv_capacity is None and inside_kv is None:
                 kv_capacity = ceil.kv_capacity_tokens
         measured, measured_why = measured_bandwidth(snapshot.devices, hw)
         live = LiveRates(
@@ -214,8 +223,13 @@ class LiveModel:
             measured_bandwidth_source=measured_why,
         )
         analysis = analyze(live, self.figures, hw)
+        if inside_kv is not None and analysis.kv_headroom_tokens is None:
+            analysis.why["kv_headroom_tokens"] = inside_kv.why.get("kv_capacity_tokens", "KV capacity unknown")
+        if inside_kv is not None and resident is None and "context_tokens" not in analysis.why:
+            analysis.why["context_tokens"] = inside_kv.why.get("kv_tokens_resident", "resident KV tokens unknown")
         return LiveView(snapshot=snapshot, rates=rates, model=self.figures, model_source=self.model_source,
-                        hardware=hw, hardware_source=hw_source, ceilings=ceil, analysis=analysis, why=why)
+                        hardware=hw, hardware_source=hw_source, ceilings=ceil, analysis=analysis, why=why,
+                        inside_kv=inside_kv, inside_memory=agent_memory(snapshot.agents) if snapshot.agents else None)
 
 
 def _interval_batch(previous: Snapshot | None, current: Snapshot) -> float | None:

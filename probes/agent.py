@@ -761,6 +761,10 @@ class _Agent:
 
     def start(self) -> None:
         _sweep_final_records(self.channel)
+        try:
+            self.patch_generate()  # now, if transformers is loaded: the next generate() call is seen
+        except Exception as exc:
+            self._note(exc)
         self._thread.start()
         atexit.register(self.stop)
         self._catch_sigterm()

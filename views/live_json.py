@@ -173,6 +173,41 @@ def analysis_json(view: LiveView) -> dict[str, Any]:
     return data
 
 
+def agent_json(view: LiveView) -> dict[str, Any] | None:
+    """What the in-process agents see (None without one): per process its clocks and counting,
+    the watched models, memory; the KV figures resting on them with their source and rule."""
+    agents = view.snapshot.agents
+    if not agents:
+        return None
+    kv, memory = view.inside_kv, view.inside_memory
+    data: dict[str, Any] = {
+        "kv_tokens_resident": kv.resident_tokens if kv else None,
+        "kv_tokens_resident_source": kv.source if kv else None,
+        "kv_capacity_tokens": kv.capacity_tokens if kv else None,
+        "kv_capacity_source": "modeled" if kv and kv.capacity_tokens is not None else None,
+        "kv_capacity_rule": kv.rule if kv else None,
+        "kv_usage": kv.usage if kv else None,
+        "rss_bytes": memory.rss_bytes if memory else None,
+        "weights_bytes": memory.weights_bytes if memory else None,
+        "torch_allocated_bytes": memory.torch_allocated_bytes if memory else None,
+        "torch_reserved_bytes": memory.torch_reserved_bytes if memory else None,
+        "processes": [{"pid": a.pid, "time": a.time, "monotonic": a.monotonic, "seq": a.seq, "final": a.final,
+                       "counting": a.counting, "requests_total": a.requests_total,
+                       "kv_tokens_resident": a.kv_tokens_resident, "kv_bytes_resident": a.kv_bytes_resident,
+                       "rss_bytes": a.rss_bytes, "models": [to_plain(m) for m in a.models]} for a in agents],
+    }
+    reasons: dict[str, str] = {}
+    if kv is not None:
+        reasons.update(kv.why)
+        if kv.usage is None:
+            reasons.setdefault("kv_usage", kv.why.get("kv_capacity_tokens", "needs the resident tokens and the capacity"))
+    else:
+        reasons["kv_capacity_tokens"] = "an engine's metrics are shown: its own KV figures apply"
+    if memory is not None:
+        reasons.update(memory.why)
+    return _with_why(data, reasons, "not reported by the agent")
+
+
 def replay_json(view: LiveView, previous: LiveView | None = None) -> dict[str, Any]:
     """Everything replay needs to redraw this tick exactly (``--record`` lines carry it under
     ``replay``); the model's figures are left out when unchanged since ``previous``."""
@@ -198,6 +233,7 @@ def live_to_json(view: LiveView) -> dict[str, Any]:
         "model": model_json(view),
         "hardware": hardware_json(view),
         "analysis": analysis_json(view),
+        "agent": agent_json(view),
         "why": why,
     }
     if data["model"] is None:
@@ -206,4 +242,6 @@ def live_to_json(view: LiveView) -> dict[str, Any]:
         why.setdefault("hardware", "no device ceilings")
     if not data["devices"]:
         why.setdefault("devices", "no devices")
+    if data["agent"] is None:
+        why.setdefault("agent", view.snapshot.why.get("agent", "no agent in the process tree (infermon run / attach)"))
     return data
