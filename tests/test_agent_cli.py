@@ -152,3 +152,34 @@ def test_demo_runs_headless_and_reports_tokens(env):
     assert data["model"]["name"] == "infermon-demo-tiny"
     assert data["model"]["source"].startswith("agent:")
     assert data["analysis"]["mbu"] is not None
+    # Every panel a CPU can fill is filled: KV context and headroom, the ceiling at that context,
+    # latencies, memory from inside.
+    analysis, engine, inside = data["analysis"], data["engine"], data["agent"]
+    assert analysis["context_tokens"] > 0 and analysis["kv_headroom_tokens"] > 0
+    assert analysis["decode_ceiling_tokens_per_s"] > 0
+    assert inside["kv_capacity_source"] == "modeled" and "host memory" in inside["kv_capacity_rule"]
+    assert inside["kv_tokens_resident_source"].startswith("reported")
+    assert engine["ttft_seconds"]["count"] > 0 and engine["inter_token_seconds"]["count"] > 0
+    assert inside["rss_bytes"] > inside["weights_bytes"] > 0
+    assert engine["prompt_tokens_total"] > 0
+
+
+def test_run_once_on_a_transformers_script_fills_kv_latency_and_memory(env):
+    pytest.importorskip("transformers")
+    result = infermon("run", "--once", "--json", "--interval", "1", *HOST, "--",
+                      sys.executable, str(TESTS / "hf_generate.py"), "--seconds", "30", "--new", "48", env=env,
+                      timeout=240)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["engine"]["kind"] == "agent" and data["model"]["source"].startswith("agent:")
+    inside = data["agent"]
+    assert inside["kv_tokens_resident_source"].startswith("the KV cache")
+    assert inside["processes"][0]["models"][0]["name"] == "tiny-llama"
+    assert inside["rss_bytes"] > 0 and inside["weights_bytes"] > 0
+    assert data["engine"]["ttft_seconds"]["count"] > 0
+    # A generate() call in flight holds its cache: context and headroom rest on it. Between calls
+    # nothing is resident, and the figures say so rather than guess.
+    if inside["kv_tokens_resident"]:
+        assert data["analysis"]["context_tokens"] > 0 and inside["kv_capacity_tokens"] > 0
+    else:
+        assert inside["kv_tokens_resident"] == 0
