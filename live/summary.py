@@ -30,6 +30,8 @@ class RunSummary:
     max_torch_reserved_bytes: int | None
     model_name: str | None
     flops_per_token: float | None
+    max_rss_bytes: int | None = None
+    weights_bytes: int | None = None
 
 
 class SummaryAccumulator:
@@ -49,6 +51,8 @@ class SummaryAccumulator:
         self.max_device_memory: int | None = None
         self.max_allocated: int | None = None
         self.max_reserved: int | None = None
+        self.max_rss: int | None = None
+        self.weights: int | None = None
         self.model_name: str | None = None
         self.flops_per_token: float | None = None
         self._last_monotonic: float | None = None
@@ -84,6 +88,11 @@ class SummaryAccumulator:
             self.max_allocated = max(self.max_allocated or 0, sum(v or 0 for v in allocated))
         if any(v is not None for v in reserved):
             self.max_reserved = max(self.max_reserved or 0, sum(v or 0 for v in reserved))
+        memory = view.inside_memory
+        if memory is not None and memory.rss_bytes is not None:
+            self.max_rss = max(self.max_rss or 0, memory.rss_bytes)
+        if memory is not None and memory.weights_bytes is not None:
+            self.weights = max(self.weights or 0, memory.weights_bytes)
         if view.model is not None:
             self.model_name = view.model.name
             self.flops_per_token = view.model.flops_per_token
@@ -104,7 +113,7 @@ class SummaryAccumulator:
             mean_mbu=self.mbu_sum / self.mbu_count if self.mbu_count else None,
             max_device_memory_bytes=self.max_device_memory, max_torch_allocated_bytes=self.max_allocated,
             max_torch_reserved_bytes=self.max_reserved, model_name=self.model_name,
-            flops_per_token=self.flops_per_token)
+            flops_per_token=self.flops_per_token, max_rss_bytes=self.max_rss, weights_bytes=self.weights)
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -135,4 +144,8 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f"Max GPU memory of the process tree (NVML): {gb(summary.max_device_memory_bytes)}")
     lines.append(f"Max memory allocated (torch): {gb(summary.max_torch_allocated_bytes)}")
     lines.append(f"Max memory reserved (torch): {gb(summary.max_torch_reserved_bytes)}")
+    if summary.max_rss_bytes is not None:
+        lines.append(f"Max resident memory of the watched processes (agent, RSS): {gb(summary.max_rss_bytes)}")
+    if summary.weights_bytes is not None:
+        lines.append(f"Model weights (agent, the watched models' parameters): {gb(summary.weights_bytes)}")
     return "\n".join(lines)

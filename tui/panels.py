@@ -227,19 +227,31 @@ class MemoryPanel(Panel):
             q("#kv-bytes", Line).set(figure_row("KV per token", NA, None, view.why.get("model", "model unknown")))
         engine_cap = engine.kv_capacity_tokens if engine else None
         config_cap = view.ceilings.kv_capacity_tokens if view.ceilings else None
-        q("#kv-capacity", Line).set(figure_row("capacity", f"{count(engine_cap)}" if engine_cap else NA,
-                                               "measured" if engine_cap else None,
-                                               f"config: {count(config_cap)} tokens" if config_cap else "tokens"))
+        inside = view.inside_kv
+        if inside is not None:
+            # Under the agent: no KV pool, the caches grow in free memory (modeled, rule in --json).
+            cap = inside.capacity_tokens
+            q("#kv-capacity", Line).set(figure_row("capacity", count(cap) if cap is not None else NA,
+                                                   "modeled" if cap is not None else None,
+                                                   "tokens, from free memory" if cap is not None
+                                                   else inside.why.get("kv_capacity_tokens", "")))
+        else:
+            q("#kv-capacity", Line).set(figure_row("capacity", f"{count(engine_cap)}" if engine_cap else NA,
+                                                   "measured" if engine_cap else None,
+                                                   f"config: {count(config_cap)} tokens" if config_cap else "tokens"))
         if engine_cap and fig is not None:
             q("#kv-pool", Line).set(figure_row("KV pool", si(engine_cap * fig.kv_bytes_per_token, "B"), "modeled",
                                                "engine capacity × KV per token"))
         else:
             q("#kv-pool", Line).set(figure_row("KV pool", NA, None, "needs the engine's capacity and the model"))
         usage = engine.kv_usage if engine else None
+        usage_source = "measured"
+        if usage is None and inside is not None:
+            usage, usage_source = inside.usage, "modeled"
         text = Text(f"{'usage':<16}", style="bold")
         text.append_text(bar(usage, 20, style="bold yellow" if (usage or 0) >= 0.9 else "bold", eighths=False))
         text.append(f" {'n/a' if usage is None else f'{usage * 100:.0f}%':>5} ")
-        text.append("measured" if usage is not None else (engine.why.get("kv_usage", "") if engine else ""), style="dim")
+        text.append(usage_source if usage is not None else (engine.why.get("kv_usage", "") if engine else ""), style="dim")
         q("#kv-usage", Line).set(text)
         if a.kv_headroom_tokens is not None and a.context_tokens:
             fits = f"{_sig2(a.kv_headroom_tokens / a.context_tokens)} more"
@@ -290,6 +302,11 @@ class MemoryPanel(Panel):
             if retries or ooms:
                 note += f", {retries} retries, {ooms} OOMs"
             q("#torch", Line).set(figure_row("torch allocated", si(allocated, "B"), "measured", note))
+        elif agents and view.inside_memory is not None and view.inside_memory.rss_bytes is not None:
+            # A CPU run: no allocator to read, but the agent sees the process's memory.
+            memory = view.inside_memory
+            note = f"weights {si(memory.weights_bytes, 'B')}" if memory.weights_bytes else "no watched model"
+            q("#torch", Line).set(figure_row("process RSS", si(memory.rss_bytes, "B"), "measured", note))
         elif agents:
             q("#torch", Line).set(figure_row("torch allocator", NA, None, agents[0].why.get("torch", "")))
         else:
