@@ -242,6 +242,8 @@ class MemoryPanel(Panel):
         if engine_cap and fig is not None:
             q("#kv-pool", Line).set(figure_row("KV pool", si(engine_cap * fig.kv_bytes_per_token, "B"), "modeled",
                                                "engine capacity × KV per token"))
+        elif inside is not None:
+            q("#kv-pool", Line).set(figure_row("KV pool", NA, None, "none: the caches grow in free memory"))
         else:
             q("#kv-pool", Line).set(figure_row("KV pool", NA, None, "needs the engine's capacity and the model"))
         usage = engine.kv_usage if engine else None
