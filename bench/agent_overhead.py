@@ -2,8 +2,10 @@
 
 The demo's Llama-style decoder (random weights, fp32, on the CPU) generates in blocks of decode
 steps; blocks alternate between the agent off and the agent on (started, model watched, publishing
-every interval), so drift in the machine's speed hits both alike. Reports tokens/s of each and the
-change, with the spread of the per-pair differences.
+every interval, the loop reporting its tokens and KV as `infermon demo` does), so drift in the
+machine's speed hits both alike. Reports tokens/s of each and the change, with the spread of the
+per-pair differences; then what the agent adds per forward call and per token of Hugging Face
+generate(), timed alone.
 """
 
 from __future__ import annotations
@@ -29,13 +31,19 @@ def measure(pairs: int = 8, steps: int = 40, size: str = "small", batch: int = 4
     torch.manual_seed(0)
     model = DemoDecoder(size).eval()
 
-    def block() -> float:
+    def block(report: bool = False) -> float:
+        """Decode steps/s × batch; with ``report``, the loop also reports what ``infermon demo``
+        does each step (its tokens, the KV tokens held)."""
         caches = [[] for _ in model.layers]
         ids = torch.randint(0, model.config.vocab_size, (batch, 16))
         logits = model(ids, torch.arange(16), caches)
+        request = agent.request(batch, prompt_tokens=batch * 16) if report else None
         began = time.perf_counter()
         for step in range(steps):
             logits = model(logits[:, -1].argmax(-1, keepdim=True), torch.tensor([16 + step]), caches)
+            if request is not None:
+                request.tokens()
+                agent.kv_tokens(batch * (17 + step))
         return batch * steps / (time.perf_counter() - began)
 
     with torch.inference_mode():
@@ -47,16 +55,19 @@ def measure(pairs: int = 8, steps: int = 40, size: str = "small", batch: int = 4
                 if enabled:
                     agent.start(interval_s)
                     agent.watch(model)
-                    with_agent.append(block())
+                    with_agent.append(block(report=True))
                     agent.stop()
                 else:
                     without.append(block())
         hook_us = _hook_cost_us(agent)
+        generate_us = _generate_cost_us(agent)
     differences = [(w - o) / o * 100 for w, o in zip(with_agent, without)]
     step_s = batch / statistics.median(without)
     return {
         "hook_cost_us_per_step": hook_us,
         "hook_cost_percent_of_step": hook_us * 1e-6 / step_s * 100,
+        "generate_cost_us_per_token": generate_us,
+        "generate_cost_percent_of_step": generate_us * 1e-6 / step_s * 100 if generate_us is not None else None,
         "standard_error_percent": statistics.pstdev(differences) / len(differences) ** 0.5,
         "agent_overhead_percent": -statistics.median(differences),
         "spread_percent": statistics.pstdev(differences),
@@ -95,6 +106,40 @@ def _hook_cost_us(agent) -> float:
     return max(0.0, (hooked - bare) * 1e6)
 
 
+def _generate_cost_us(agent) -> float | None:
+    """What the agent adds per generated token inside Hugging Face ``generate()`` (µs): the forward
+    hook reading the returned cache's length, the stop record and the loop mark, on a one-layer
+    model so small that a step is almost all Python. Best of 5 runs of 200 tokens, with and without
+    the agent. None without transformers."""
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         eos_token_id=None, pad_token_id=0)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.ones(1, 4, dtype=torch.long)
+
+    def timed() -> float:
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=200, min_new_tokens=200,
+                           do_sample=False)
+            best = min(best, time.perf_counter() - began)
+        return best / 200
+
+    timed()  # warm up
+    bare = timed()
+    agent.start(60.0)
+    hooked = timed()
+    agent.stop()
+    return max(0.0, (hooked - bare) * 1e6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=8)
@@ -107,6 +152,9 @@ def main() -> None:
         return
     print(f"agent hook: {result['hook_cost_us_per_step']:.1f} µs per forward call = "
           f"{result['hook_cost_percent_of_step']:.3f}% of one decode step")
+    if result["generate_cost_us_per_token"] is not None:
+        print(f"agent inside generate(): {result['generate_cost_us_per_token']:.1f} µs per token = "
+              f"{result['generate_cost_percent_of_step']:.3f}% of one decode step of the demo model")
     print(f"agent overhead A/B: {result['agent_overhead_percent']:+.2f}% of tokens/s "
           f"(± {result['standard_error_percent']:.2f}% standard error; spread ±{result['spread_percent']:.2f}%; "
           f"{result['tokens_per_s_without']:.1f} → {result['tokens_per_s_with']:.1f} tokens/s; {result['pairs']} "

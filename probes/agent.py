@@ -801,7 +801,7 @@ class _Agent:
     def stop(self, from_thread: bool = False, final: bool = True) -> None:
         """Stop counting and publishing. ``final``: leave one last record, marked final, with
         everything counted up to now, for the monitor to read (and remove); else remove it."""
-        if self.final:
+        if self.final or os.getpid() != self.pid:  # a forked child's copy: never the parent's record
             return
         self._stop.set()
         for handle in self.discovery or ():

@@ -333,6 +333,28 @@ def test_sigterm_leaves_a_final_record_with_every_token(channel, tmp_path):
     assert record["generation_tokens_total"] == int(ready.read_text()) == 4 + 9
 
 
+def test_a_forked_child_leaves_the_parents_record_alone(channel, tmp_path):
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, sys, time, json\n"
+        "import infermon.probes.agent as agent\n"
+        "agent.start(0.05)\n"
+        "agent.count_tokens(5)\n"
+        "time.sleep(0.3)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    agent.count_tokens(100)  # the child starts an agent of its own, under its own pid\n"
+        "    sys.exit(0)              # and its exit (atexit) must not write the parent's final record\n"
+        "os.waitpid(child, 0)\n"
+        "time.sleep(0.3)\n"
+        "record = json.load(open(agent.record_path(os.getpid())))\n"
+        "print(json.dumps([record['final'], record['generation_tokens_total']]))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [False, 5]
+
+
 def test_run_record_total_equals_the_scripts_own_count(channel, tmp_path):
     recording, count = tmp_path / "run.jsonl", tmp_path / "count"
     env = {**os.environ, "COLUMNS": "120"}
