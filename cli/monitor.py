@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -52,7 +51,7 @@ def _config(args: argparse.Namespace):
 
 def open_sampler(args: argparse.Namespace):
     """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`."""
-    from infermon.live.derive import LiveModel
+    from infermon.live.derive import Deriver
     from infermon.probes.process import TargetError
     from infermon.probes.sampler import Sampler
 
@@ -66,7 +65,7 @@ def open_sampler(args: argparse.Namespace):
         sampler = Sampler(config)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    return sampler, LiveModel(args.model, args.gpu)
+    return sampler, Deriver(args.model, args.gpu)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +125,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _once(sampler, live, args) -> int:
-    from infermon.views.live_json import live_to_json
+    from infermon.views.live_json import dumps, live_to_json
 
     live.update(sampler.tick())
     time.sleep(args.interval)
@@ -135,11 +134,11 @@ def _once(sampler, live, args) -> int:
     if snapshot.tree is not None and not snapshot.tree.alive:
         raise RuntimeFailure(snapshot.tree.why.get("process", f"pid {args.pid} exited"))
     if args.json:
-        print(json.dumps(live_to_json(view), indent=2))
+        print(dumps(live_to_json(view), indent=2))
     else:
         from infermon.views.live_report import print_live_report
 
-        print_live_report(view, live.warnings)
+        print_live_report(view)
     return 0
 
 
@@ -148,18 +147,18 @@ class _Stop(Exception):
 
 
 def _record(sampler, live, args) -> int:
-    from infermon.views.live_json import live_to_json, replay_json
+    from infermon.views.recording import RecordingError, RecordingWriter, open_for_append
 
     def stop(signum, frame):
         raise _Stop()
 
-    previous_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        handle = open(args.record, "a", encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {args.record}: {exc.strerror or exc}") from None
+        handle = open_for_append(args.record)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    previous_handler = signal.signal(signal.SIGTERM, stop)
     lines = 0
-    previous_view = None
+    writer = RecordingWriter(handle)
     try:
         with handle:
             next_tick = time.monotonic()
@@ -169,30 +168,24 @@ def _record(sampler, live, args) -> int:
                 exited = snapshot.tree is not None and not snapshot.tree.alive
                 if exited and snapshot.agents:
                     # The agents' final records: the counts of the last interval before the exit.
-                    record = live_to_json(view)
-                    record["timestamp"] = snapshot.time
-                    record["replay"] = replay_json(view, previous_view)
-                    handle.write(json.dumps(record) + "\n")
+                    writer.write(view)
                     lines += 1
                 if exited:
                     reason = snapshot.tree.why.get("process", "the process exited")
-                    handle.write(json.dumps({"event": "exited", "time": snapshot.time, "pid": args.pid,
-                                             "why": reason}) + "\n")
-                    handle.flush()
+                    writer.write_event({"event": "exited", "time": snapshot.time, "pid": args.pid, "why": reason})
                     print(f"infermon: {reason}; {lines} samples in {args.record}", file=sys.stderr)
                     return 0
-                record = live_to_json(view)
-                record["timestamp"] = snapshot.time
-                record["replay"] = replay_json(view, previous_view)
-                previous_view = view
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
+                writer.write(view)
                 lines += 1
                 next_tick += args.interval
                 time.sleep(max(0.0, next_tick - time.monotonic()))
     except (KeyboardInterrupt, _Stop):
         print(f"infermon: stopped; {lines} samples in {args.record}", file=sys.stderr)
         return 0
+    except OSError as exc:
+        # A full disk or a vanished file system: the lines already written stay intact.
+        raise RuntimeFailure(f"cannot write {args.record} ({exc.strerror or exc}); "
+                             f"{lines} samples written before it") from None
     finally:
         # None: the previous handler was not set from Python; the default is what it was.
         signal.signal(signal.SIGTERM, previous_handler if previous_handler is not None else signal.SIG_DFL)

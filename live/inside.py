@@ -15,6 +15,9 @@ KV_CAPACITY_RULE_GPU = ("KV capacity (modeled) = (free device memory + torch's r
                         "hold, as the agent reads it inside the process")
 KV_CAPACITY_RULE_CPU = ("KV capacity (modeled) = (available host memory + resident KV tokens × KV bytes/token) "
                         "÷ KV bytes/token: on a CPU the KV cache grows in host memory")
+# The same rules in a figure's note.
+KV_CAPACITY_NOTE_GPU = "(free device memory + torch cache free + resident KV) ÷ KV bytes/token"
+KV_CAPACITY_NOTE_CPU = "(available host memory + resident KV) ÷ KV bytes/token"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class InsideKv:
     rule: str | None
     why: dict[str, str]
     usage: float | None = None
+    note: str | None = None
 
 
 def agent_kv(agents: tuple[AgentSample, ...], devices: tuple[DeviceSample, ...],
@@ -57,19 +61,20 @@ def agent_kv(agents: tuple[AgentSample, ...], devices: tuple[DeviceSample, ...],
     if cuda:
         free = sum(a.device_free_bytes for a in cuda)
         free += sum(max(0, (a.torch_reserved_bytes or 0) - (a.torch_allocated_bytes or 0)) for a in cuda)
-        rule = KV_CAPACITY_RULE_GPU
+        rule, note = KV_CAPACITY_RULE_GPU, KV_CAPACITY_NOTE_GPU
     else:
         host = next((d for d in devices if d.kind == "host"), None)
         if host is None or host.memory_total_bytes is None or host.memory_used_bytes is None:
             why["kv_capacity_tokens"] = "neither free device memory (no CUDA in the process) nor available host memory known"
             return InsideKv(resident, None, source, None, why)
         free = max(0, host.memory_total_bytes - host.memory_used_bytes)
-        rule = KV_CAPACITY_RULE_CPU
+        rule, note = KV_CAPACITY_RULE_CPU, KV_CAPACITY_NOTE_CPU
     if resident is None:
         why["kv_capacity_tokens"] = "rests on the resident KV tokens, which the agent does not see here"
-        return InsideKv(None, None, source, rule, why)
+        return InsideKv(None, None, source, rule, why, note=note)
     capacity = free / kv_bytes_per_token + resident
-    return InsideKv(resident, capacity, source, rule, why, usage=resident / capacity if capacity > 0 else None)
+    return InsideKv(resident, capacity, source, rule, why, usage=resident / capacity if capacity > 0 else None,
+                    note=note)
 
 
 @dataclass(frozen=True)

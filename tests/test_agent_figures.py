@@ -2,7 +2,6 @@
 into the engine block, KV capacity under the agent (GPU and CPU rules), and the views."""
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -161,29 +160,50 @@ def test_memory_from_inside_on_a_cpu_is_never_all_na():
     assert memory.torch_allocated_bytes is None and "CUDA not initialised" in memory.why["torch_allocated_bytes"]
 
 
-def test_the_views_show_context_headroom_and_capacity_with_source_under_the_agent():
-    """Two ticks of an agent-watched CPU process: --once --json fills context, headroom, the decode
-    ceiling at that context, and says the capacity is modeled and by which rule."""
+def test_the_figures_under_the_agent_have_context_headroom_and_a_modeled_capacity():
+    """Two ticks of an agent-watched CPU process: the one derivation layer fills the resident KV
+    tokens, the context, the capacity (modeled, with its rule), headroom, sequences that fit, the
+    decode ceiling at that context and the weights; --once --json carries them as figures."""
     config = dict(samples.LLAMA2_7B, _name_or_path="llama-2-7b")
-    tree = ProcessTree(root_pid=1, processes=(ProcessInfo(pid=1, ppid=None, name="python", cmdline=("python",)),),
-                       framework="python")
+    tree = ProcessTree(root_pid=1, processes=(ProcessInfo(pid=1, ppid=None, name="python", cmdline=("python",),
+                                                          rss_bytes=20 * 10**9),), framework="python")
     host = HostCeilings(bandwidth_bytes_per_s=50e9, peak_flops=1e12, source="given", memory_total_bytes=256 * 2**30)
     live = LiveModel()
     view = None
     for tick in range(2):
-        agents = (sample_of(time=1000.0 + tick, generation_tokens_total=100.0 * tick, batch=4, model_config=config,
-                            kv_tokens_resident=4 * 512, kv_source="cache", rss_bytes=20 * 10**9,
-                            weights_bytes=13 * 10**9),)
+        agents = (sample_of(time=1000.0 + tick, generation_tokens_total=100.0 * tick, decode_steps_total=25.0 * tick,
+                            batch=4, model_config=config, params=6_738_415_616, kv_tokens_resident=4 * 512,
+                            kv_source="cache", rss_bytes=20 * 10**9, weights_bytes=13 * 10**9),)
         snapshot = Snapshot(time=1000.0 + tick, monotonic=10.0 + tick, interval_s=1.0, tree=tree,
                             devices=(host_device(256 * 2**30, 56 * 2**30),), engine=engine_from_agents(agents),
                             host=host, agents=agents)
         view = live.update(snapshot)
-    data = live_to_json(view)
-    kv_per_token = data["model"]["kv_bytes_per_token"]
-    assert data["analysis"]["context_tokens"] == 512
-    assert data["analysis"]["kv_headroom_tokens"] == pytest.approx(200 * 2**30 / kv_per_token)
-    assert data["analysis"]["decode_ceiling_tokens_per_s"] is not None
-    assert data["agent"]["kv_capacity_source"] == "modeled"
-    assert data["agent"]["kv_capacity_rule"] == KV_CAPACITY_RULE_CPU
-    assert data["agent"]["kv_tokens_resident"] == 2048 and data["agent"]["rss_bytes"] == 20 * 10**9
-    assert not math.isnan(data["agent"]["kv_usage"])
+    f = live_to_json(view)["figures"]
+    kv_per_token = f["kv_bytes_per_token"]["value"]
+    assert f["kv_resident_tokens"]["value"] == 2048 and f["kv_resident_tokens"]["source"] == "measured"
+    assert f["context_tokens"]["value"] == 512
+    assert f["kv_capacity_tokens"]["source"] == "modeled" and "host memory" in f["kv_capacity_tokens"]["note"]
+    assert f["kv_capacity_tokens"]["value"] == pytest.approx(200 * 2**30 / kv_per_token + 2048)
+    assert f["kv_headroom_tokens"]["value"] == pytest.approx(200 * 2**30 / kv_per_token)
+    assert f["sequences_fit"]["value"] == pytest.approx(200 * 2**30 / kv_per_token / 512)
+    assert f["kv_usage"]["value"] > 0 and "ctx 512" in f["decode_ceiling_tokens_per_s"]["note"]
+    assert f["weight_bytes"]["value"] == 13 * 10**9 and f["weight_bytes"]["source"] == "measured"
+
+
+def test_under_the_agent_an_unseen_cache_makes_kv_figures_na_never_zero():
+    config = dict(samples.LLAMA2_7B, _name_or_path="llama-2-7b")
+    tree = ProcessTree(root_pid=1, processes=(ProcessInfo(pid=1, ppid=None, name="python", cmdline=("python",)),),
+                       framework="python")
+    live = LiveModel()
+    view = None
+    for tick in range(2):
+        agents = (sample_of(time=1000.0 + tick, generation_tokens_total=100.0 * tick, batch=4, model_config=config,
+                            params=1, why={"kv_tokens_resident": "no watched model returned a KV cache"}),)
+        snapshot = Snapshot(time=1000.0 + tick, monotonic=10.0 + tick, interval_s=1.0, tree=tree,
+                            devices=(host_device(256 * 2**30, 56 * 2**30),), engine=engine_from_agents(agents),
+                            host=HostCeilings(50e9, 1e12, "given", 256 * 2**30), agents=agents)
+        view = live.update(snapshot)
+    f = view.figures
+    for name in ("kv_resident_tokens", "context_tokens", "kv_capacity_tokens", "kv_headroom_tokens", "sequences_fit"):
+        assert getattr(f, name).value is None and getattr(f, name).source == "n/a", name
+    assert "KV cache" in f.kv_resident_tokens.why and "resident" in f.kv_capacity_tokens.why

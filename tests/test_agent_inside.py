@@ -356,17 +356,36 @@ def test_a_forked_child_leaves_the_parents_record_alone(channel, tmp_path):
 
 
 def test_run_record_total_equals_the_scripts_own_count(channel, tmp_path):
+    """`infermon run --record` on a transformers generate() loop: the recording ends with the
+    script's own total (the agent's final record), and its figures show the KV cache, latencies and
+    memory seen from inside, with their sources."""
+    from infermon.views.recording import read_recording
+
     recording, count = tmp_path / "run.jsonl", tmp_path / "count"
     env = {**os.environ, "COLUMNS": "120"}
     result = subprocess.run([sys.executable, "-m", "infermon.cli.main", "run", "--record", str(recording),
                              "--interval", "0.3", "--host-bandwidth", "25GB/s", "--host-flops", "100GFLOPS", "--",
-                             sys.executable, str(TESTS / "hf_generate.py"), "--calls", "5", "--count-file", str(count)],
+                             sys.executable, str(TESTS / "hf_generate.py"), "--calls", "8", "--new", "48",
+                             "--count-file", str(count)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in recording.read_text().splitlines()]
-    assert lines[-1]["event"] == "exited"
-    samples = [line for line in lines if (line.get("engine") or {}).get("kind") == "agent"]
+    views = read_recording(str(recording)).views
+    last = views[-1]
+    assert not last.alive
     # The agent's final record reached the recording: its total is the script's, to the token.
-    assert samples[-1]["engine"]["generation_tokens_total"] == int(count.read_text())
-    assert samples[-1]["agent"]["processes"][0]["final"] is True
+    [inside] = last.agents
+    assert inside.final and inside.generation_tokens_total == int(count.read_text())
+    assert last.summary.generation_tokens == int(count.read_text())
     assert not os.listdir(agent.channel_dir())  # the monitor removed the final record it read
+    # While generate() ran, its cache was resident: context, capacity and headroom rest on it.
+    busy = [v for v in views if (v.figures.kv_resident_tokens.value or 0) > 0]
+    assert busy, "no tick saw a generate() call in flight"
+    f = busy[-1].figures
+    assert f.kv_resident_tokens.source == "measured" and f.context_tokens.value > 0
+    assert f.kv_capacity_tokens.source == "modeled" and "host memory" in f.kv_capacity_tokens.note
+    assert f.kv_headroom_tokens.value > 0 and f.sequences_fit.value > 0
+    assert last.figures.ttft_p50_s.value > 0 and last.figures.inter_token_p50_s.source == "measured"
+    # The model's weights as the agent counts them (in memory while the model lives), and the RSS.
+    assert f.weight_bytes.value == busy[-1].agents[0].weights_bytes > 0 and f.weight_bytes.source == "measured"
+    assert busy[-1].agents[0].rss_bytes > 0 and f.tree_rss_bytes.value > 0
+    assert last.summary.weights_bytes == f.weight_bytes.value and last.summary.max_rss_bytes > 0
