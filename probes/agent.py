@@ -386,6 +386,7 @@ class _Agent:
         except TypeError:  # torch < 2.0: no kwargs in hooks
             handle = register(lambda m, a, o: self.on_forward(m, a, {}, o))
         self.hooks.append(handle)
+        self._end_discovery()  # a model is watched: the costly global hooks go now, not a tick later
         try:
             for p in model.parameters():
                 entry.weights_bytes += p.numel() * p.element_size()
@@ -449,6 +450,15 @@ class _Agent:
 
         self.discovery = (hooks.register_module_forward_pre_hook(pre), hooks.register_module_forward_hook(post))
         self.discovery_until = time.monotonic() + DISCOVERY_S
+
+    def _end_discovery(self) -> None:
+        for handle in self.discovery or ():
+            try:
+                handle.remove()
+            except Exception as exc:
+                self._note(exc)
+        if self.discovery:
+            self.discovery = ()
 
     def finish_discovery(self) -> None:
         if self.discovery is None or not self.discovery:
