@@ -366,8 +366,15 @@ class Deriver:
                 bandwidth = modeled_bandwidth(fig, steps, batch, gen, context or 0.0)
                 if context is None:
                     bandwidth_note = "weights only: KV reads not included (context unknown)"
-        if fig is not None and (gen is not None or prompt is not None):
-            flops = modeled_flops(fig, gen or 0.0, prompt or 0.0, context or 0.0)
+        flops_note = None
+        computed_prompt = prompt
+        if step_tokens is not None and step_tokens.per_s is not None and gen is not None:
+            # Tokens the engine actually scheduled: prompt tokens served from the prefix cache cost nothing.
+            computed_prompt = max(0.0, step_tokens.per_s - gen)
+            if prompt is not None and computed_prompt < 0.95 * prompt:
+                flops_note = "prompt tokens the engine computed (prefix-cache hits excluded)"
+        if fig is not None and (gen is not None or computed_prompt is not None):
+            flops = modeled_flops(fig, gen or 0.0, computed_prompt or 0.0, context or 0.0)
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s:
             b = max(1, round(batch or 1))
             ceiling = decode_step(fig, hw, b, round(context or 0)).tokens_per_s
@@ -497,7 +504,7 @@ class Deriver:
         put("bandwidth_vs_engine", (bandwidth - engine_bw) / engine_bw if bandwidth is not None and engine_bw else None,
             MODELED, "needs the modeled figure and the engine's estimate")
         put("bandwidth_disagreement", disagreement, MODELED, "needs the modeled and the measured bandwidth")
-        put("flops_modeled_per_s", flops, MODELED, model_why if fig is None else gen_why)
+        put("flops_modeled_per_s", flops, MODELED, model_why if fig is None else gen_why, flops_note)
         put("flops_engine_per_s", engine_flops, ENGINE, engine_flops_why or _no_estimate(tokens, real_engine))
         put("flops_vs_engine", (flops - engine_flops) / engine_flops if flops is not None and engine_flops else None,
             MODELED, "needs the modeled figure and the engine's estimate")

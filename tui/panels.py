@@ -10,6 +10,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Static
 
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA
@@ -140,6 +142,18 @@ def _pair_row(label: str, p50, p95, styles) -> Text:
     return figure_row(label, p50, styles, value=f"{value_text(p50)}/{value_text(p95)}")
 
 
+class RooflinePlot(Widget):
+    """The log-log roofline with the operating point; redrawn when its figures or its size change."""
+
+    point: reactive[tuple | None] = reactive(None, layout=False)
+
+    def render(self) -> Text:
+        if self.point is None or self.size.width < 12 or self.size.height < 4:
+            return Text("")
+        bandwidth, peak, intensity, flops = self.point
+        return roofline_text(self.size.width, self.size.height, bandwidth, peak, intensity, flops)
+
+
 class RooflinePanel(Panel):
     def __init__(self) -> None:
         super().__init__(2, "Roofline", id="roofline")
@@ -150,7 +164,7 @@ class RooflinePanel(Panel):
                 for line_id in ("peak-bw", "peak-flops", "ridge", "ceiling", "critical", "bw-modeled",
                                 "bw-measured", "bw-engine", "flops", "flops-engine", "mbu", "mfu", "intensity"):
                     yield Line(id=line_id)
-            yield Static("", id="roof-plot")
+            yield RooflinePlot(id="roof-plot")
 
     def show(self, view: LiveView) -> None:
         f, styles = view.figures, self.figure_styles()
@@ -183,14 +197,8 @@ class RooflinePanel(Panel):
         bound = view.verdict.bound
         self.line("intensity").set(figure_row("intensity", intensity, styles,
                                               note=f"{bound}-bound" if bound and intensity.value is not None else None))
-        plot = self.query_one("#roof-plot", Static)
-        size = plot.size
-        if size.width >= 12 and size.height >= 4:
-            text = roofline_text(size.width, size.height, f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value,
-                                 intensity.value, f.flops_modeled_per_s.value)
-            if getattr(plot, "_last_plot", None) != text.plain:
-                plot._last_plot = text.plain
-                plot.update(text, layout=False)
+        self.query_one(RooflinePlot).point = (f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value, intensity.value,
+                                              f.flops_modeled_per_s.value)
 
 
 class MemoryPanel(Panel):
