@@ -405,10 +405,6 @@ class _Agent:
                 self._note(exc)
         return True
 
-    @property
-    def watched(self) -> list:
-        return [m.ref() for m in self.models.values() if m.ref() is not None]
-
     def report_tokens(self, n: int, prompt: bool = False) -> None:
         self.reported = True
         if prompt:
