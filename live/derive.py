@@ -496,7 +496,10 @@ class Deriver:
                 stale_flag: bool = False) -> None:
             F[name] = figure(value, FIGURE_INFO[name][0], source, why_text, note, stale_flag)
 
-        held_note = "last reading (the source has not published since)" if rate("generation") and rate("generation").held and not stale else None
+        held_note = None
+        if rate("generation") is not None and rate("generation").held and not stale:
+            held_why = rate("generation").why or ""
+            held_note = held_why if held_why.startswith("between") else "last reading (the source has not published since)"
         put("generation_tokens_per_s", gen, label, gen_why, held_note, stale)
         put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why), held_note, stale)
         put("requests_running", gauges.requests_running if gauges else None, ENGINE if tokens.source != "agent" else MEASURED,
