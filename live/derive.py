@@ -22,7 +22,7 @@ from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, Mod
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
 from infermon.model.gpu import GpuLookupError, Hardware, combine, find_gpu, lookup_gpu
-from infermon.model.levers import Levers, OperatingPoint, levers as model_levers
+from infermon.model.levers import Levers, OperatingPoint, Speculation, acceptance_from_rate, levers as model_levers
 from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
 from infermon.model.parallel import Parallelism
 from infermon.model.plausibility import warnings as plausibility_warnings
@@ -34,7 +34,7 @@ from infermon.probes.snapshot import AgentSample, DeviceSample, EngineSample, Sn
 
 # Counters read from an engine sample, by the name its rate goes under.
 ENGINE_COUNTERS = ("generation", "prompt", "preemptions", "steps", "step_tokens", "est_flops", "est_read_bytes",
-                   "prefix_hits", "prefix_queries")
+                   "prefix_hits", "prefix_queries", "spec_drafts", "spec_draft_tokens", "spec_accepted")
 AGENT_COUNTERS = ("generation", "prompt", "steps")
 # Engines that pick a checkpoint's serving dtype themselves (vLLM's dtype=auto rule and its kin).
 SERVING_ENGINES = frozenset({"vllm", "sglang", "tgi", "tensorrt-llm"})
@@ -55,6 +55,9 @@ def _engine_counters(engine: EngineSample) -> dict[str, float | None]:
         "est_read_bytes": engine.estimated_read_bytes_total,
         "prefix_hits": engine.prefix_cache_hits_total,
         "prefix_queries": engine.prefix_cache_queries_total,
+        "spec_drafts": engine.spec_drafts_total,
+        "spec_draft_tokens": engine.spec_draft_tokens_total,
+        "spec_accepted": engine.spec_accepted_tokens_total,
     }
 
 
@@ -529,6 +532,11 @@ class Deriver:
             hit_note = "since the engine started"
         put("prefix_cache_hit_rate", hit_rate, ENGINE, _gauge_why(gauges, "prefix_cache_queries_total", why)
             if gauges is not None else "no engine metrics", hit_note)
+        drafted, accepted = rate("spec_draft_tokens"), rate("spec_accepted")
+        acceptance = accepted.delta / drafted.delta if drafted and accepted and drafted.delta and accepted.delta is not None else None
+        put("spec_acceptance_rate", acceptance, ENGINE, "no speculative decoding in the interval (the engine drafts nothing)"
+            if tokens.source == "engine" else "needs an engine that drafts (vLLM's spec_decode metrics)",
+            "over the last interval" if acceptance is not None else None)
         put("preemptions_total", gauges.preemptions_total if gauges else None, ENGINE, _gauge_why(gauges, "preemptions_total", why))
         pre = rate("preemptions")
         put("preemptions_per_s", pre.per_s if pre else None, ENGINE, (pre.why if pre else None) or _gauge_why(gauges, "preemptions_total", why))
@@ -630,7 +638,9 @@ class Deriver:
             fig, hw if hw is not None and hw.bandwidth_bytes_per_s else None, context=context, batch=running,
             kv_capacity_tokens=capacity, mbu=mbu, mfu=mfu, parallel=par))))
         notes.extend(self.serving_notes)
-        found_levers, levers_why = self._operating_levers(fig, hw, par, batch, context, gen, capacity, verdict.phase)
+        speculation = _speculation(rate("spec_drafts"), rate("spec_draft_tokens"), rate("spec_accepted"))
+        found_levers, levers_why = self._operating_levers(fig, hw, par, batch, context, gen, capacity, verdict.phase,
+                                                          speculation)
         if levers_why:
             why["levers"] = levers_why
         engine_out = _slim_engine(real_engine if tokens.source != "agent" else agent_engine)
@@ -651,7 +661,7 @@ class Deriver:
             self._last_alive = view
         return view
 
-    def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase):
+    def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase, speculation=None):
         """What each lever would give at this operating point (model.levers), or why there are none.
 
         Recomputed only when the point moves (batch, context and rate to two significant digits):
@@ -665,12 +675,12 @@ class Deriver:
         c = context or 0.0
         measured = generation if phase in ("decode", "mixed") and generation else None
         key = (id(fig), hw.name, hw.count, par, _two_digits(b), _two_digits(c), _two_digits(measured),
-               _two_digits(capacity))
+               _two_digits(capacity), speculation)
         if key != self._levers_key:
             self._levers_key = key
             try:
                 found = model_levers(fig, hw, OperatingPoint(batch=b, context=c, measured_tokens_per_s=measured,
-                                                             kv_capacity_tokens=capacity, parallel=par))
+                                                             kv_capacity_tokens=capacity, parallel=par), speculation)
                 # The worked formulas are calc --levers --explain's; a live view carries the figures.
                 self._levers = replace(found, baseline=replace(found.baseline, formula=""),
                                        levers=tuple(replace(lever, formula="") for lever in found.levers))
@@ -703,6 +713,17 @@ class Deriver:
 
 # The name callers used before the derivation layer had its own package.
 LiveModel = Deriver
+
+
+def _speculation(drafts: Rate | None, draft_tokens: Rate | None, accepted: Rate | None) -> Speculation | None:
+    """The engine's own speculative decoding over the interval (k draft tokens a draft, α per token), for the
+    speculative lever; None where the engine drafts nothing (the lever then assumes k and α, and says so)."""
+    if not (drafts and draft_tokens and accepted) or not drafts.delta or not draft_tokens.delta or accepted.delta is None:
+        return None
+    k = max(1, round(draft_tokens.delta / drafts.delta))
+    rate = min(1.0, accepted.delta / draft_tokens.delta)
+    return Speculation(draft_tokens=k, acceptance=_two_digits(acceptance_from_rate(rate, k)) or 0.0,
+                       acceptance_source="engine-reported")
 
 
 def _two_digits(value: float | None) -> float | None:

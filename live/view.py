@@ -36,6 +36,7 @@ FIGURE_INFO: dict[str, tuple[str, str]] = {
     "queue_time_p50_s": ("s", "time requests wait in the queue, median"),
     "queue_time_p95_s": ("s", "time requests wait in the queue, 95th percentile"),
     "prefix_cache_hit_rate": ("fraction", "share of prompt tokens served from the prefix cache"),
+    "spec_acceptance_rate": ("fraction", "speculative decoding: draft tokens the target accepted ÷ draft tokens"),
     "preemptions_total": ("preemptions", "requests preempted since the engine started"),
     "preemptions_per_s": ("preemptions/s", "preemptions per second"),
     # roofline
@@ -96,6 +97,7 @@ class Figures:
     queue_time_p50_s: Figure
     queue_time_p95_s: Figure
     prefix_cache_hit_rate: Figure
+    spec_acceptance_rate: Figure
     preemptions_total: Figure
     preemptions_per_s: Figure
     peak_bandwidth_bytes_per_s: Figure

@@ -167,6 +167,9 @@ class EngineSample:
     queue_time: Histogram | None = None
     requests_finished_total: float | None = None
     kv_tokens_resident: float | None = None
+    spec_drafts_total: float | None = None
+    spec_draft_tokens_total: float | None = None
+    spec_accepted_tokens_total: float | None = None
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,16 @@ def test_rates_over_a_counter_coarser_than_the_interval():
     for t in (6.0, 7.0, 8.0, 9.0):
         last = rates.update(t, {"generation": 12}, now=t)["generation"]
     assert last.per_s == 0.0 and not last.held
+
+
+def test_the_engines_own_speculative_decoding_sets_the_speculative_lever():
+    deriver = Deriver("llama-2-7b")
+    spec = dict(spec_drafts_total=0.0, spec_draft_tokens_total=0.0, spec_accepted_tokens_total=0.0)
+    deriver.update(a10_snapshot(0, 0, 0, 2, 0.1, 13000, **spec))
+    # 100 drafts of 4 tokens, 240 accepted: 60% of draft tokens.
+    view = deriver.update(a10_snapshot(1, 300, 0, 2, 0.1, 13000, spec_drafts_total=100.0,
+                                       spec_draft_tokens_total=400.0, spec_accepted_tokens_total=240.0))
+    assert view.figures.spec_acceptance_rate.value == pytest.approx(0.6)
+    assert view.figures.spec_acceptance_rate.source == "engine-reported"
+    lever = next(item for item in view.levers.levers if item.key == "speculative")
+    assert "engine-reported" in lever.change and "k=4" in lever.change

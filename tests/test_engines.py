@@ -86,7 +86,8 @@ def test_vllm_capture_gives_every_canonical_figure():
     assert sample.prefix_cache_hits_total == 0 and sample.prefix_cache_queries_total == 2832
     assert sample.requests_finished_total == 45  # request_success_total over its finished reasons
     assert sample.queue_time.count == 45
-    assert sample.why == {} and sample.hints == ()
+    assert set(sample.why) == {"spec_drafts_total", "spec_draft_tokens_total", "spec_accepted_tokens_total"}
+    assert all("no speculative decoding" in reason for reason in sample.why.values()) and sample.hints == ()
 
 
 def test_vllm_histograms_keep_their_buckets():

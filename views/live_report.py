@@ -32,6 +32,7 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("queue time p50", "queue_time_p50_s"),
         ("queue time p95", "queue_time_p95_s"),
         ("prefix-cache hits", "prefix_cache_hit_rate"),
+        ("draft acceptance", "spec_acceptance_rate"),
     )),
     ("Roofline", (
         ("peak bandwidth", "peak_bandwidth_bytes_per_s"),

@@ -51,6 +51,9 @@ METRICS = {
     "kv_usage": ("llamacpp:kv_cache_usage_ratio",),
 }
 NEVER = {
+    "spec_drafts_total": "llama-server reports no speculative-decoding counters",
+    "spec_draft_tokens_total": "llama-server reports no speculative-decoding counters",
+    "spec_accepted_tokens_total": "llama-server reports no speculative-decoding counters",
     "kv_usage": "this llama-server reports no KV-cache usage (older builds had llamacpp:kv_cache_usage_ratio)",
     "preemptions_total": "llama-server reports no preemptions",
     "ttft": "llama-server reports no latency histograms",

@@ -30,7 +30,8 @@ from infermon.probes.snapshot import EngineSample
 SUM_FIELDS = ("generation_tokens_total", "prompt_tokens_total", "requests_running", "requests_waiting",
               "preemptions_total", "steps_total", "step_tokens_total", "prefix_cache_hits_total",
               "prefix_cache_queries_total", "requests_finished_total", "estimated_flops_total",
-              "estimated_read_bytes_total", "estimated_write_bytes_total")
+              "estimated_read_bytes_total", "estimated_write_bytes_total", "spec_drafts_total",
+              "spec_draft_tokens_total", "spec_accepted_tokens_total")
 # Fractions 0–1, averaged over replicas.
 MEAN_FIELDS = ("kv_usage",)
 # Latency histograms: parsed every few scrapes (most of a scrape's lines), carried in between.

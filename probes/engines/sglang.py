@@ -43,6 +43,9 @@ METRICS = {
     "requests_finished_total": ("sglang:num_requests_total",),
 }
 NEVER = {
+    "spec_drafts_total": "SGLang's speculative-decoding gauges are averages, not counters: not read",
+    "spec_draft_tokens_total": "SGLang's speculative-decoding gauges are averages, not counters: not read",
+    "spec_accepted_tokens_total": "SGLang's speculative-decoding gauges are averages, not counters: not read",
     "version": "SGLang does not report its version in /metrics",
     "steps_total": "SGLang does not count engine steps in /metrics",
     "step_tokens_total": "SGLang does not count engine steps in /metrics",

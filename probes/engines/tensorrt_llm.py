@@ -36,6 +36,9 @@ METRICS = {
     "requests_finished_total": ("trtllm_request_success_total",),
 }
 NEVER = {
+    "spec_drafts_total": "TensorRT-LLM reports no speculative-decoding counters",
+    "spec_draft_tokens_total": "TensorRT-LLM reports no speculative-decoding counters",
+    "spec_accepted_tokens_total": "TensorRT-LLM reports no speculative-decoding counters",
     "preemptions_total": "TensorRT-LLM reports no preemption counter",
     "steps_total": "TensorRT-LLM reports iteration latency, not a step counter",
     "step_tokens_total": "TensorRT-LLM reports iteration latency, not a step counter",

@@ -35,6 +35,9 @@ METRICS = {
     "requests_finished_total": ("tgi_request_success",),
 }
 NEVER = {
+    "spec_drafts_total": "TGI reports no speculative-decoding counters",
+    "spec_draft_tokens_total": "TGI reports no speculative-decoding counters",
+    "spec_accepted_tokens_total": "TGI reports no speculative-decoding counters",
     "kv_usage": "TGI reports no KV-cache usage",
     "preemptions_total": "TGI reports no preemptions",
     "ttft": "TGI reports no time-to-first-token histogram",

@@ -53,6 +53,11 @@ METRICS = {
     "estimated_flops_total": ("vllm:estimated_flops_per_gpu_total",),
     "estimated_read_bytes_total": ("vllm:estimated_read_bytes_per_gpu_total",),
     "estimated_write_bytes_total": ("vllm:estimated_write_bytes_per_gpu_total",),
+    # Speculative decoding (only while a draft method is configured): drafts, their tokens, and the
+    # tokens the target accepted.
+    "spec_drafts_total": ("vllm:spec_decode_num_drafts_total",),
+    "spec_draft_tokens_total": ("vllm:spec_decode_num_draft_tokens_total",),
+    "spec_accepted_tokens_total": ("vllm:spec_decode_num_accepted_tokens_total",),
 }
 NEVER: dict[str, str] = {}
 KV_CAPACITY_FAMILY = "vllm:cache_config_info"
@@ -105,9 +110,16 @@ def apply_extra_reads(sample: EngineSample, answers: dict) -> EngineSample:
     return sample
 
 
+_SPECULATIVE = ("spec_drafts_total", "spec_draft_tokens_total", "spec_accepted_tokens_total")
+NO_SPECULATION = "no speculative decoding configured (vLLM publishes spec_decode_* only with a draft method)"
+
+
 def refine(sample: EngineSample) -> EngineSample:
     """The estimated_* counters exist without --enable-mfu-metrics but stay 0: once tokens have
-    been generated and they are still 0, they are no figure but the flag's absence."""
+    been generated and they are still 0, they are no figure but the flag's absence. The
+    spec_decode_* families exist only with speculative decoding on: their absence says so."""
+    if all(getattr(sample, name) is None for name in _SPECULATIVE):
+        sample = replace(sample, why={**sample.why, **{name: NO_SPECULATION for name in _SPECULATIVE}})
     if not sample.generation_tokens_total:
         return sample
     present = [getattr(sample, name) for name in _ESTIMATES]
