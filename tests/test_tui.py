@@ -168,30 +168,48 @@ async def test_quit_returns_and_summary_is_available():
     assert "Throughput:" in summary and "TFLOP/s" in summary
 
 
-def test_snapshot_wide(snap_compare):
-    app, source = make_app()
+# The four sizes the dashboard is designed for: an SSH default, a small window, the full layout,
+# a large screen. Scripted data and a clock that comes from it: the same screen every run.
+SIZES = ((80, 24), (100, 30), (120, 40), (200, 50))
+
+
+def _snapshot(snap_compare, size, keys=(), **kwargs):
+    app, source = make_app(**kwargs)
 
     async def run_before(pilot):
         await settle(pilot, source)
+        for key in keys:
+            await pilot.press(key)
+        await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before)
+    return snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_snapshot_narrow(snap_compare):
-    app, source = make_app()
+def test_snapshot_80x24(snap_compare):
+    assert _snapshot(snap_compare, (80, 24))
+
+
+def test_snapshot_100x30(snap_compare):
+    assert _snapshot(snap_compare, (100, 30))
+
+
+def test_snapshot_120x40(snap_compare):
+    assert _snapshot(snap_compare, (120, 40))
+
+
+def test_snapshot_200x50(snap_compare):
+    assert _snapshot(snap_compare, (200, 50))
+
+
+def test_snapshot_80x24_roofline(snap_compare):
+    assert _snapshot(snap_compare, (80, 24), keys=("2",))
+
+
+def test_snapshot_80x24_no_engine_no_gpu(snap_compare):
+    app, source = make_app(scripted.snapshots(4, with_engine=False, with_gpus=False))
 
     async def run_before(pilot):
         await settle(pilot, source)
-
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
-
-
-def test_snapshot_narrow_roofline(snap_compare):
-    app, source = make_app()
-
-    async def run_before(pilot):
-        await settle(pilot, source)
-        await pilot.press("2")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 

@@ -7,57 +7,70 @@ the panel's width (:mod:`infermon.tui.text`): nothing is cut inside a word.
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widget import Widget
 
 from infermon.live.figure import MEASURED
 from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import Columns, Row, bar, chart, fit
-from infermon.tui.widgets import Line, Panel, Paragraph, RowTable
+from infermon.tui.widgets import Block, Line, Panel, Paragraph, RowTable
 from infermon.views.fmt import si, sig3, value_text
 
 __all__ = ["PANELS", "Panel", "Paragraph", "Line", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
            "DevicesPanel", "ProcessesPanel"]
 
-class Chart(Widget):
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above ``value``: a chart's scale that rarely moves."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * power * (1 + 1e-9):
+            return step * power
+    return 10 * power
+
+
+def paged(values: tuple[float, ...], width: int) -> tuple[float, ...]:
+    """The last values that fit ``width``, moving a quarter of the width at a time: the chart
+    scrolls in steps, not every bucket (each scroll repaints every column)."""
+    if len(values) <= width or width < 4:
+        return values[-width:] if width > 0 else ()
+    step = max(1, width // 4)
+    start = -(-(len(values) - width) // step) * step
+    return values[start:]
+
+
+class Chart(Block):
     """A bar chart of recent values that takes the rows its panel has left (none: not drawn).
 
-    Redrawn only when its values or its size change (the history moves once per bucket of samples).
+    Redrawn only when its values or its size change (the history moves once per bucket of
+    samples); its scale is a round number and it scrolls a quarter of its width at a time.
     """
-
-    DEFAULT_CSS = "Chart { height: 1fr; width: 1fr; }"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._key: tuple | None = None
-        self._text = Text()
         self._data: tuple = ((), "", "", "bold", "dim")
 
-    def render(self) -> Text:
-        return self._text
-
-    def set(self, values: tuple[float, ...], title: str, axis: str, style, dim) -> None:
-        self._data = (values, title, axis, style, dim)
+    def set(self, values: tuple[float, ...], unit: str, axis: str, style, dim) -> None:
+        self._data = (values, unit, axis, style, dim)
         self._draw()
 
     def _draw(self) -> None:
-        values, title, axis, style, dim = self._data
+        values, unit, axis, style, dim = self._data
         width, height = self.size
-        key = (values, title, axis, width, height)
-        if key == self._key:
-            return
-        self._key = key
-        text = Text(no_wrap=True, end="")
+        rows: list[Text] = []
         if height >= 3 and width >= 10:
-            text.append(fit(title, width) + "\n", style=dim)
-            for row in chart(values, width, height - 2):
-                text.append(row + "\n", style=style)
-            text.append(fit(axis, width), style=dim)
-        self._text = text
-        self.refresh()
+            shown = paged(values, width)
+            top = nice_ceiling(max(shown, default=0.0))
+            rows.append(Text(fit(f"{sig3(top)} {unit}" if shown else f"{unit}: no history yet", width), style=dim))
+            scaled = tuple(v / top for v in shown)
+            rows.extend(Text(line, style=style) for line in chart(scaled, width, height - 2, full_scale=1.0))
+            rows.append(Text(fit(axis, width), style=dim))
+        self.set_rows(rows)
 
     def on_resize(self) -> None:
         self._draw()
@@ -97,12 +110,9 @@ class ThroughputPanel(Panel):
         notes = "; ".join(view.notes)
         self.line("engine-note").set(Text(fit(notes, width), style=self.style("figure--warning")) if notes else "")
         trend = view.trend
-        minutes = len(trend.generation) * trend.bucket * view.interval_s / 60
-        span = f"last {minutes:.0f} min" if minutes >= 1 else "last minute"
-        self.query_one(Chart).set(
-            trend.generation, f"generated tokens/s, {trend.bucket}-sample means"
-            + (f", top {sig3(max(trend.generation))}" if trend.generation else ": no history yet"),
-            f"{span} → now", self.style("spark"), styles["note"])
+        self.query_one(Chart).set(trend.generation, "generated tok/s",
+                                  f"{trend.bucket}-sample means, {trend.bucket * view.interval_s:g} s a column → now",
+                                  self.style("spark"), styles["note"])
 
 
 class RooflinePanel(Panel):
@@ -120,7 +130,7 @@ class RooflinePanel(Panel):
             with Vertical(id="roof-figures"):
                 for line_id in self.FIGURE_LINES:
                     yield Line(id=line_id, collapse=line_id in self.OPTIONAL)
-            yield Widget(id="roof-plot")
+            yield Block(id="roof-plot")
 
     def on_resize(self) -> None:
         # The plot goes beside the figures when there are rows to spare only that way.
@@ -167,17 +177,13 @@ class RooflinePanel(Panel):
         bound = view.verdict.bound
         self.line("intensity").set(row("intensity", intensity,
                                        note=f"{bound}-bound" if bound and intensity.value is not None else None))
-        plot = self.query_one("#roof-plot")
+        plot = self.query_one("#roof-plot", Block)
         size = plot.size
+        rows: list[Text] = []
         if size.width >= 12 and size.height >= 4:
-            text = roofline_text(size.width, size.height, f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value,
-                                 intensity.value, f.flops_modeled_per_s.value)
-        else:
-            text = Text()
-        if getattr(plot, "_last_plot", None) != (text.plain, size):
-            plot._last_plot = (text.plain, size)
-            plot.render = lambda text=text: text
-            plot.refresh()
+            rows = roofline_text(size.width, size.height, f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value,
+                                 intensity.value, f.flops_modeled_per_s.value).split("\n")
+        plot.set_rows(rows)
 
 
 class MemoryPanel(Panel):

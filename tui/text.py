@@ -97,11 +97,14 @@ class Row:
             if notes:
                 parts.remove(notes[-1])
                 continue
-            # Only essential parts left and still too wide: the last one ends at a word.
+            # Only essential parts left and still too wide: the last one ends at a word (or goes,
+            # when the ones before it already fill the row).
             last = parts[-1]
             room = width - (length - len(last.text))
-            parts[-1] = Part(fit(last.text, max(1, room)), last.style)
-            break
+            if room >= 2 or len(parts) == 1:
+                parts[-1] = Part(fit(last.text, max(1, room)), last.style)
+                break
+            parts.pop()
         out = Text(no_wrap=True, overflow="crop", end="")
         for part in parts:
             if part.rich is not None:
@@ -141,15 +144,15 @@ def sparkline(values, width: int, style: Style | str = "bold") -> Text:
     return Text("".join(SPARKS[min(7, int(v / top * 7.999))] if v > 0 else " " for v in points), style=style)
 
 
-def chart(values, width: int, height: int, style: Style | str = "bold") -> list[str]:
-    """The last ``width`` values as a bar chart ``height`` rows tall, scaled to their maximum;
-    rows top first. Each column's top cell is eighth-precise."""
+def chart(values, width: int, height: int, full_scale: float | None = None) -> list[str]:
+    """The last ``width`` values as a bar chart ``height`` rows tall, scaled to ``full_scale`` (default:
+    their maximum); rows top first. Each column's top cell is eighth-precise."""
     points = list(values)[-width:] if width > 0 else []
-    top = max(points, default=0.0)
+    top = full_scale if full_scale is not None else max(points, default=0.0)
     rows = [[" "] * len(points) for _ in range(height)]
     if top > 0:
         for column, value in enumerate(points):
-            eighths = round(max(0.0, value) / top * height * 8)
+            eighths = round(min(1.0, max(0.0, value) / top) * height * 8)
             for row in range(height):
                 filled = eighths - row * 8
                 if filled <= 0:

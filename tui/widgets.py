@@ -65,7 +65,7 @@ class Line(Widget):
     hiding it is a layout change, which is rare).
     """
 
-    DEFAULT_CSS = "Line { height: 1; width: 1fr; }"
+    DEFAULT_CSS = "Line { height: 1; width: 1fr; text-wrap: nowrap; text-overflow: clip; }"
 
     def __init__(self, *, id: str | None = None, classes: str | None = None, collapse: bool = False) -> None:
         super().__init__(id=id, classes=classes)
@@ -93,7 +93,7 @@ class Line(Widget):
             self.display = bool(text.plain)
             return
         width = self.size.width
-        if not self.is_mounted or not width:
+        if not self.is_mounted or not width or old.cell_len > width:
             self.refresh()
             return
         first, end = span
@@ -279,3 +279,33 @@ class RowTable(Vertical):
             self.rows[index].set(Text(self._format(cells, shown, width), style=style, no_wrap=True, end=""))
         if hidden:
             self.rows[-1].set(Text(f"… {hidden} more", style=more_style))
+
+
+class Block(Widget):
+    """Several rows of text (a chart, a plot) that repaint only the cells that changed, row by row."""
+
+    DEFAULT_CSS = "Block { height: 1fr; width: 1fr; text-wrap: nowrap; text-overflow: clip; }"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._rows: list[Text] = []
+        self._text = Text()
+
+    def render(self) -> Text:
+        return self._text
+
+    def set_rows(self, rows: list[Text]) -> None:
+        old = self._rows
+        if len(rows) == len(old) and all(a.plain == b.plain and a.spans == b.spans for a, b in zip(old, rows)):
+            return
+        self._rows = rows
+        self._text = Text("\n").join(rows)
+        self._text.no_wrap = True
+        width = self.size.width
+        if not self.is_mounted or not width or len(rows) != len(old) or any(r.cell_len > width for r in old):
+            self.refresh()
+            return
+        for y, (before, after) in enumerate(zip(old, rows)):
+            span = changed_span(before, after)
+            if span is not None and span[0] < width:
+                self.refresh(Region(span[0], y, min(span[1], width) - span[0], 1))
