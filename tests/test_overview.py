@@ -14,7 +14,7 @@ from infermon.tui.app import InfermonApp
 from infermon.tui.screens import WhyScreen, why_renderables
 from infermon.tui.sources import LiveSource
 from infermon.tui.text import ELLIPSIS, Row, fit
-from infermon.tui.widgets import Line, Paragraph, changed_span
+from infermon.tui.widgets import Body, Paragraph, changed_span, find_row
 from infermon.views.fmt import si, source_text, value_text
 
 
@@ -32,15 +32,22 @@ async def settle(pilot, sampler):
         await pilot.pause()
 
 
-def on_screen(app, widget) -> bool:
-    """Displayed, and inside the rows between the top of the screen and the footer."""
-    region = widget.region
-    return widget.display and region.height > 0 and region.y + region.height <= app.size.height - 1
+def shown(widget) -> bool:
+    return widget.region.width > 0 and widget.region.height > 0 and all(
+        node.display for node in widget.ancestors_with_self if hasattr(node, "display"))
 
 
-def visible_lines(app) -> list[Line]:
-    return [line for line in app.query(Line) if line.region.width > 0 and line.region.height > 0
-            and all(node.display for node in line.ancestors_with_self if hasattr(node, "display"))]
+def rows_on_screen(app, body: Body) -> dict[str, str]:
+    """The rows of ``body`` that are displayed between the top of the screen and the footer."""
+    if not shown(body):
+        return {}
+    region = body.region
+    bottom = min(region.y + region.height, app.size.height - 1)
+    return {key: body.plain(key) for y, key in enumerate(body.keys) if region.y + y < bottom}
+
+
+def visible_rows(app) -> list[tuple[Body, str]]:
+    return [(body, text) for body in app.query(Body) if shown(body) for text in rows_on_screen(app, body).values()]
 
 
 def test_layout_for_each_size():
@@ -57,13 +64,12 @@ async def test_the_80x24_overview_shows_every_figure_with_its_source_without_a_k
         await settle(pilot, sampler)
         view = app.latest
         f = view.figures
-        lines = {line.id: line for line in app.query(Line) if line.id and line.id.startswith("o-")}
-        shown = {key: line.plain for key, line in lines.items() if on_screen(app, line)}
-        assert app.query_one("#verdict", Paragraph).plain == view.verdict.finding
-        assert on_screen(app, app.query_one("#verdict"))
+        rows = rows_on_screen(app, app.query_one("#overview-rows", Body))
+        assert app.query_one("#verdict", Paragraph).text_plain == view.verdict.finding
+        assert shown(app.query_one("#verdict")) and app.query_one("#verdict").region.y < 3
 
         def has(line_id, fig, word=None):
-            text = shown[line_id]
+            text = rows[line_id]
             assert value_text(fig) in text, (line_id, text)
             assert source_text(fig) in text, (line_id, text)
             if word:
@@ -72,7 +78,7 @@ async def test_the_80x24_overview_shows_every_figure_with_its_source_without_a_k
         has("o-gen", f.generation_tokens_per_s, "generation")
         has("o-prompt", f.prompt_tokens_per_s, "prompt")
         has("o-requests", f.requests_running, "requests")
-        assert f"/ {value_text(f.requests_waiting)}" in shown["o-requests"]
+        assert f"/ {value_text(f.requests_waiting)}" in rows["o-requests"]
         has("o-bw", f.bandwidth_modeled_bytes_per_s, "bandwidth")
         has("o-bw", f.mbu, "MBU")
         has("o-bw", f.peak_bandwidth_bytes_per_s)
@@ -84,10 +90,10 @@ async def test_the_80x24_overview_shows_every_figure_with_its_source_without_a_k
         has("o-intensity", f.operating_intensity, "intensity")
         has("o-intensity", f.ops_per_byte, "ridge")
         has("o-ceiling", f.decode_ceiling_tokens_per_s, "ceiling")
-        assert f.decode_ceiling_tokens_per_s.note in shown["o-ceiling"]  # the batch and context it is at
+        assert f.decode_ceiling_tokens_per_s.note in rows["o-ceiling"]  # the batch and context it is at
         has("o-kv", f.kv_usage, "KV usage")
         has("o-kv", f.kv_headroom_tokens, "headroom")
-        devices = [line.plain for line in app.query_one("#o-devices").query(Line) if on_screen(app, line)]
+        devices = [text for key, text in rows.items() if key.startswith("o-device-")]
         assert len(devices) == len(view.devices) == 2
         for device, text in zip(view.devices, devices):
             assert f"GPU {device.index}" in text
@@ -102,9 +108,9 @@ async def test_the_overview_without_engine_or_gpu_gives_reasons():
     app, sampler = make_app(scripted.snapshots(4, with_engine=False, with_gpus=False))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, sampler)
-        gen = app.query_one("#o-gen", Line).plain
+        gen = find_row(app, "o-gen")
         assert "n/a" in gen and "no engine /metrics found" in gen
-        assert "no NVIDIA driver" in app.query_one("#o-devices").query(Line).first().plain
+        assert "no NVIDIA driver" in find_row(app, "o-device-0")
 
 
 async def test_twelve_gpus_at_80x24_keep_every_figure_on_screen():
@@ -116,11 +122,13 @@ async def test_twelve_gpus_at_80x24_keep_every_figure_on_screen():
     app, sampler = make_app([many(i) for i in range(8)])
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, sampler)
-        for line_id in ("o-gen", "o-prompt", "o-requests", "o-bw", "o-flops", "o-intensity", "o-ceiling", "o-kv"):
-            assert on_screen(app, app.query_one(f"#{line_id}")), line_id
-        devices = [line for line in app.query_one("#o-devices").query(Line)]
-        assert all(on_screen(app, line) for line in devices)
-        assert "more devices (4)" in devices[-1].plain
+        body = app.query_one("#overview-rows", Body)
+        on_screen = rows_on_screen(app, body)
+        assert list(on_screen) == body.keys  # every row
+        for key in ("o-gen", "o-prompt", "o-requests", "o-bw", "o-flops", "o-intensity", "o-ceiling", "o-kv"):
+            assert key in on_screen, key
+        devices = [key for key in body.keys if key.startswith("o-device-")]
+        assert "more devices (4)" in on_screen[devices[-1]]
 
 
 async def test_nothing_is_wider_than_its_row_at_any_size():
@@ -132,8 +140,8 @@ async def test_nothing_is_wider_than_its_row_at_any_size():
                 for key in keys:
                     await pilot.press(key)
                 await pilot.pause()
-                for line in visible_lines(app):
-                    assert Text(line.plain).cell_len <= line.size.width, (size, keys, line.id, line.plain)
+                for body, text in visible_rows(app):
+                    assert Text(text).cell_len <= body.size.width, (size, keys, body.id, text)
             assert "pid 4242" in app.query_one("#header").render().plain
 
 
@@ -144,7 +152,7 @@ async def test_keys_pick_the_overview_or_a_panel():
         assert app.query_one("#overview").display
         await pilot.press("2")
         assert not app.query_one("#overview").display and app.query_one("#roofline").display
-        assert "ridge" in app.query_one("#ridge", Line).plain
+        assert "ridge" in find_row(app, "ridge")
         await pilot.press("escape")
         assert app.query_one("#overview").display and app.current_panel == 0
         await pilot.press("4")
@@ -159,7 +167,7 @@ async def test_keys_pick_the_overview_or_a_panel():
         await pilot.pause()
         assert app.query_one("#overview").display and app.query_one("#memory").display
         assert not app.query_one("#throughput").display
-        assert "131,072 B" in app.query_one("#kv-bytes", Line).plain
+        assert "131,072 B" in find_row(app, "kv-bytes")
 
 
 async def test_why_shows_the_whole_reason_that_a_row_shortens():
@@ -169,8 +177,8 @@ async def test_why_shows_the_whole_reason_that_a_row_shortens():
         await pilot.press("2")
         await pilot.pause()
         reason = app.latest.figures.flops_engine_per_s.why
-        shown = app.query_one("#flops-engine", Line).plain
-        assert reason not in shown and shown.endswith(ELLIPSIS)  # shortened at a word on the panel
+        row = find_row(app, "flops-engine")
+        assert reason not in row and row.endswith(ELLIPSIS)  # shortened at a word on the panel
         await pilot.press("w")
         assert isinstance(app.screen, WhyScreen)
         out = Console(width=100, file=io.StringIO(), record=True)

@@ -290,8 +290,8 @@ class InfermonApp(App[None]):
         self.latest = message.view
 
     def watch_latest(self, view: LiveView | None) -> None:
-        if view is None:
-            return
+        if view is None or not self.screen_stack or self._exit_renderables:
+            return  # a view that arrives while the app closes is not drawn
         if view.alive:
             self.last_alive = view
         if not self.paused:
@@ -359,7 +359,7 @@ class InfermonApp(App[None]):
                 panel.draw(view)
 
     def _set_header(self) -> None:
-        if self._header is None:
+        if self._header is None or not self._header.is_mounted or not self.screen_stack:
             return
         width = max(20, self._width - 2)
         word, component = self._state()

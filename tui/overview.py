@@ -13,12 +13,11 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 
 from infermon.live.figure import MEASURED, Figure
 from infermon.live.view import LiveView
 from infermon.tui.text import Row, bar, fit, sparkline
-from infermon.tui.widgets import Line, Panel
+from infermon.tui.widgets import Body, Panel
 from infermon.views.fmt import note_text, si, sig3, source_text, value_text
 
 LABEL = 10
@@ -40,21 +39,9 @@ class Overview(Panel):
     def __init__(self) -> None:
         super().__init__(0, "Overview", id="overview")
         self.headings = True
-        self._device_lines: list[Line] = []
 
     def compose(self) -> ComposeResult:
-        yield Line(id="h-1", classes="heading")
-        for line_id in ("o-gen", "o-prompt", "o-requests"):
-            yield Line(id=line_id)
-        yield Line(id="h-2", classes="heading")
-        yield Line(id="o-bw")
-        yield Line(id="o-bw-measured", collapse=True)
-        for line_id in ("o-flops", "o-intensity", "o-ceiling"):
-            yield Line(id=line_id)
-        yield Line(id="h-3", classes="heading")
-        yield Line(id="o-kv")
-        yield Line(id="h-4", classes="heading")
-        yield Vertical(id="o-devices")
+        yield Body(id="overview-rows")
 
     # ------------------------------------------------------------------ sizing
 
@@ -72,25 +59,27 @@ class Overview(Panel):
             rows = self.content_size.height or 24
             devices = max(1, len(view.devices))
             want = rows >= FIGURE_ROWS + 4 + devices
-        if want != self.headings:
-            self.headings = want
-            for number in range(1, 5):
-                self.line(f"h-{number}").display = want
+        self.headings = want
 
     # ------------------------------------------------------------------ drawing
 
     def show(self, view: LiveView) -> None:
         styles, width = self.figure_styles(), self.text_width
         self._set_headings(view)
-        if self.headings:
-            for number, title in SECTIONS:
-                head = f"── {number} {title} "
-                self.line(f"h-{number}").set(Text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
         f = view.figures
+        self._heading(1, styles, width)
         self._throughput(view, styles, width)
+        self._heading(2, styles, width)
         self._roofline(view, styles, width)
+        self._heading(3, styles, width)
         self._kv(f, styles, width)
+        self._heading(4, styles, width)
         self._devices(view, styles, width)
+
+    def _heading(self, number: int, styles, width: int) -> None:
+        if self.headings:
+            head = f"── {number} {dict(SECTIONS)[number]} "
+            self.line(f"h-{number}").set(Text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
 
     def _start(self, label: str, fig: Figure, styles, sw: int, value: str | None = None) -> tuple[Row, list[str]]:
         """A row opening with ``label value source`` (or ``label n/a`` and its reason, kept for the end)."""
@@ -160,8 +149,7 @@ class Overview(Panel):
                  f.peak_bandwidth_bytes_per_s, "bar--bandwidth"),
                 ("o-flops", "FLOP/s", f.flops_modeled_per_s, f.mfu, "MFU", f.peak_flops, "bar--compute")):
             if line_id == "o-bw-measured" and achieved.value is None:
-                self.line(line_id).set("")  # n/a on a host or an older GPU: the reason is in panel 2
-                continue
+                continue  # n/a on a host or an older GPU: the reason is in panel 2
             row, reasons = self._start(label, achieved, styles, sw)
             if achieved.value is not None:
                 self._pair(row, share_word, share, styles, reasons)
@@ -215,15 +203,8 @@ class Overview(Panel):
             rows.append(self._device_row(d, styles, width))
         if len(shown) < len(devices):
             rows.append(Text(f"… {len(devices) - len(shown)} more devices (4)", style=styles["note"]))
-        container = self.query_one("#o-devices")
-        while len(self._device_lines) < len(rows):
-            line = Line()
-            self._device_lines.append(line)
-            container.mount(line)
-        while len(self._device_lines) > len(rows):
-            self._device_lines.pop().remove()
-        for line, text in zip(self._device_lines, rows):
-            line.set(text)
+        for index, text in enumerate(rows):
+            self.line(f"o-device-{index}").set(text)
 
     def _device_row(self, d, styles: dict[str, Style], width: int) -> Text:
         na = "n/a"

@@ -11,17 +11,18 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 
 from infermon.live.figure import MEASURED
 from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import Columns, Row, bar, chart, fit
-from infermon.tui.widgets import Block, Line, Panel, Paragraph, RowTable
+from infermon.tui.widgets import Body, Panel, Paragraph, TableFormat
 from infermon.views.fmt import si, sig3, value_text
 
-__all__ = ["PANELS", "Panel", "Paragraph", "Line", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
+__all__ = ["PANELS", "Panel", "Paragraph", "Body", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
            "DevicesPanel", "ProcessesPanel"]
+
 
 def nice_ceiling(value: float) -> float:
     """The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above ``value``: a chart's scale that rarely moves."""
@@ -44,12 +45,14 @@ def paged(values: tuple[float, ...], width: int) -> tuple[float, ...]:
     return values[start:]
 
 
-class Chart(Block):
+class Chart(Body):
     """A bar chart of recent values that takes the rows its panel has left (none: not drawn).
 
     Redrawn only when its values or its size change (the history moves once per bucket of
     samples); its scale is a round number and it scrolls a quarter of its width at a time.
     """
+
+    DEFAULT_CSS = "Chart { height: 1fr; }"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -70,22 +73,18 @@ class Chart(Block):
             scaled = tuple(v / top for v in shown)
             rows.extend(Text(line, style=style) for line in chart(scaled, width, height - 2, full_scale=1.0))
             rows.append(Text(fit(axis, width), style=dim))
-        self.set_rows(rows)
+        self.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
     def on_resize(self) -> None:
         self._draw()
 
 
 class ThroughputPanel(Panel):
-    LINES = ("gen", "prompt", "running", "waiting", "batch", "steps", "ttft", "itl", "queue", "prefix")
-
     def __init__(self) -> None:
         super().__init__(1, "Throughput", id="throughput")
 
     def compose(self) -> ComposeResult:
-        for line_id in self.LINES:
-            yield Line(id=line_id)
-        yield Line(id="engine-note", collapse=True)
+        yield Body(id="throughput-rows")
         yield Chart(id="gen-chart")
 
     def show(self, view: LiveView) -> None:
@@ -124,13 +123,12 @@ class RooflinePanel(Panel):
 
     def __init__(self) -> None:
         super().__init__(2, "Roofline", id="roofline")
+        self._plot_key: tuple | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="roof-body"):
-            with Vertical(id="roof-figures"):
-                for line_id in self.FIGURE_LINES:
-                    yield Line(id=line_id, collapse=line_id in self.OPTIONAL)
-            yield Block(id="roof-plot")
+            yield Body(id="roof-figures")
+            yield Body(id="roof-plot")
 
     def on_resize(self) -> None:
         # The plot goes beside the figures when there are rows to spare only that way.
@@ -160,7 +158,7 @@ class RooflinePanel(Panel):
         self.line("bw-measured").set(row(
             "bandwidth", f.bandwidth_measured_bytes_per_s,
             note=f"differs {disagreement:.0%} from modeled" if disagreement and disagreement > 0.25 else None))
-        short = self.content_size.height < len(self.FIGURE_LINES)
+        short = self.content_size.height < len(self.FIGURE_LINES)  # the panel, figures and plot
         gap = f.bandwidth_vs_engine.value
         engine_bw = f.bandwidth_engine_bytes_per_s
         self.line("bw-engine").set("" if short and engine_bw.value is None else row(
@@ -177,13 +175,18 @@ class RooflinePanel(Panel):
         bound = view.verdict.bound
         self.line("intensity").set(row("intensity", intensity,
                                        note=f"{bound}-bound" if bound and intensity.value is not None else None))
-        plot = self.query_one("#roof-plot", Block)
+        plot = self.query_one("#roof-plot", Body)
         size = plot.size
-        rows: list[Text] = []
-        if size.width >= 12 and size.height >= 4:
-            rows = roofline_text(size.width, size.height, f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value,
-                                 intensity.value, f.flops_modeled_per_s.value).split("\n")
-        plot.set_rows(rows)
+        bandwidth, peak, achieved = f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value, f.flops_modeled_per_s.value
+        # The point moves on a log grid: a change below a hundredth of a decade moves no cell.
+        where = tuple(round(math.log10(v), 2) if v and v > 0 else None for v in (intensity.value, achieved))
+        key = (size.width, size.height, bandwidth, peak, where)
+        if key != self._plot_key:
+            self._plot_key = key
+            rows: list[Text] = []
+            if size.width >= 12 and size.height >= 4:
+                rows = roofline_text(size.width, size.height, bandwidth, peak, intensity.value, achieved).split("\n")
+            plot.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
 
 class MemoryPanel(Panel):
@@ -191,13 +194,7 @@ class MemoryPanel(Panel):
         super().__init__(3, "KV cache & memory", id="memory")
 
     def compose(self) -> ComposeResult:
-        for line_id in ("kv-bytes", "kv-capacity", "kv-pool", "kv-usage", "kv-headroom", "kv-fits", "preempt"):
-            yield Line(id=line_id)
-        yield Line(id="kv-warning", collapse=True)
-        for index in range(4):
-            yield Line(id=f"mem-{index}", collapse=True)
-        for line_id in ("rss", "torch"):
-            yield Line(id=line_id)
+        yield Body(id="memory-rows")
 
     def show(self, view: LiveView) -> None:
         f, styles, width = view.figures, self.figure_styles(), self.text_width
@@ -268,9 +265,9 @@ class DevicesPanel(Panel):
         super().__init__(4, "Devices", id="devices")
 
     def compose(self) -> ComposeResult:
-        yield RowTable(self.COLUMNS, right=frozenset({"util", "memory", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓"}),
-                       keep=frozenset({"#", "device", "util"}))
-        yield Line(id="devices-note")
+        self.table = TableFormat(self.COLUMNS, right=frozenset({"util", "memory", "SM MHz", "power W", "temp", "PCIe↑↓",
+                                                                "NVLink↑↓"}), keep=frozenset({"#", "device", "util"}))
+        yield Body(id="devices-rows")
 
     def show(self, view: LiveView) -> None:
         rows, styles = [], []
@@ -291,7 +288,8 @@ class DevicesPanel(Panel):
                 ", ".join(d.throttle_reasons) or ("—" if d.kind == "gpu" else ""),
             ))
             styles.append("" if d.used_by_tree or d.kind == "host" else self.style("figure--note"))
-        self.query_one(RowTable).set_rows(rows, styles)
+        for index, text in enumerate(self.table.rows(rows, self.text_width, styles)):
+            self.line(f"device-{index}").set(text)
         note = view.why.get("devices", "")
         self.line("devices-note").set(Text(
             fit(note or "* = used by the watched tree; all measured",
@@ -309,8 +307,9 @@ class ProcessesPanel(Panel):
         self.sort_index = 0
 
     def compose(self) -> ComposeResult:
-        yield RowTable(self.COLUMNS, right=frozenset({"pid", "CPU%", "RSS", "GPU mem", "threads"}),
-                       keep=frozenset({"pid", "role", "command"}), words=False)
+        self.table = TableFormat(self.COLUMNS, right=frozenset({"pid", "CPU%", "RSS", "GPU mem", "threads"}),
+                                 keep=frozenset({"pid", "role", "command"}), words=False)
+        yield Body(id="processes-rows")
 
     @property
     def sort_column(self) -> str:
@@ -346,7 +345,9 @@ class ProcessesPanel(Panel):
         ) for p in processes[:500]]
         sized_to_rows = self.app.has_class("full") and self.screen.maximized is not self
         limit = self.FULL_LAYOUT_ROWS if sized_to_rows else max(2, self.content_size.height - 1)
-        self.query_one(RowTable).set_rows(rows, max_rows=limit, more_style=self.style("figure--note"))
+        for index, text in enumerate(self.table.rows(rows, self.text_width, max_rows=limit,
+                                                     more_style=self.style("figure--note"))):
+            self.line(f"process-{index}").set(text)
 
 
 PANELS: tuple[type[Panel], ...] = (ThroughputPanel, RooflinePanel, MemoryPanel, DevicesPanel, ProcessesPanel)

@@ -1,17 +1,19 @@
-"""The dashboard's building blocks: lines that repaint only the cells that changed, panels, tables.
+"""The dashboard's building blocks: panels whose rows repaint only the cells that changed, tables.
 
-Over SSH every repainted cell costs bytes, and every full-screen repaint costs the compositor a
-frame's work. So a :class:`Line` is one row that never needs a layout pass; when its text changes
-it marks only the changed cells dirty, and Textual writes only those to the terminal.
+Over SSH every repainted cell costs bytes, and every widget under a frame's changes costs the
+compositor work. So a panel's rows are one :class:`Body` widget; when a row changes, only its
+changed cells are marked dirty, and Textual writes only those to the terminal.
 """
 
 from __future__ import annotations
 
 from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.strip import Strip
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.geometry import Region
 from textual.widget import Widget
 
@@ -21,6 +23,17 @@ from infermon.tui.text import fit
 
 SOURCE_CLASSES = {MEASURED: "source--measured", ENGINE: "source--engine", MODELED: "source--modeled",
                   DATASHEET: "source--datasheet", GIVEN: "source--given", NA: "source--na"}
+
+
+def strip_of(text: Text, width: int, base: Style, console) -> Strip:
+    """One row of text as the compositor takes it: the widget's style under the text's, cut or
+    padded to ``width``.
+
+    Rows are made here, once per change, instead of by Textual's content pipeline, which renders
+    every row of a widget again whenever any cell of it changes.
+    """
+    segments = Segment.apply_style(text.render(console, end=""), base)
+    return Strip(list(segments)).crop_extend(0, width, base)
 
 
 def _cell_styles(text: Text) -> list:
@@ -41,8 +54,22 @@ def changed_span(old: Text, new: Text) -> tuple[int, int] | None:
     a, b = old.plain, new.plain
     if cell_len(a) != len(a) or cell_len(b) != len(b):
         return 0, max(cell_len(a), cell_len(b)) or 1
-    sa, sb = _cell_styles(old), _cell_styles(new)
     length = max(len(a), len(b))
+    if old.spans == new.spans and old.style == new.style:
+        # The usual case (a value changed in place): the characters alone say where.
+        shortest = min(len(a), len(b))
+        first = 0
+        while first < shortest and a[first] == b[first]:
+            first += 1
+        if first == length:
+            return None
+        if len(a) != len(b):
+            return first, length
+        end = length
+        while end > first and a[end - 1] == b[end - 1]:
+            end -= 1
+        return first, end
+    sa, sb = _cell_styles(old), _cell_styles(new)
 
     def cell(text: str, styles: list, index: int):
         return (text[index], styles[index]) if index < len(text) else None
@@ -58,93 +85,11 @@ def changed_span(old: Text, new: Text) -> tuple[int, int] | None:
     return first, end
 
 
-class Line(Widget):
-    """A one-row figure that repaints only the cells that changed, and only when they changed.
-
-    ``collapse``: an empty line takes no row (used in panels sized to their content; showing or
-    hiding it is a layout change, which is rare).
-    """
-
-    DEFAULT_CSS = "Line { height: 1; width: 1fr; text-wrap: nowrap; text-overflow: clip; }"
-
-    def __init__(self, *, id: str | None = None, classes: str | None = None, collapse: bool = False) -> None:
-        super().__init__(id=id, classes=classes)
-        self._shown: Text = Text()
-        self.collapse = collapse
-        if collapse:
-            self.display = False
-
-    @property
-    def plain(self) -> str:
-        return self._shown.plain
-
-    def render(self) -> Text:
-        return self._shown
-
-    def set(self, text: Text | str) -> None:
-        text = Text(text, no_wrap=True, end="") if isinstance(text, str) else text
-        text.no_wrap = True
-        old = self._shown
-        span = changed_span(old, text)
-        if span is None:
-            return
-        self._shown = text
-        if self.collapse and bool(text.plain) != bool(old.plain):
-            self.display = bool(text.plain)
-            return
-        width = self.size.width
-        if not self.is_mounted or not width or old.cell_len > width:
-            self.refresh()
-            return
-        first, end = span
-        end = min(end, width)
-        if first >= end:
-            return
-        self.refresh(Region(first, 0, end - first, 1))
-
-
-class Paragraph(Widget):
-    """Text whose height follows it (the verdict); relayout only when its row count changes."""
-
-    DEFAULT_CSS = "Paragraph { height: auto; width: 1fr; }"
-
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes)
-        self._shown: Text = Text()
-        self._rows = 1
-
-    @property
-    def plain(self) -> str:
-        return self._shown.plain
-
-    def render(self) -> Text:
-        return self._shown
-
-    def _rows_for(self, text: Text) -> int:
-        width = self.content_size.width
-        if not width:
-            return 1
-        return max(1, len(text.wrap(self.app.console, width)))
-
-    def set(self, text: Text | str) -> None:
-        text = Text(text) if isinstance(text, str) else text
-        if text.plain == self._shown.plain and text.spans == self._shown.spans and text.style == self._shown.style:
-            return
-        self._shown = text
-        rows = self._rows_for(text)
-        relayout = rows != self._rows
-        self._rows = rows
-        self.refresh(layout=relayout)
-
-    def on_resize(self) -> None:
-        self._rows = self._rows_for(self._shown)
-
-
 class Panel(Vertical):
     """A bordered panel with a number key and a title; may be maximised.
 
-    Subclasses list their lines in ``compose`` and draw them in :meth:`show`; ``line(id)`` gives the
-    cached widget. A panel redraws its last view when its size changes (rows are fitted to widths).
+    Subclasses compose a :class:`Body` (and a chart or a plot) and draw their rows in :meth:`show`.
+    A panel redraws its last view when its size changes (rows are fitted to widths).
     """
 
     ALLOW_MAXIMIZE = True
@@ -160,17 +105,21 @@ class Panel(Vertical):
         self.add_class("panel")
         self.stale = False
         self.last: LiveView | None = None
-        self._lines: dict[str, Line] = {}
-        self._styles: dict[str, Style] | None = None
+        self._figure_styles: dict[str, Style] | None = None
+        self._rich_component_styles: dict[str, Style] = {}
+        self.rows: dict[str, Text] = {}
+        self._body: Body | None = None
 
-    def on_mount(self) -> None:
-        self._lines = {line.id: line for line in self.query(Line) if line.id}
+    def line(self, key: str) -> "_RowSetter":
+        """``line(key).set(text)``: the row ``key`` of this draw, in the order rows are set (an
+        empty row takes no place)."""
+        return _RowSetter(self.rows, key)
 
-    def line(self, line_id: str) -> Line:
-        found = self._lines.get(line_id)
-        if found is None:
-            found = self._lines[line_id] = self.query_one(f"#{line_id}", Line)
-        return found
+    @property
+    def body(self) -> "Body":
+        if self._body is None:
+            self._body = self.query(Body).first()
+        return self._body
 
     @property
     def text_width(self) -> int:
@@ -178,58 +127,165 @@ class Panel(Vertical):
         return self.content_size.width or 76
 
     def style(self, component: str) -> Style:
-        return self.get_component_rich_style(component, partial=True)
+        found = self._rich_component_styles.get(component)
+        if found is None:
+            found = self._rich_component_styles[component] = self.get_component_rich_style(component, partial=True)
+        return found
 
     def figure_styles(self) -> dict[str, Style]:
-        if self._styles is None:
+        if self._figure_styles is None:
             styles = {source: self.style(cls) for source, cls in SOURCE_CLASSES.items()}
             styles["label"] = self.style("figure--label")
             styles["note"] = self.style("figure--note")
             styles["heading"] = self.style("figure--heading")
-            self._styles = styles
-        return self._styles
+            self._figure_styles = styles
+        return self._figure_styles
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._styles = None  # the theme changed: colours are read again at the next draw
+        # The theme changed: colours are read again at the next draw.
+        self._figure_styles = None
+        self._rich_component_styles = {}
 
     def draw(self, view: LiveView) -> None:
+        """Show ``view``; a panel whose children are not mounted yet draws it when they are."""
         self.last = view
-        self.show(view)
+        self.rows = {}
+        try:
+            self.show(view)
+            self.body.set_rows([(key, text) for key, text in self.rows.items() if text.plain])
+        except NoMatches:
+            self.stale = True
+            self.call_after_refresh(self._draw_last)
+
+    def _draw_last(self) -> None:
+        if self.stale and self.last is not None and self.display:
+            self.stale = False
+            self.draw(self.last)
 
     def on_resize(self) -> None:
         if self.last is not None and self.display:
-            self.show(self.last)
+            self.draw(self.last)
 
     def show(self, view: LiveView) -> None:  # pragma: no cover - each panel overrides
         raise NotImplementedError
 
 
-class RowTable(Vertical):
-    """A table drawn as one :class:`Line` per row: a changed cell repaints only those cells.
+class _RowSetter:
+    __slots__ = ("rows", "key")
 
-    (A DataTable repaints the whole table for one changed cell, which at 1 Hz is most of an SSH
-    link's budget.) Column widths only grow, so rows never shift. Columns that do not fit the width
-    are left out from the right (``keep`` columns stay; the last of them, e.g. a command, ends at a
-    word, or anywhere with ``words=False``). At most ``max_rows`` rows are drawn, with a line saying how many more there are.
+    def __init__(self, rows: dict[str, Text], key: str) -> None:
+        self.rows = rows
+        self.key = key
+
+    def set(self, text: Text | str) -> None:
+        self.rows[self.key] = Text(text, end="") if isinstance(text, str) else text
+
+
+class Body(Widget):
+    """The rows of a panel (or a chart, a plot) as one widget: each row is made into a strip once
+    when it changes, and only the cells that changed are marked for repainting.
+
+    One widget per panel instead of one per row: the compositor visits every widget under a
+    frame's changes, so fewer widgets is less work per frame. Rows have keys (``rows[key]``);
+    the height follows the number of rows unless the CSS sets it.
     """
 
-    DEFAULT_CSS = "RowTable { height: auto; }"
+    DEFAULT_CSS = "Body { height: auto; width: 1fr; }"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.keys: list[str] = []
+        self._rows: list[Text] = []
+        self._strips: dict[int, Strip] = {}
+        self._strips_width = -1
+
+    def text(self, key: str) -> Text | None:
+        """The row shown under ``key`` (None when there is none)."""
+        try:
+            return self._rows[self.keys.index(key)]
+        except ValueError:
+            return None
+
+    def plain(self, key: str) -> str:
+        row = self.text(key)
+        return row.plain if row is not None else ""
+
+    def render(self) -> Text:
+        text = Text("\n").join(self._rows)
+        text.no_wrap = True
+        return text
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self._rows)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if width != self._strips_width:
+            self._strips.clear()
+            self._strips_width = width
+        strip = self._strips.get(y)
+        if strip is None:
+            text = self._rows[y] if y < len(self._rows) else Text()
+            strip = self._strips[y] = strip_of(text, width, self.rich_style, self.app.console)
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def set_rows(self, rows: list[tuple[str, Text]]) -> None:
+        """Show ``rows`` ((key, text) in order); repaint only what changed."""
+        keys = [key for key, _ in rows]
+        texts = [text for _, text in rows]
+        old = self._rows
+        if keys == self.keys and len(texts) == len(old) and all(
+                a.plain == b.plain and a.spans == b.spans and a.style == b.style for a, b in zip(old, texts)):
+            return
+        self.keys = keys
+        self._rows = texts
+        width = self.size.width
+        if len(texts) != len(old):
+            self._strips.clear()
+            self.refresh(layout=True)
+            return
+        if not self.is_mounted or not width:
+            self._strips.clear()
+            self.refresh()
+            return
+        for y, (before, after) in enumerate(zip(old, texts)):
+            if before.plain == after.plain and before.spans == after.spans and before.style == after.style:
+                continue
+            if before.cell_len > width:
+                self._strips.pop(y, None)
+                self.refresh(Region(0, y, width, 1))
+                continue
+            span = changed_span(before, after)
+            if span is not None and span[0] < width:
+                self._strips.pop(y, None)
+                self.refresh(Region(span[0], y, min(span[1], width) - span[0], 1))
+
+
+def find_row(root, key: str) -> str:
+    """The plain text of the row ``key`` in any :class:`Body` under ``root`` ("" when none)."""
+    for body in root.query(Body):
+        if key in body.keys:
+            return body.plain(key)
+    return ""
+
+
+class TableFormat:
+    """Rows of a table as text: column widths only grow, so rows never shift; columns that do not
+    fit the width are left out from the right (``keep`` columns stay; the last of them, e.g. a
+    command, ends at a word, or anywhere with ``words=False``)."""
 
     def __init__(self, columns: tuple[str, ...], right: frozenset[str] = frozenset(),
-                 keep: frozenset[str] = frozenset(), words: bool = True, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.words = words
+                 keep: frozenset[str] = frozenset(), words: bool = True) -> None:
         self.columns = columns
         self.right = right
         self.keep = keep
+        self.words = words
         self.widths = [len(c) for c in columns]
-        self.rows: list[Line] = []
-        self._header: Line | None = None
-
-    def compose(self) -> ComposeResult:
-        self._header = Line(classes="table-header")
-        yield self._header
 
     def _shown_columns(self, width: int) -> list[int]:
         shown = list(range(len(self.columns)))
@@ -245,7 +301,7 @@ class RowTable(Vertical):
         return shown
 
     def _format(self, cells: tuple[str, ...], shown: list[int], width: int) -> str:
-        out = []
+        out: list[str] = []
         for position, index in enumerate(shown):
             cell, column, cell_width = cells[index], self.columns[index], self.widths[index]
             if position == len(shown) - 1 and column not in self.right:
@@ -253,59 +309,52 @@ class RowTable(Vertical):
                 out.append(fit(cell, max(1, width - used), words=self.words))
             else:
                 out.append(cell.rjust(cell_width) if column in self.right else cell.ljust(cell_width))
-        return "  ".join(out).rstrip()
+        return fit("  ".join(out).rstrip(), width)
 
-    def set_rows(self, rows: list[tuple[str, ...]], styles: list[Style | str] | None = None,
-                 max_rows: int | None = None, more_style: Style | str = "dim") -> None:
+    def rows(self, rows: list[tuple[str, ...]], width: int, styles: list | None = None,
+             max_rows: int | None = None, more_style: Style | str = "dim") -> list[Text]:
+        """The header and the rows (at most ``max_rows``, the last saying how many more there are)."""
         for cells in rows:
             self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells)]
-        width = self.content_size.width or 200
         shown = self._shown_columns(width)
-        if self._header is not None:
-            self._header.set(Text(self._format(self.columns, shown, width), style="bold"))
+        out = [Text(self._format(self.columns, shown, width), style="bold")]
         hidden = 0
         if max_rows is not None and len(rows) > max_rows:
             hidden = len(rows) - (max_rows - 1)
             rows = rows[: max_rows - 1]
-        count = len(rows) + (1 if hidden else 0)
-        while len(self.rows) < count:
-            line = Line()
-            self.rows.append(line)
-            self.mount(line)
-        while len(self.rows) > count:
-            self.rows.pop().remove()
         for index, cells in enumerate(rows):
-            style = styles[index] if styles else ""
-            self.rows[index].set(Text(self._format(cells, shown, width), style=style, no_wrap=True, end=""))
+            out.append(Text(self._format(cells, shown, width), style=(styles[index] if styles else "") or ""))
         if hidden:
-            self.rows[-1].set(Text(f"… {hidden} more", style=more_style))
+            out.append(Text(f"… {hidden} more", style=more_style))
+        return out
 
 
-class Block(Widget):
-    """Several rows of text (a chart, a plot) that repaint only the cells that changed, row by row."""
-
-    DEFAULT_CSS = "Block { height: 1fr; width: 1fr; text-wrap: nowrap; text-overflow: clip; }"
+class Paragraph(Body):
+    """Text wrapped to its width (the verdict): rows like a :class:`Body`, so a changed word
+    repaints only its cells; the height follows the wrapped rows."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._rows: list[Text] = []
-        self._text = Text()
+        self._shown = Text()
 
-    def render(self) -> Text:
-        return self._text
+    @property
+    def text_plain(self) -> str:
+        return self._shown.plain
 
-    def set_rows(self, rows: list[Text]) -> None:
-        old = self._rows
-        if len(rows) == len(old) and all(a.plain == b.plain and a.spans == b.spans for a, b in zip(old, rows)):
+    def set(self, text: Text | str) -> None:
+        text = Text(text) if isinstance(text, str) else text
+        if text.plain == self._shown.plain and text.spans == self._shown.spans and text.style == self._shown.style:
             return
-        self._rows = rows
-        self._text = Text("\n").join(rows)
-        self._text.no_wrap = True
-        width = self.size.width
-        if not self.is_mounted or not width or len(rows) != len(old) or any(r.cell_len > width for r in old):
-            self.refresh()
-            return
-        for y, (before, after) in enumerate(zip(old, rows)):
-            span = changed_span(before, after)
-            if span is not None and span[0] < width:
-                self.refresh(Region(span[0], y, min(span[1], width) - span[0], 1))
+        self._shown = text
+        self._wrap()
+
+    def _wrap(self) -> None:
+        width = self.content_size.width
+        if not width or not self.is_mounted:
+            rows = [self._shown] if self._shown.plain else []
+        else:
+            rows = list(self._shown.wrap(self.app.console, width)) if self._shown.plain else []
+        self.set_rows([(str(y), row) for y, row in enumerate(rows)])
+
+    def on_resize(self) -> None:
+        self._wrap()
