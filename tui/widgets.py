@@ -336,6 +336,8 @@ class Paragraph(Body):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._shown = Text()
+        self._sticky_rows = 0
+        self._wrapped_width = -1
 
     @property
     def text_plain(self) -> str:
@@ -354,7 +356,15 @@ class Paragraph(Body):
             rows = [self._shown] if self._shown.plain else []
         else:
             rows = list(self._shown.wrap(self.app.console, width)) if self._shown.plain else []
+        # The height never shrinks until the terminal is resized: a verdict that flips between one
+        # row and two (or advice that comes and goes) would move everything below it, a whole
+        # screen repainted each time.
+        self._sticky_rows = max(self._sticky_rows, len(rows))
+        rows += [Text("")] * (self._sticky_rows - len(rows))
         self.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
     def on_resize(self) -> None:
+        if self.size.width != self._wrapped_width:
+            self._wrapped_width = self.size.width
+            self._sticky_rows = 0
         self._wrap()
