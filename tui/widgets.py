@@ -199,6 +199,7 @@ class Body(Widget):
         self._rows: list[Text] = []
         self._strips: dict[int, Strip] = {}
         self._strips_width = -1
+        self._base_style: Style | None = None
 
     def text(self, key: str) -> Text | None:
         """The row shown under ``key`` (None when there is none)."""
@@ -226,13 +227,16 @@ class Body(Widget):
             self._strips_width = width
         strip = self._strips.get(y)
         if strip is None:
+            if self._base_style is None:
+                self._base_style = self.rich_style  # computed from the CSS each time it is asked for
             text = self._rows[y] if y < len(self._rows) else Text()
-            strip = self._strips[y] = strip_of(text, width, self.rich_style, self.app.console)
+            strip = self._strips[y] = strip_of(text, width, self._base_style, self.app.console)
         return strip
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()
+        self._base_style = None
 
     def set_rows(self, rows: list[tuple[str, Text]]) -> None:
         """Show ``rows`` ((key, text) in order); repaint only what changed."""
