@@ -69,7 +69,7 @@ class Chart(Body):
         if height >= 3 and width >= 10:
             shown = paged(values, width)
             top = nice_ceiling(max(shown, default=0.0))
-            rows.append(Text(fit(f"{sig3(top)} {unit}" if shown else f"{unit}: no history yet", width), style=dim))
+            rows.append(Text(fit(f"{unit}, scale 0–{sig3(top)}" if shown else f"{unit}: no history yet", width), style=dim))
             scaled = tuple(v / top for v in shown)
             rows.extend(Text(line, style=style) for line in chart(scaled, width, height - 2, full_scale=1.0))
             rows.append(Text(fit(axis, width), style=dim))
