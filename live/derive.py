@@ -21,7 +21,11 @@ from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, Mod
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
 from infermon.model.gpu import GpuLookupError, Hardware, combine, find_gpu, lookup_gpu
-from infermon.model.loaders import ModelLoadError, load_model
+from infermon.model.levers import Levers, OperatingPoint, levers as model_levers
+from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
+from infermon.model.parallel import Parallelism
+from infermon.model.plausibility import warnings as plausibility_warnings
+from infermon.model.serving import serve
 from infermon.model.roofline import DEFAULT_MEMORY_UTILIZATION, ceilings, critical_batch, decode_step, ops_per_byte
 from infermon.model.work import modeled_bandwidth, modeled_flops, step_bytes
 from infermon.probes.agent_channel import engine_from_agents
@@ -31,6 +35,8 @@ from infermon.probes.snapshot import AgentSample, DeviceSample, EngineSample, Sn
 ENGINE_COUNTERS = ("generation", "prompt", "preemptions", "steps", "step_tokens", "est_flops", "est_read_bytes",
                    "prefix_hits", "prefix_queries")
 AGENT_COUNTERS = ("generation", "prompt", "steps")
+# Engines that pick a checkpoint's serving dtype themselves (vLLM's dtype=auto rule and its kin).
+SERVING_ENGINES = frozenset({"vllm", "sglang", "tgi", "tensorrt-llm"})
 
 
 def _engine_counters(engine: EngineSample) -> dict[str, float | None]:
@@ -87,6 +93,13 @@ class Deriver:
         self.model_why: str | None = None
         self.warnings: tuple[str, ...] = ()
         self._tried_model: str | None = None
+        self._loaded: LoadedModel | None = None
+        self._checkpoint_figures: ModelFigures | None = None
+        self._served_on: str | None = None
+        self.serving_notes: tuple[str, ...] = ()
+        self.parallel: Parallelism | None = None
+        self._levers_key: tuple | None = None
+        self._levers: Levers | None = None
         self._engine_rates: SourceRates | None = None
         self._engine_key: tuple | None = None
         self._agent_rates: dict[int, SourceRates] = {}
@@ -124,7 +137,8 @@ class Deriver:
             self.figures = None
             self.model_why = f"model {argument!r} not resolved: {exc} (give --model)"
             return
-        self.figures = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes)
+        self.figures = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+        self._loaded, self._checkpoint_figures, self._served_on = loaded, self.figures, None
         self.model_source = loaded.source
         self.model_why = None
         self.warnings = loaded.warnings
@@ -151,8 +165,9 @@ class Deriver:
         """(arithmetic hardware, what views show of it, why it is missing): the tree's GPUs (table, or
         NVML-derived bandwidth), else the host CPU (calibrated or given)."""
         gpus = [d for d in snapshot.devices if d.kind == "gpu" and d.used_by_tree]
+        self.parallel = None
         if gpus:
-            return self._gpu_hardware(gpus)
+            return self._gpu_hardware(gpus, snapshot.tree)
         host = snapshot.host
         if host is None or not host.bandwidth_bytes_per_s:
             return None, None, (host.source if host else "no device used by the process tree")
@@ -167,7 +182,29 @@ class Deriver:
                             sources={"memory": MEASURED, "bandwidth": word, "peak_flops": word if host.peak_flops else NA})
         return hw, info, None
 
-    def _gpu_hardware(self, gpus: list[DeviceSample]):
+    def _serve(self, spec, framework: str) -> str | None:
+        """The figures an engine serves the checkpoint with on this GPU (its dtype=auto rule); returns the
+        compute dtype, or None where the checkpoint's own dtype stands (a script, llama.cpp, the agent)."""
+        if self._loaded is None or framework not in SERVING_ENGINES:
+            return None
+        if self._served_on != spec.name:
+            served = serve(self._loaded, set(spec.peak_flops), gpu_name=spec.name)
+            self.figures, self.serving_notes, self._served_on = served.figures, served.notes, spec.name
+            self._served_compute = served.compute_dtype
+        return self._served_compute
+
+    def _split(self, count: int, tree) -> str | None:
+        """The tensor/pipeline split of ``count`` GPUs, from the engine's command line; why when it cannot be."""
+        tp = tree.tensor_parallel if tree is not None else None
+        pp = tree.pipeline_parallel if tree is not None else None
+        try:
+            self.parallel = Parallelism.for_gpus(count, tp=tp, pp=pp)
+        except ValueError as exc:
+            self.parallel = None
+            return f"{exc}: the GPUs are taken as one device"
+        return None
+
+    def _gpu_hardware(self, gpus: list[DeviceSample], tree=None):
         totals = [d.memory_total_bytes for d in gpus]
         nvml_memory = float(totals[0]) if all(t is not None for t in totals) else None
         if self.gpu_name:
@@ -178,15 +215,19 @@ class Deriver:
         else:
             spec = find_gpu(gpus[0].name or "")
         if spec is not None:
-            compute = pick_compute_dtype(self.figures, set(spec.peak_flops)) if self.figures else "bf16"
+            compute = self._serve(spec, tree.framework if tree is not None else "unknown")
+            if compute is None:
+                compute = pick_compute_dtype(self.figures, set(spec.peak_flops)) if self.figures else "bf16"
             # Memory as NVML reports it (what the allocator can use), not the marketing figure.
             hw = combine(spec, len(gpus), compute, memory_bytes=nvml_memory)
+            split_why = self._split(len(gpus), tree)
             info = HardwareInfo(name=spec.name, kind="gpu", count=len(gpus), memory_bytes=hw.memory_bytes,
                                 bandwidth_bytes_per_s=hw.bandwidth_bytes_per_s, peak_flops=hw.peak_flops,
                                 compute_dtype=compute, source=f"{len(gpus)} × {spec.name} (datasheet)",
                                 sources={"memory": MEASURED if nvml_memory else DATASHEET, "bandwidth": DATASHEET,
-                                         "peak_flops": DATASHEET if hw.peak_flops else NA})
-            return hw, info, None
+                                         "peak_flops": DATASHEET if hw.peak_flops else NA},
+                                split=_split_words(self.parallel))
+            return hw, info, split_why
         derived = gpus[0].derived_bandwidth_bytes_per_s
         name = gpus[0].name or "unknown GPU"
         why = f"{name} is not in the GPU table: FLOP peak unknown (give --gpu)"
@@ -264,6 +305,7 @@ class Deriver:
         if hw_why:
             why["hardware"] = hw_why
         fig = self.figures
+        par = self.parallel
         interval = snapshot.interval_s
         now = snapshot.monotonic
 
@@ -328,7 +370,7 @@ class Deriver:
             capacity_source = ENGINE if gauges.kind != "agent" else MODELED
         ceil = None
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s and hw.memory_bytes:
-            ceil, _ = ceilings(fig, hw)
+            ceil, _ = ceilings(fig, hw, parallel=par)
             if capacity is None and gauges is None:
                 capacity, capacity_source = float(ceil.kv_capacity_tokens), MODELED
                 capacity_note = f"if {DEFAULT_MEMORY_UTILIZATION:.0%} of device memory held weights and KV"
@@ -350,17 +392,24 @@ class Deriver:
         bytes_step = bandwidth = flops = ceiling = crit = None
         bandwidth_note = None
         if fig is not None and batch and batch > 0:
-            bytes_step = step_bytes(fig, batch, context or 0.0)
+            bytes_step = step_bytes(fig, batch, context or 0.0, parallel=par)
             if gen is not None and steps is not None:
-                bandwidth = modeled_bandwidth(fig, steps, batch, gen, context or 0.0)
+                bandwidth = modeled_bandwidth(fig, steps, batch, gen, context or 0.0, parallel=par)
                 if context is None:
                     bandwidth_note = "weights only: KV reads not included (context unknown)"
-        if fig is not None and (gen is not None or prompt is not None):
-            flops = modeled_flops(fig, gen or 0.0, prompt or 0.0, context or 0.0)
+        flops_note = None
+        computed_prompt = prompt
+        if step_tokens is not None and step_tokens.per_s is not None and gen is not None:
+            # Tokens the engine actually scheduled: prompt tokens served from the prefix cache cost nothing.
+            computed_prompt = max(0.0, step_tokens.per_s - gen)
+            if prompt is not None and computed_prompt < 0.95 * prompt:
+                flops_note = "prompt tokens the engine computed (prefix-cache hits excluded)"
+        if fig is not None and (gen is not None or computed_prompt is not None):
+            flops = modeled_flops(fig, gen or 0.0, computed_prompt or 0.0, context or 0.0)
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s:
             b = max(1, round(batch or 1))
-            ceiling = decode_step(fig, hw, b, round(context or 0)).tokens_per_s
-            crit = critical_batch(fig, hw, round(context or 0))
+            ceiling = decode_step(fig, hw, b, round(context or 0), parallel=par).tokens_per_s
+            crit = critical_batch(fig, hw, round(context or 0), parallel=par)
         measured, measured_why = measured_bandwidth(snapshot.devices, hw)
 
         engine_bw = engine_flops = None
@@ -486,7 +535,7 @@ class Deriver:
         put("bandwidth_vs_engine", (bandwidth - engine_bw) / engine_bw if bandwidth is not None and engine_bw else None,
             MODELED, "needs the modeled figure and the engine's estimate")
         put("bandwidth_disagreement", disagreement, MODELED, "needs the modeled and the measured bandwidth")
-        put("flops_modeled_per_s", flops, MODELED, model_why if fig is None else gen_why)
+        put("flops_modeled_per_s", flops, MODELED, model_why if fig is None else gen_why, flops_note)
         put("flops_engine_per_s", engine_flops, ENGINE, engine_flops_why or _no_estimate(tokens, real_engine))
         put("flops_vs_engine", (flops - engine_flops) / engine_flops if flops is not None and engine_flops else None,
             MODELED, "needs the modeled figure and the engine's estimate")
@@ -548,11 +597,13 @@ class Deriver:
         if gauges is not None:
             notes.extend(gauges.hints)
         notes.extend(r.why for name, r in tokens.rates.items() if r.why and "backwards" in r.why)
-        warnings = tuple(self.warnings)
-        for name, value in (("bandwidth", mbu), ("FLOP/s", mfu)):
-            if value is not None and value > 1.0:
-                warnings += (f"modeled {name} is {value:.0%} of the device peak: the model, batch or device figures "
-                             "do not match this process",)
+        warnings = tuple(dict.fromkeys((*self.warnings, *plausibility_warnings(
+            fig, hw if hw is not None and hw.bandwidth_bytes_per_s else None, context=context, batch=running,
+            kv_capacity_tokens=capacity, mbu=mbu, mfu=mfu, parallel=par))))
+        notes.extend(self.serving_notes)
+        found_levers, levers_why = self._operating_levers(fig, hw, par, batch, context, gen, capacity, verdict.phase)
+        if levers_why:
+            why["levers"] = levers_why
         engine_out = _slim_engine(real_engine if tokens.source != "agent" else agent_engine)
         if not alive and self._last_alive is not None:
             # The process has exited: its last figures stay what every view shows, with the exit and the
@@ -564,10 +615,39 @@ class Deriver:
             tree=tree, devices=snapshot.devices, engine=engine_out,
             agents=tuple(replace(a, model_config=None) for a in snapshot.agents), host=snapshot.host,
             model=_model_info(fig, self.model_source), hardware=hw_info, trend=trend,
-            summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why)
+            summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why,
+            levers=found_levers)
         if alive:
             self._last_alive = view
         return view
+
+    def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase):
+        """What each lever would give at this operating point (model.levers), or why there are none.
+
+        Recomputed only when the point moves (batch, context and rate to two significant digits):
+        the levers are a few dozen decode steps of arithmetic, not worth redoing for jitter.
+        """
+        if fig is None or hw is None or not hw.bandwidth_bytes_per_s:
+            return None, "needs the model and the device's peaks"
+        if hw.count > 1 and par is None:
+            return None, "the GPUs' split is unknown"
+        b = max(1.0, batch or 1.0)
+        c = context or 0.0
+        measured = generation if phase in ("decode", "mixed") and generation else None
+        key = (id(fig), hw.name, hw.count, par, _two_digits(b), _two_digits(c), _two_digits(measured),
+               _two_digits(capacity))
+        if key != self._levers_key:
+            self._levers_key = key
+            try:
+                found = model_levers(fig, hw, OperatingPoint(batch=b, context=c, measured_tokens_per_s=measured,
+                                                             kv_capacity_tokens=capacity, parallel=par))
+                # The worked formulas are calc --levers --explain's; a live view carries the figures.
+                self._levers = replace(found, baseline=replace(found.baseline, formula=""),
+                                       levers=tuple(replace(lever, formula="") for lever in found.levers))
+            except (ValueError, ZeroDivisionError, OverflowError) as exc:
+                self._levers = None
+                return None, f"levers not computed: {exc}"
+        return self._levers, None
 
     def _latencies(self, gauges: EngineSample | None, now: float) -> dict[str, tuple]:
         """(p50, p95) or None, source word, reason, window for ttft, inter_token and queue_time."""
@@ -593,6 +673,23 @@ class Deriver:
 
 # The name callers used before the derivation layer had its own package.
 LiveModel = Deriver
+
+
+def _two_digits(value: float | None) -> float | None:
+    """``value`` to two significant digits (a cache key that ignores jitter)."""
+    if value is None or value == 0:
+        return value
+    from math import floor, log10
+
+    return round(value, 1 - int(floor(log10(abs(value)))))
+
+
+def _split_words(parallel: Parallelism | None) -> str | None:
+    if parallel is None or parallel.trivial:
+        return None
+    parts = [f"TP {parallel.tp}"] + ([f"PP {parallel.pp}"] if parallel.pp > 1 else []) + (
+        [f"{parallel.dp} replicas"] if parallel.dp > 1 else [])
+    return " × ".join(parts)
 
 
 def _rate_why(rate: Rate | None, tokens: _Tokens, why: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from infermon.live.figure import Figure
 from infermon.live.summary import RunSummary
+from infermon.model.levers import Levers
 from infermon.probes.snapshot import AgentSample, DeviceSample, EngineSample, HostCeilings, ProcessTree
 
 SCHEMA = 2
@@ -191,6 +192,7 @@ class HardwareInfo:
     compute_dtype: str
     source: str
     sources: dict[str, str] = field(default_factory=dict)
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,9 @@ class LiveView:
 
     ``tree``, ``devices``, ``engine``, ``agents`` and ``host`` are what the probes saw (per-process
     GPU memory filled in, latency histograms and model configs left out: their figures are in
-    ``figures``). ``why`` holds reasons for whole sections (engine, devices, model, hardware).
+    ``figures``). ``why`` holds reasons for whole sections (engine, devices, model, hardware,
+    levers). ``levers``: what each lever would give at this operating point (modeled, and with the
+    measured efficiency applied; :mod:`infermon.model.levers`).
     """
 
     time: float
@@ -231,6 +235,7 @@ class LiveView:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
+    levers: Levers | None = None
     schema: int = SCHEMA
 
     @property

@@ -122,8 +122,9 @@ def test_bad_input_one_line_exit_2(args, message):
 
 
 def test_process_exiting_mid_once_is_one_line_exit_1():
-    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.7)"])
-    result = infermon("--pid", str(target.pid), "--once", "--interval", "1.5", *HOST)
+    # The target outlives infermon's start (slow on a loaded machine) and dies during the interval.
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"])
+    result = infermon("--pid", str(target.pid), "--once", "--interval", "8", *HOST)
     target.wait()
     assert result.returncode == 1
     assert "exited" in result.stderr and result.stderr.count("\n") == 1
