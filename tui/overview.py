@@ -132,7 +132,7 @@ class Overview(Panel):
         row, reasons = self._start("requests", running, styles, sw,
                                    value=f"{value_text(running)} / {value_text(waiting)}")
         if running.value is not None:
-            if waiting.source != running.source:
+            if waiting.value is not None and waiting.source != running.source:
                 row.add(f" / {source_text(waiting)}", styles.get(waiting.source))
             row.add("  running / waiting", styles["note"], drop=1)
         self._end(row, reasons, styles)
