@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA, Figure, figure
 from infermon.live.history import History, LatencyWindow
+from infermon.live.inside import agent_kv, agent_memory
 from infermon.live.rates import Rate, SourceRates
 from infermon.live.summary import SummaryAccumulator
 from infermon.live.verdict import IDLE_TOKENS_PER_S, VerdictInputs, verdict as make_verdict
@@ -272,7 +273,11 @@ class Deriver:
             first = tracker._last is None
             counters = {"generation": agent.generation_tokens_total, "prompt": agent.prompt_tokens_total,
                         "steps": agent.decode_steps_total}
+            finished = agent.final and tracker._last is not None and tracker._last.time == agent.time
             rates = tracker.update(agent.time, counters, now)
+            if finished:
+                # The agent's final record, read again: it has counted all there was. Idle, not held.
+                rates = {name: Rate(0.0, 0.0, why="the agent has finished (its final record)") for name in rates}
             if first and self.count_from_start:
                 # Started by infermon: the counters began at zero with the process.
                 rates = {k: Rate(None, delta=v, why=r.why) for (k, r), v in zip(rates.items(), counters.values())}
@@ -374,6 +379,12 @@ class Deriver:
             if capacity is None and gauges is None:
                 capacity, capacity_source = float(ceil.kv_capacity_tokens), MODELED
                 capacity_note = f"if {DEFAULT_MEMORY_UTILIZATION:.0%} of device memory held weights and KV"
+        inside = None
+        if gauges is not None and gauges.kind == "agent" and capacity is None:
+            # No KV pool to read under the agent: the capacity is modeled from the free memory.
+            inside = agent_kv(snapshot.agents, snapshot.devices, fig.kv_bytes_per_token if fig is not None else None)
+            if inside.capacity_tokens is not None:
+                capacity, capacity_source, capacity_note = inside.capacity_tokens, MODELED, inside.note
         resident = resident_source = usage = usage_source = None
         if gauges is not None and gauges.kv_usage is not None:
             usage, usage_source = gauges.kv_usage, ENGINE if gauges.kind != "agent" else MEASURED
@@ -485,7 +496,10 @@ class Deriver:
                 stale_flag: bool = False) -> None:
             F[name] = figure(value, FIGURE_INFO[name][0], source, why_text, note, stale_flag)
 
-        held_note = "last reading (the source has not published since)" if rate("generation") and rate("generation").held and not stale else None
+        held_note = None
+        if rate("generation") is not None and rate("generation").held and not stale:
+            held_why = rate("generation").why or ""
+            held_note = held_why if held_why.startswith("between") else "last reading (the source has not published since)"
         put("generation_tokens_per_s", gen, label, gen_why, held_note, stale)
         put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why), held_note, stale)
         put("requests_running", gauges.requests_running if gauges else None, ENGINE if tokens.source != "agent" else MEASURED,
@@ -553,12 +567,18 @@ class Deriver:
             f"{fig.spec.attention_kind.upper()}, {fig.kv_dtype}" if fig else None)
         cap_why = _gauge_why(gauges, "kv_capacity_tokens", why) if gauges is not None else (
             model_why if fig is None else hw_missing)
+        if inside is not None and capacity is None:
+            cap_why = inside.why.get("kv_capacity_tokens", cap_why)
         put("kv_capacity_tokens", capacity, capacity_source or NA, cap_why, capacity_note)
         put("kv_pool_bytes", capacity * fig.kv_bytes_per_token if capacity is not None and fig is not None else None,
             MODELED, "needs the KV capacity and the model")
         usage_why = _gauge_why(gauges, "kv_usage", why) if gauges is not None else "no engine metrics"
         put("kv_usage", usage, usage_source or NA, usage_why)
-        put("kv_resident_tokens", resident, resident_source or NA, usage_why if usage is None else "needs the KV capacity")
+        resident_why = usage_why if usage is None else "needs the KV capacity"
+        if gauges is not None and gauges.kind == "agent" and resident is None:
+            resident_why = gauges.why.get("kv_tokens_resident", resident_why)
+        put("kv_resident_tokens", resident, resident_source or NA, resident_why,
+            inside.source if inside is not None and resident is not None else None)
         put("context_tokens", context, MODELED, F["kv_resident_tokens"].why if resident is None else "needs the running requests")
         headroom = capacity - resident if capacity is not None and resident is not None else None
         headroom_why = (F["kv_resident_tokens"].why if resident is None else F["kv_capacity_tokens"].why)
@@ -566,8 +586,14 @@ class Deriver:
         fits = headroom / context if headroom is not None and context else None
         put("sequences_fit", fits, MODELED, headroom_why if headroom is None else "needs the mean context",
             f"at the mean context {context:,.0f}" if fits is not None else None)
-        put("weight_bytes", fig.weight_bytes if fig else None, MEASURED if fig and fig.weight_bytes_source.startswith(("measured", "safetensors", "GGUF")) else MODELED,
-            model_why, fig.weight_bytes_source if fig else None)
+        inside_memory = agent_memory(snapshot.agents) if snapshot.agents else None
+        if inside_memory is not None and inside_memory.weights_bytes is not None:
+            # What the watched models' parameters occupy, counted inside the process.
+            put("weight_bytes", inside_memory.weights_bytes, MEASURED, None,
+                "the watched models' parameters (agent)")
+        else:
+            put("weight_bytes", fig.weight_bytes if fig else None, MEASURED if fig and fig.weight_bytes_source.startswith(("measured", "safetensors", "GGUF")) else MODELED,
+                model_why, fig.weight_bytes_source if fig else None)
         put("tree_rss_bytes", tree_rss, MEASURED, "no process readable")
         put("tree_gpu_memory_bytes", tree_gpu_total, MEASURED, why.get("devices", "no GPU lists the process tree"))
         put("torch_allocated_bytes", allocated, MEASURED, torch_why)
@@ -589,7 +615,8 @@ class Deriver:
                 prompt_delta=rate("prompt").delta if rate("prompt") else None, generation_rate=gen, mbu=mbu, busy=busy,
                 device_memory=tree_gpu_total, torch_allocated=allocated, torch_reserved=reserved, rss=tree_rss,
                 model_name=fig.name if fig else None, flops_per_token=fig.flops_per_token if fig else None,
-                token_source=_token_source_words(tokens, real_engine), flops=flops)
+                token_source=_token_source_words(tokens, real_engine), flops=flops,
+                weights=inside_memory.weights_bytes if inside_memory is not None else None)
         trend = Trend(generation=self.history.buckets(self.history.generation),
                       prompt=self.history.buckets(self.history.prompt),
                       peak_generation_tokens_per_s=self.history.peak_generation, peak_mbu=self.history.peak_mbu,
@@ -613,7 +640,8 @@ class Deriver:
         view = LiveView(
             time=snapshot.time, monotonic=snapshot.monotonic, interval_s=interval, figures=figures, verdict=verdict,
             tree=tree, devices=snapshot.devices, engine=engine_out,
-            agents=tuple(replace(a, model_config=None) for a in snapshot.agents), host=snapshot.host,
+            agents=tuple(replace(a, model_config=None, ttft=None, inter_token=None) for a in snapshot.agents),
+            host=snapshot.host,
             model=_model_info(fig, self.model_source), hardware=hw_info, trend=trend,
             summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why,
             levers=found_levers)

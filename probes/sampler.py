@@ -54,6 +54,10 @@ class Sampler:
         self._last_discovery = -1e9
         self._host = None
         self._executor = None
+        # Pids whose agent published last tick: when one exits, its final record is read once more.
+        self._agent_pids: frozenset[int] = frozenset()
+        # Final records read (and removed): they stand for their process until it leaves the tree.
+        self._final_agents: dict[int, object] = {}
 
     @property
     def engine_timeout_s(self) -> float:
@@ -121,15 +125,19 @@ class Sampler:
             why["engine"] = "the process has exited"
 
         agents: tuple = ()
-        if tree.alive:
+        if tree.alive or self._agent_pids or self._final_agents:
             from infermon.probes.agent_channel import engine_from_agents, read_agents
 
-            reading = read_agents(tree.pids)
+            live_pids = tree.pids if tree.alive else frozenset()
+            reading = read_agents(live_pids, exited=self._agent_pids, consume_final=True)
             agents = reading.agents
+            self._agent_pids = frozenset(a.pid for a in agents if not a.final)
+            agents = self._with_final_agents(agents, live_pids, tree.alive)
             if engine is None and agents:
+                # An exited process's agent left its last counts: they end the run's totals.
                 engine = engine_from_agents(agents)
                 why.pop("engine", None)
-            elif not agents and engine is None:
+            elif not agents and engine is None and tree.alive:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
 
         host = None
@@ -140,6 +148,22 @@ class Sampler:
             devices = devices + (host_device_sample(host),)
         return Snapshot(time=started_wall, monotonic=started, interval_s=self.config.interval_s, tree=tree,
                         devices=devices, engine=engine, host=host, why=why, agents=agents)
+
+    def _with_final_agents(self, agents: tuple, live_pids: frozenset[int], alive: bool) -> tuple:
+        """An agent that left its final record has counted everything its process made: that
+        record stands (its counters no longer move) while the process lingers, and once more in
+        the tick that sees the tree gone."""
+        for agent in agents:
+            if agent.final:
+                self._final_agents[agent.pid] = agent
+        seen = {agent.pid for agent in agents}
+        extra = []
+        for pid, final in list(self._final_agents.items()):
+            if pid not in seen and (pid in live_pids or not alive):
+                extra.append(final)
+            if not alive or pid not in live_pids:
+                del self._final_agents[pid]
+        return tuple(sorted(agents + tuple(extra), key=lambda a: a.pid))
 
     def _pool(self):
         if self._executor is None:

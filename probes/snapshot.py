@@ -149,6 +149,7 @@ class EngineSample:
     slots_decoded: float | None = None
     slots_processing: int | None = None
     batch: float | None = None
+    kv_tokens_resident: float | None = None
     hints: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
     source_time: float | None = None
@@ -165,8 +166,30 @@ class EngineSample:
 
 
 @dataclass(frozen=True)
+class AgentModel:
+    """One torch module an agent watches: its size, its share of the counts, and the KV tokens
+    (and bytes) of the cache its last forward call returned, while that cache is alive."""
+
+    name: str
+    alive: bool = True
+    weights_bytes: int | None = None
+    params: int | None = None
+    batch: int = 0
+    kv_tokens_resident: int | None = None
+    kv_bytes_resident: int | None = None
+    generation_tokens_total: float = 0.0
+    prompt_tokens_total: float = 0.0
+
+
+@dataclass(frozen=True)
 class AgentSample:
-    """One process's in-process agent record (counters are cumulative; bytes; ``time`` wall-clock)."""
+    """One process's in-process agent record (counters are cumulative; bytes; s).
+
+    ``time`` (wall clock) and ``monotonic`` (the host's monotonic clock, comparable with the
+    monitor's) were taken when the agent read its counters: rates go over these. ``seq`` counts the
+    agent's records; ``final`` marks the one it left at exit. ``kv_tokens_resident`` is what the
+    watched models' caches hold now (``kv_source`` ``cache``) or what the script reported
+    (``reported``); ``ttft`` and ``inter_token`` are cumulative histograms since the agent started."""
 
     pid: int
     time: float
@@ -191,6 +214,18 @@ class AgentSample:
     params: int | None = None
     model_config: dict | None = None
     why: dict[str, str] = field(default_factory=dict)
+    monotonic: float | None = None
+    seq: int | None = None
+    final: bool = False
+    requests_total: float | None = None
+    counting: str | None = None
+    kv_tokens_resident: int | None = None
+    kv_bytes_resident: int | None = None
+    kv_source: str | None = None
+    models: tuple[AgentModel, ...] = ()
+    ttft: Histogram | None = None
+    inter_token: Histogram | None = None
+    rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)
