@@ -233,3 +233,25 @@ async def test_resize_to_20x5_and_back():
         for _ in range(5):
             await pilot.pause(0.05)
         assert not app.has_class("tiny") and "pid 4242" in text_of(app, "#header")
+
+
+async def test_levers_screen_shows_each_lever_and_follows_new_samples():
+    from infermon.tui.screens import LeversScreen
+
+    app, source = make_app(scripted.snapshots(12))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("l")
+        assert isinstance(app.screen, LeversScreen)
+        view = app.screen.view
+        assert view is not None and view.levers is not None
+        from rich.console import Console
+
+        console = Console(record=True, width=118)
+        console.print(app.screen.shown)
+        text = console.export_text()
+        assert view.verdict.finding in text and "batch ×2" in text and "weights int4" in text
+        keys = {lever.key for lever in view.levers.levers}
+        assert {"batch_x2", "weights_int4", "kv_fp8", "speculative", "tensor_parallel"} <= keys
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LeversScreen)

@@ -26,7 +26,7 @@ from infermon.live.view import LiveView
 from infermon.tui.overview import Overview
 from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, ProcessesPanel, RooflinePanel,
                                  ThroughputPanel)
-from infermon.tui.screens import HelpScreen, SummaryScreen, WhyScreen
+from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
 from infermon.tui.text import fit
 
@@ -101,6 +101,7 @@ class InfermonApp(App[None]):
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
         Binding("w", "why", "why"),
+        Binding("l", "levers", "levers"),
         Binding("p", "toggle_pause", "pause"),
         Binding("r", "reset_peaks", "reset"),
         Binding("t", "next_theme", "theme", show=False),
@@ -296,6 +297,8 @@ class InfermonApp(App[None]):
             self.last_alive = view
         if not self.paused:
             self._draw(view)
+            if isinstance(self.screen, LeversScreen):
+                self.screen.show(self.last_alive or view)
         else:
             self._set_header()
 
@@ -484,6 +487,9 @@ class InfermonApp(App[None]):
         view = self.last_alive or self.latest
         self.push_screen(WhyScreen(view))
 
+    def action_levers(self) -> None:
+        self.push_screen(LeversScreen(self.last_alive or self.latest))
+
     def action_summary(self) -> None:
         self.push_screen(SummaryScreen(self.summary_text()))
 
@@ -524,6 +530,7 @@ class InfermonApp(App[None]):
         yield SystemCommand("Run summary", "The perf summary of the run so far", self.action_summary)
         yield SystemCommand("Key help", "Keys, panels and where figures come from", self.action_help)
         yield SystemCommand("Why", "Every figure with its source and its whole note or reason", self.action_why)
+        yield SystemCommand("Levers", "What each lever would do to tokens/s here, and where it stops", self.action_levers)
         yield SystemCommand("Sort processes", "Cycle the process table's sort column", self.action_sort_processes)
         yield SystemCommand("Panel 0: Overview", "The overview (below the full layout)", lambda: self.action_focus_panel(0))
         for number, title in PANEL_TITLES:

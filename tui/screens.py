@@ -17,6 +17,8 @@ HELP = """\
 [b]Keys[/b]
   ?        this help
   w        why: every figure with its source and its whole note or reason
+  l        levers: what batch, quantization, context, speculative decoding
+           or more GPUs would do to tokens/s here, and the ceiling each meets
   q        quit (prints the run's perf summary)
   p        pause / resume the display (sampling goes on)
   r        reset peaks and the run summary
@@ -127,6 +129,53 @@ class WhyScreen(ModalScreen[None]):
         with scroll:
             for renderable in why_renderables(self.view):
                 yield Static(renderable)
+
+
+LEVERS_HELP = ("Each row is the modeled decode tokens/s if one thing changed at today's batch and context; "
+               "'× now' compares it with today's modeled figure, 'stops at' names the ceiling it runs into, and "
+               "the last column applies the efficiency measured now (measured ÷ modeled) to every lever.")
+
+
+class LeversScreen(ModalScreen[None]):
+    """What would change tokens/s at this operating point: every lever, quantified, kept current."""
+
+    BINDINGS = [Binding("escape,q,l", "app.pop_screen", "close")]
+    DEFAULT_CSS = """
+    LeversScreen { align: center middle; }
+    LeversScreen > VerticalScroll { width: 100%; max-width: 120; height: 100%; border: round $accent;
+                                    background: $surface; padding: 0 1; }
+    """
+
+    def __init__(self, view: LiveView | None) -> None:
+        super().__init__()
+        self.view = view
+        self._body = Static("")
+        self.shown = None
+
+    def compose(self) -> ComposeResult:
+        scroll = VerticalScroll()
+        scroll.border_title = "levers: what would change tokens/s here (Esc closes)"
+        with scroll:
+            yield self._body
+            yield Static(Text(LEVERS_HELP, style="dim"))
+
+    def on_mount(self) -> None:
+        self.show(self.view)
+
+    def show(self, view: LiveView | None) -> None:
+        """Redraw for a new view (the app calls this while the screen is open)."""
+        from rich.console import Group
+
+        from infermon.views.calc_view import levers_renderables
+
+        self.view = view
+        if view is None:
+            self._body.update(Text("no sample yet", style="dim"))
+        elif view.levers is None:
+            self._body.update(Text(f"levers n/a: {view.why.get('levers', 'no operating point yet')}", style="dim"))
+        else:
+            self.shown = Group(Text(view.verdict.finding, style="bold"), *levers_renderables(view.levers))
+            self._body.update(self.shown)
 
 
 class SummaryScreen(ModalScreen[None]):
