@@ -31,10 +31,53 @@ def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> Non
     watch.add_argument("--no-mouse", action="store_true", help="do not capture the mouse (select text in the terminal freely)")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every check of the watch options that needs no process, so that commands which start one
+    (``run``, ``demo``) fail with one line before anything starts."""
+    _config(args)
+    if args.model:
+        try:
+            load_model(args.model)
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+    if args.gpu:
+        from infermon.model.gpu import find_gpu, suggest_gpus
+
+        if find_gpu(args.gpu) is None:
+            hint = suggest_gpus(args.gpu)
+            more = f"; did you mean {', '.join(hint)}?" if hint else ""
+            raise UserError(f"--gpu: unknown GPU {args.gpu!r}{more} (see infermon calc --list-gpus)")
+    if getattr(args, "record", None):
+        check_record_path(args.record)
+
+
+def check_record_path(path: str) -> None:
+    """``--record FILE`` must be a regular file we can append to (created if missing), no symlink:
+    checked before sampling, or a child, starts."""
+    import os
+    import stat
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        import errno
+
+        reason = "a symlink (refused)" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        if exc.errno == errno.ENXIO:
+            reason = "not a regular file"
+        raise UserError(f"cannot write {path}: {reason}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"cannot write {path}: not a regular file")
+    finally:
+        os.close(fd)
+
+
 def _config(args: argparse.Namespace):
     from infermon.probes.sampler import SamplerConfig
 
-    if args.interval <= 0 or args.interval != args.interval or args.interval > 3600:
+    if not 0 < args.interval <= 3600:  # also refuses nan
         raise UserError(f"--interval must be between 0 and 3600 seconds, not {args.interval}")
     overrides = {}
     try:
@@ -50,18 +93,23 @@ def _config(args: argparse.Namespace):
                          host_overrides=overrides, allow_calibration=not args.no_calibrate)
 
 
-def open_sampler(args: argparse.Namespace):
-    """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`."""
+def open_sampler(args: argparse.Namespace, own_child: bool = False):
+    """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`.
+    ``own_child``: the pid is a command we started (``run``), so no init-like check."""
     from infermon.live.derive import LiveModel
-    from infermon.probes.process import TargetError
+    from infermon.probes.process import TargetError, init_like, open_target
     from infermon.probes.sampler import Sampler
 
+    check_arguments(args)
     config = _config(args)
-    if args.model:
+    if not own_child:
         try:
-            load_model(args.model)
-        except ModelLoadError as exc:
+            open_target(args.pid)
+        except TargetError as exc:
             raise UserError(str(exc)) from None
+        refused = init_like(args.pid)
+        if refused:
+            raise UserError(refused)
     try:
         sampler = Sampler(config)
     except TargetError as exc:

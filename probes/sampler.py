@@ -121,11 +121,15 @@ class Sampler:
 
             reading = read_agents(tree.pids)
             agents = reading.agents
+            if reading.notices:
+                why["agent_channel"] = "; ".join(reading.notices)
             if engine is None and agents:
                 engine = engine_from_agents(agents)
                 why.pop("engine", None)
             elif not agents and engine is None:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
+            elif not agents and reading.why:
+                why["agent"] = next(iter(reading.why.values()))  # a record skipped, beside the engine's figures
 
         host = None
         if not any(d.used_by_tree for d in devices):
