@@ -132,7 +132,7 @@ def run_batch(batch: int, cpu: bool, seconds: float, bootstrap: str, log: Log, h
     """One child generating at ``batch``, sampled by infermon's probes for ``seconds``."""
     from infermon.probes.agent_channel import read_agents
     from infermon.probes.bootstrap import agent_environment
-    from infermon.live.derive import LiveModel
+    from infermon.live.derive import Deriver
     from infermon.probes.sampler import Sampler, SamplerConfig
 
     command = [sys.executable, "-m", "infermon.cli.demo_workload", "--batch", str(batch), "--prompt", "16",
@@ -155,7 +155,7 @@ def run_batch(batch: int, cpu: bool, seconds: float, bootstrap: str, log: Log, h
         time.sleep(1.0)  # past the first rounds' warm-up
         overrides = host or {}
         sampler = Sampler(SamplerConfig(pid=child.pid, interval_s=0.5, host_overrides=overrides))
-        live = LiveModel()
+        live = Deriver()
         views = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -173,36 +173,36 @@ def run_batch(batch: int, cpu: bool, seconds: float, bootstrap: str, log: Log, h
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    busy = [v for v in views[1:] if v.rates.generation_tokens_per_s]
-    internal = [f"{k}: {v}" for view in views for k, v in view.snapshot.why.items() if "internal error" in str(v)]
+    busy = [v for v in views[1:] if v.figures.generation_tokens_per_s.value]
+    internal = [f"{k}: {v}" for view in views for k, v in view.why.items() if "internal error" in str(v)]
     result["probe_errors"] += internal
 
-    def median(values):
-        values = [v for v in values if v is not None]
+    def median(name):
+        values = [getattr(v.figures, name).value for v in busy if getattr(v.figures, name).value is not None]
         return statistics.median(values) if values else None
 
     result.update(
         samples=len(views),
-        tokens_per_s=median([v.rates.generation_tokens_per_s for v in busy]),
-        modeled_bandwidth=median([v.analysis.achieved_bandwidth_modeled_bytes_per_s for v in busy]),
-        measured_bandwidth=median([v.analysis.achieved_bandwidth_measured_bytes_per_s for v in busy]),
-        measured_why=next((v.analysis.why.get("achieved_bandwidth_measured_bytes_per_s") for v in busy
-                           if v.analysis.achieved_bandwidth_measured_bytes_per_s is None), None),
-        flops=median([v.analysis.achieved_flops_per_s for v in busy]),
-        mbu=median([v.analysis.mbu for v in busy]),
-        mbu_measured=median([v.analysis.mbu_measured for v in busy]),
-        mfu=median([v.analysis.mfu for v in busy]),
-        intensity=median([v.analysis.operating_intensity for v in busy]),
-        ridge=median([v.analysis.ops_per_byte for v in busy]),
-        bound=collections.Counter(v.analysis.bound for v in busy).most_common(1)[0][0] if busy else None,
-        verdict=collections.Counter(v.analysis.verdict.split(";")[0] for v in busy).most_common(1)[0][0] if busy else None,
+        tokens_per_s=median("generation_tokens_per_s"),
+        modeled_bandwidth=median("bandwidth_modeled_bytes_per_s"),
+        measured_bandwidth=median("bandwidth_measured_bytes_per_s"),
+        measured_why=next((v.figures.bandwidth_measured_bytes_per_s.why for v in busy
+                           if v.figures.bandwidth_measured_bytes_per_s.value is None), None),
+        flops=median("flops_modeled_per_s"),
+        mbu=median("mbu"),
+        mbu_measured=median("mbu_measured"),
+        mfu=median("mfu"),
+        intensity=median("operating_intensity"),
+        ridge=median("ops_per_byte"),
+        bound=collections.Counter(v.verdict.bound for v in busy).most_common(1)[0][0] if busy else None,
+        verdict=collections.Counter(v.verdict.finding for v in busy).most_common(1)[0][0] if busy else None,
         model=views[-1].model.name if views and views[-1].model else None,
-        params=views[-1].model.params.total if views and views[-1].model else None,
+        params=views[-1].model.params_total if views and views[-1].model else None,
         hardware=views[-1].hardware.name if views and views[-1].hardware else None,
-        nvml_process_bytes=max((p.used_bytes or 0 for v in views for d in v.snapshot.devices
+        nvml_process_bytes=max((p.used_bytes or 0 for v in views for d in v.devices
                                 for p in d.processes if p.pid == child.pid), default=None) or None,
-        torch_reserved_bytes=max((a.torch_reserved_bytes or 0 for v in views for a in v.snapshot.agents), default=None) or None,
-        torch_allocated_bytes=max((a.torch_allocated_bytes or 0 for v in views for a in v.snapshot.agents), default=None) or None,
+        torch_reserved_bytes=max((a.torch_reserved_bytes or 0 for v in views for a in v.agents), default=None) or None,
+        torch_allocated_bytes=max((a.torch_allocated_bytes or 0 for v in views for a in v.agents), default=None) or None,
     )
     log(f"batch {batch:>3}: {fmt(result['tokens_per_s'], '{:,.0f}')} tok/s, modeled {fmt(result['modeled_bandwidth'], '{:.3g}', 1e-9)} GB/s, "
         f"measured {fmt(result['measured_bandwidth'], '{:.3g}', 1e-9)} GB/s, MBU {fmt(result['mbu'], '{:.0%}')}, "

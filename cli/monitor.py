@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -54,24 +53,12 @@ def check_arguments(args: argparse.Namespace) -> None:
 def check_record_path(path: str) -> None:
     """``--record FILE`` must be a regular file we can append to (created if missing), no symlink:
     checked before sampling, or a child, starts."""
-    import os
-    import stat
+    from infermon.views.recording import RecordingError, open_for_append
 
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        import errno
-
-        reason = "a symlink (refused)" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
-        if exc.errno == errno.ENXIO:
-            reason = "not a regular file"
-        raise UserError(f"cannot write {path}: {reason}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UserError(f"cannot write {path}: not a regular file")
-    finally:
-        os.close(fd)
+        open_for_append(path).close()
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _config(args: argparse.Namespace):
@@ -96,7 +83,7 @@ def _config(args: argparse.Namespace):
 def open_sampler(args: argparse.Namespace, own_child: bool = False):
     """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`.
     ``own_child``: the pid is a command we started (``run``), so no init-like check."""
-    from infermon.live.derive import LiveModel
+    from infermon.live.derive import Deriver
     from infermon.probes.process import TargetError, init_like, open_target
     from infermon.probes.sampler import Sampler
 
@@ -114,7 +101,7 @@ def open_sampler(args: argparse.Namespace, own_child: bool = False):
         sampler = Sampler(config)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    return sampler, LiveModel(args.model, args.gpu)
+    return sampler, Deriver(args.model, args.gpu)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +161,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _once(sampler, live, args) -> int:
-    from infermon.views.live_json import live_to_json
+    from infermon.views.live_json import dumps, live_to_json
 
     live.update(sampler.tick())
     time.sleep(args.interval)
@@ -183,11 +170,11 @@ def _once(sampler, live, args) -> int:
     if snapshot.tree is not None and not snapshot.tree.alive:
         raise RuntimeFailure(snapshot.tree.why.get("process", f"pid {args.pid} exited"))
     if args.json:
-        print(json.dumps(live_to_json(view), indent=2))
+        print(dumps(live_to_json(view), indent=2))
     else:
         from infermon.views.live_report import print_live_report
 
-        print_live_report(view, live.warnings)
+        print_live_report(view)
     return 0
 
 
@@ -196,18 +183,18 @@ class _Stop(Exception):
 
 
 def _record(sampler, live, args) -> int:
-    from infermon.views.live_json import live_to_json, replay_json
+    from infermon.views.recording import RecordingError, RecordingWriter, open_for_append
 
     def stop(signum, frame):
         raise _Stop()
 
-    previous_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        handle = open(args.record, "a", encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {args.record}: {exc.strerror or exc}") from None
+        handle = open_for_append(args.record)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    previous_handler = signal.signal(signal.SIGTERM, stop)
     lines = 0
-    previous_view = None
+    writer = RecordingWriter(handle)
     try:
         with handle:
             next_tick = time.monotonic()
@@ -216,23 +203,20 @@ def _record(sampler, live, args) -> int:
                 view = live.update(snapshot)
                 if snapshot.tree is not None and not snapshot.tree.alive:
                     reason = snapshot.tree.why.get("process", "the process exited")
-                    handle.write(json.dumps({"event": "exited", "time": snapshot.time, "pid": args.pid,
-                                             "why": reason}) + "\n")
-                    handle.flush()
+                    writer.write_event({"event": "exited", "time": snapshot.time, "pid": args.pid, "why": reason})
                     print(f"infermon: {reason}; {lines} samples in {args.record}", file=sys.stderr)
                     return 0
-                record = live_to_json(view)
-                record["timestamp"] = snapshot.time
-                record["replay"] = replay_json(view, previous_view)
-                previous_view = view
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
+                writer.write(view)
                 lines += 1
                 next_tick += args.interval
                 time.sleep(max(0.0, next_tick - time.monotonic()))
     except (KeyboardInterrupt, _Stop):
         print(f"infermon: stopped; {lines} samples in {args.record}", file=sys.stderr)
         return 0
+    except OSError as exc:
+        # A full disk or a vanished file system: the lines already written stay intact.
+        raise RuntimeFailure(f"cannot write {args.record} ({exc.strerror or exc}); "
+                             f"{lines} samples written before it") from None
     finally:
         # None: the previous handler was not set from Python; the default is what it was.
         signal.signal(signal.SIGTERM, previous_handler if previous_handler is not None else signal.SIG_DFL)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from infermon.cli.errors import UserError
-from infermon.views.recording import RecordingError, read_recording, summarize
+from infermon.views.live_json import dumps
+from infermon.views.recording import RecordingError, iter_ticks, read_recording, summarize
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("file")
     replay.add_argument("--speed", type=float, default=1.0, choices=(0.5, 1.0, 2.0, 4.0, 8.0))
     replay.add_argument("--once", action="store_true", help="print a summary of the recording and exit")
-    replay.add_argument("--json", action="store_true", help="with --once: as one JSON object")
+    replay.add_argument("--json", action="store_true",
+                        help="with --once: the summary as one JSON object; alone: every tick whole, one JSON object a line")
     replay.add_argument("--theme", metavar="T")
     replay.add_argument("--no-mouse", action="store_true")
     replay.set_defaults(handler=replay_command)
@@ -41,9 +42,22 @@ def _load(path: str):
     return recording
 
 
+def _stream(path: str) -> int:
+    """Every tick whole, one JSON object a line (deltas applied): for jq and other tools."""
+    notices: list[str] = []
+    try:
+        for record in iter_ticks(path, notices):
+            print(dumps(record))
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    for notice in notices[:5]:
+        print(f"infermon: {path}: {notice}", file=sys.stderr)
+    return 0
+
+
 def replay_command(args: argparse.Namespace) -> int:
     if args.json and not args.once:
-        raise UserError("--json goes with --once")
+        return _stream(args.file)
     if not args.once:
         from infermon.cli.monitor import check_terminal, dashboard_themes
 
@@ -53,7 +67,7 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.once:
         summary = summarize(recording)
         if args.json:
-            print(json.dumps(summary, indent=2))
+            print(dumps(summary, indent=2))
         else:
             _print_summary(summary)
         return 0
@@ -112,16 +126,30 @@ DIFF_ROWS = (
 )
 
 
+def comparability(a: dict, b: dict) -> list[str]:
+    """Why two recordings may not compare like for like (different models, engines or devices)."""
+    warnings = []
+    for key, what in (("models", "models"), ("engines", "engines")):
+        if a[key] and b[key] and a[key] != b[key]:
+            warnings.append(f"the recordings are of different {what}: A {', '.join(a[key])}, B {', '.join(b[key])}")
+    if a["hardware"] and b["hardware"] and a["hardware"] != b["hardware"]:
+        warnings.append(f"the recordings ran on different devices: A {a['hardware']}, B {b['hardware']}")
+    return warnings
+
+
 def diff_command(args: argparse.Namespace) -> int:
     a, b = summarize(_load(args.a)), summarize(_load(args.b))
+    warnings = comparability(a, b)
     rows = []
     for label, get, scale, unit in DIFF_ROWS:
         va, vb = get(a), get(b)
         change = (vb - va) / va if va not in (None, 0) and vb is not None else None
         rows.append({"figure": label, "a": va, "b": vb, "change": change})
     if args.json:
-        print(json.dumps({"a": a, "b": b, "rows": rows}, indent=2))
+        print(dumps({"a": a, "b": b, "rows": rows, "warnings": warnings}, indent=2))
         return 0
+    for warning in warnings:
+        print(f"infermon: warning: {warning}", file=sys.stderr)
     from rich.console import Console
     from rich.table import Table
 

@@ -1,15 +1,14 @@
 """The run's perf summary: the seed's "Perf Summary", computed from what was watched.
 
-Tokens are summed tick by tick from counter deltas (an engine restart does not
-subtract), FLOPs use the exact parameter count (2 FLOP per matmul parameter
-per token) and bytes are kept apart from FLOPs.
+Tokens are the sum of the counters' own increases (an engine restart does not subtract; a source
+that published late adds its tokens when it publishes), so the totals equal what the source
+counted. Compute is the modeled FLOP/s of each interval (the same arithmetic every view shows),
+weighted by the interval's length; bytes are kept apart from FLOPs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from infermon.live.derive import LiveView
 
 
 @dataclass(frozen=True)
@@ -28,87 +27,90 @@ class RunSummary:
     max_device_memory_bytes: int | None
     max_torch_allocated_bytes: int | None
     max_torch_reserved_bytes: int | None
-    model_name: str | None
-    flops_per_token: float | None
+    max_rss_bytes: int | None = None
+    model_name: str | None = None
+    flops_per_token: float | None = None
+    token_source: str | None = None
 
 
 class SummaryAccumulator:
-    """Feed every :class:`LiveView`; read :meth:`summary` at the end."""
+    """Fed once per tick by the derivation layer; :meth:`summary` is the run so far."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.samples = 0
-        self.generation = 0.0
-        self.prompt = 0.0
-        self.saw_generation = False
-        self.saw_prompt = False
+        self.generation: float | None = None
+        self.prompt: float | None = None
         self.peak_rate: float | None = None
         self.mbu_sum = 0.0
         self.mbu_count = 0
         self.max_device_memory: int | None = None
         self.max_allocated: int | None = None
         self.max_reserved: int | None = None
+        self.max_rss: int | None = None
         self.model_name: str | None = None
         self.flops_per_token: float | None = None
-        self._last_monotonic: float | None = None
+        self.token_source: str | None = None
+        self.flops_sum: float | None = None
 
-    def reset(self) -> None:
-        self.__init__()
+    @staticmethod
+    def _max(current: int | float | None, value: int | float | None):
+        if value is None:
+            return current
+        return value if current is None else max(current, value)
 
-    def add(self, view: LiveView) -> None:
-        snap = view.snapshot
+    def add(self, monotonic: float, *, generation_delta: float | None, prompt_delta: float | None,
+            generation_rate: float | None, mbu: float | None, busy: bool, device_memory: int | None,
+            torch_allocated: int | None, torch_reserved: int | None, rss: int | None, model_name: str | None,
+            flops_per_token: float | None, token_source: str | None, flops: float | None = None) -> None:
         if self.first_time is None:
-            self.first_time = snap.monotonic
-        seconds = snap.monotonic - self._last_monotonic if self._last_monotonic is not None else 0.0
-        self._last_monotonic = snap.monotonic
-        self.last_time = snap.monotonic
+            self.first_time = monotonic
+        if flops is not None and self.last_time is not None:
+            # Time-weighted: the modeled FLOP/s of each interval, over that interval.
+            self.flops_sum = (self.flops_sum or 0.0) + flops * max(0.0, monotonic - self.last_time)
+        self.last_time = monotonic
         self.samples += 1
-        rates = view.rates
-        if rates.generation_tokens_per_s is not None:
-            self.saw_generation = True
-            self.generation += rates.generation_tokens_per_s * seconds
-            self.peak_rate = max(self.peak_rate or 0.0, rates.generation_tokens_per_s)
-        if rates.prompt_tokens_per_s is not None:
-            self.saw_prompt = True
-            self.prompt += rates.prompt_tokens_per_s * seconds
-        if view.analysis.mbu is not None and view.analysis.phase not in ("idle", "unknown"):
-            self.mbu_sum += view.analysis.mbu
+        if generation_delta is not None:
+            self.generation = (self.generation or 0.0) + generation_delta
+        if prompt_delta is not None:
+            self.prompt = (self.prompt or 0.0) + prompt_delta
+        self.peak_rate = self._max(self.peak_rate, generation_rate)
+        if mbu is not None and busy:
+            self.mbu_sum += mbu
             self.mbu_count += 1
-        tree_memory = [d.memory_tree_bytes for d in snap.devices if d.kind == "gpu" and d.memory_tree_bytes is not None]
-        if tree_memory:
-            self.max_device_memory = max(self.max_device_memory or 0, sum(tree_memory))
-        allocated = [a.torch_peak_allocated_bytes or a.torch_allocated_bytes for a in snap.agents]
-        reserved = [a.torch_peak_reserved_bytes or a.torch_reserved_bytes for a in snap.agents]
-        if any(v is not None for v in allocated):
-            self.max_allocated = max(self.max_allocated or 0, sum(v or 0 for v in allocated))
-        if any(v is not None for v in reserved):
-            self.max_reserved = max(self.max_reserved or 0, sum(v or 0 for v in reserved))
-        if view.model is not None:
-            self.model_name = view.model.name
-            self.flops_per_token = view.model.flops_per_token
+        self.max_device_memory = self._max(self.max_device_memory, device_memory)
+        self.max_allocated = self._max(self.max_allocated, torch_allocated)
+        self.max_reserved = self._max(self.max_reserved, torch_reserved)
+        self.max_rss = self._max(self.max_rss, rss)
+        if model_name is not None:
+            self.model_name, self.flops_per_token = model_name, flops_per_token
+        if token_source is not None:
+            self.token_source = token_source
 
     def summary(self) -> RunSummary:
         span = (self.last_time - self.first_time) if self.first_time is not None and self.last_time is not None else 0.0
-        generation = self.generation if self.saw_generation else None
-        prompt = self.prompt if self.saw_prompt else None
+        generation, prompt = self.generation, self.prompt
         latency = span / generation if generation and span > 0 else None
         rate = generation / span if generation is not None and span > 0 else None
-        flops = None
-        if self.flops_per_token is not None and span > 0 and (generation is not None or prompt is not None):
-            flops = ((generation or 0.0) + (prompt or 0.0)) * self.flops_per_token / span
+        flops = self.flops_sum / span if self.flops_sum is not None and span > 0 else None
         return RunSummary(
             span_s=span, samples=self.samples, generation_tokens=generation, prompt_tokens=prompt,
             per_token_latency_s=latency, tokens_per_s=rate, flops_per_s=flops,
             peak_generation_tokens_per_s=self.peak_rate,
             mean_mbu=self.mbu_sum / self.mbu_count if self.mbu_count else None,
             max_device_memory_bytes=self.max_device_memory, max_torch_allocated_bytes=self.max_allocated,
-            max_torch_reserved_bytes=self.max_reserved, model_name=self.model_name,
-            flops_per_token=self.flops_per_token)
+            max_torch_reserved_bytes=self.max_reserved, max_rss_bytes=self.max_rss, model_name=self.model_name,
+            flops_per_token=self.flops_per_token, token_source=self.token_source)
 
 
-def format_summary(summary: RunSummary) -> str:
+def format_summary(summary: RunSummary | None) -> str:
     """Plain text for the terminal after the dashboard closes (the seed's layout, done right)."""
+    if summary is None:
+        return "-------Perf Summary-------\nNo samples were taken."
 
     def gb(value: int | None) -> str:
         return "n/a" if value is None else f"{value / 1e9:.2f} GB"
@@ -119,14 +121,17 @@ def format_summary(summary: RunSummary) -> str:
     if summary.generation_tokens is None:
         lines.append("Tokens: n/a (no token counters: no engine metrics or agent)")
     else:
+        counted = f" (counted by {summary.token_source})" if summary.token_source else ""
         lines.append(f"Tokens generated: {summary.generation_tokens:,.0f}"
-                     + (f" (prompt tokens: {summary.prompt_tokens:,.0f})" if summary.prompt_tokens is not None else ""))
+                     + (f", prompt tokens: {summary.prompt_tokens:,.0f}" if summary.prompt_tokens is not None else "")
+                     + counted)
         lines.append("Per token latency (whole batch): " + (f"{summary.per_token_latency_s * 1e3:.2f} ms" if summary.per_token_latency_s else "n/a"))
         lines.append("Throughput: " + (f"{summary.tokens_per_s:.2f} tokens/s" if summary.tokens_per_s is not None else "n/a")
                      + (f" (peak {summary.peak_generation_tokens_per_s:.2f})" if summary.peak_generation_tokens_per_s else ""))
     if summary.flops_per_s is not None:
-        lines.append(f"Compute: {summary.flops_per_s / 1e12:.3f} TFLOP/s "
-                     f"(generated + prompt tokens × {summary.flops_per_token / 1e9:.2f} GFLOP/token, exact params)")
+        lines.append(f"Compute: {summary.flops_per_s / 1e12:.3f} TFLOP/s modeled "
+                     f"({summary.flops_per_token / 1e9:.2f} GFLOP per generated token from the exact parameter "
+                     "count, attention included; prompt tokens without the LM head)")
     else:
         lines.append("Compute: n/a (model unknown)" if summary.flops_per_token is None else "Compute: n/a (no tokens)")
     if summary.mean_mbu is not None:
@@ -135,4 +140,5 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f"Max GPU memory of the process tree (NVML): {gb(summary.max_device_memory_bytes)}")
     lines.append(f"Max memory allocated (torch): {gb(summary.max_torch_allocated_bytes)}")
     lines.append(f"Max memory reserved (torch): {gb(summary.max_torch_reserved_bytes)}")
+    lines.append(f"Max resident memory of the process tree (host): {gb(summary.max_rss_bytes)}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from infermon.model.figures import ModelFigures, weight_bytes_read_per_step
 from infermon.model.gpu import Hardware
+from infermon.model.work import step_bytes
 from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence
 
 # Defaults for the KV budget: like vLLM's gpu_memory_utilization, and a reserve
@@ -84,7 +85,7 @@ class DecodeStep:
 
 def decode_step(fig: ModelFigures, hw: Hardware, batch: int, context: int) -> DecodeStep:
     """t = max((W_read(B) + B·kv_seq(C)) / BW, B·flops_per_token / peak); tokens/s = B / t."""
-    moved = weight_bytes_read_per_step(fig, batch) + batch * kv_bytes_per_sequence(fig.spec, fig.kv_dtype, context)
+    moved = step_bytes(fig, batch, context)
     flops = batch * fig.flops_per_token
     t_mem = memory_time_s(moved, hw.bandwidth_bytes_per_s)
     t_cmp = compute_time_s(flops, hw.peak_flops) if hw.peak_flops else None

@@ -8,7 +8,7 @@ raises for anything the environment does: each part degrades with a reason.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from infermon.probes.process import ProcessProbe
@@ -104,11 +104,16 @@ class Sampler:
         engine: EngineSample | None = None
         if pending is not None:
             engine = pending.result()
+            if engine.source_time is None and "engine" not in engine.why:
+                # When the answer was in hand: the clock its counters are differenced over.
+                engine = replace(engine, source_time=self._clock())
         elif tree.alive:
             ports = tuple(sorted({p for proc in tree.processes for p in proc.listening_ports}))
             probe = self._engine_probe(ports, tree.framework)
             if probe is not None:
                 engine = probe.sample()
+                if engine.source_time is None and "engine" not in engine.why:
+                    engine = replace(engine, source_time=self._clock())
             else:
                 why["engine"] = self._engine_why or "no metrics endpoint found (give --metrics-url)"
         if not tree.alive:

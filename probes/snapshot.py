@@ -42,6 +42,9 @@ class ProcessTree:
     model_argument: str | None = None
     alive: bool = True
     why: dict[str, str] = field(default_factory=dict)
+    tensor_parallel: int | None = None
+    pipeline_parallel: int | None = None
+    data_parallel: int | None = None
 
     @property
     def pids(self) -> frozenset[int]:
@@ -122,6 +125,12 @@ class EngineSample:
     ``kv_usage`` is a fraction 0–1. ``slots_decoded`` is llama.cpp's live
     per-slot ``n_decoded`` sum, which moves during a request while its counters
     move only when a request finishes.
+
+    ``source_time`` is ``time.monotonic()`` when the figures were read from the source (rates are
+    counter deltas over this clock, not the monitor's). ``steps_total`` / ``step_tokens_total``:
+    engine steps and the tokens they scheduled (vLLM ``iteration_tokens_total``);
+    ``estimated_*_total``: the engine's own estimate of its work (vLLM ``--enable-mfu-metrics``, per
+    GPU); ``kv_tokens_resident``: tokens in the KV cache where a source counts them directly.
     """
 
     kind: str
@@ -142,6 +151,17 @@ class EngineSample:
     batch: float | None = None
     hints: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
+    source_time: float | None = None
+    steps_total: float | None = None
+    step_tokens_total: float | None = None
+    estimated_flops_total: float | None = None
+    estimated_read_bytes_total: float | None = None
+    estimated_write_bytes_total: float | None = None
+    prefix_cache_hits_total: float | None = None
+    prefix_cache_queries_total: float | None = None
+    queue_time: Histogram | None = None
+    requests_finished_total: float | None = None
+    kv_tokens_resident: float | None = None
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class LlamaServer:
                 time.sleep(0.2)
         raise TimeoutError("llama-server did not become ready")
 
-    def complete(self, prompt: str, n_predict: int, timeout_s: float = 120) -> dict:
+    def complete(self, prompt: str, n_predict: int, timeout_s: float = 300) -> dict:
         body = json.dumps({"prompt": prompt, "n_predict": n_predict, "ignore_eos": True,
                            "temperature": 0, "cache_prompt": False}).encode()
         request = urllib.request.Request(self.url + "/completion", data=body,

@@ -1,4 +1,4 @@
-"""Scripted snapshots of a vLLM server on H100s, turned into LiveViews by the real LiveModel.
+"""Scripted snapshots of a vLLM server on H100s, turned into LiveViews by the real Deriver.
 
 Deterministic (no clock, no processes): what the dashboard tests and snapshots draw.
 """
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from infermon.live.derive import LiveModel, LiveView
+from infermon.live.derive import Deriver
+from infermon.live.view import LiveView
 from infermon.probes.snapshot import (
     DeviceSample, EngineSample, GpuProcess, Histogram, ProcessInfo, ProcessTree, Snapshot,
 )
@@ -71,14 +72,47 @@ def snapshot(i: int, alive: bool = True, gpm: bool = True, with_engine: bool = T
                     host=None, why=why)
 
 
+def snapshots(count: int = 12, **kwargs) -> list[Snapshot]:
+    return [snapshot(i, **kwargs) for i in range(count)]
+
+
 def views(count: int = 12, **kwargs) -> list[LiveView]:
     """``count`` views of a steady memory-bound decode on one of two H100s."""
-    live = LiveModel()
-    return [live.update(snapshot(i, **kwargs)) for i in range(count)]
+    deriver = Deriver()
+    return [deriver.update(s) for s in snapshots(count, **kwargs)]
+
+
+def snapshots_then_exit(count: int = 6) -> list[Snapshot]:
+    return [snapshot(i) for i in range(count)] + [snapshot(count, alive=False)]
 
 
 def views_then_exit(count: int = 6) -> list[LiveView]:
-    live = LiveModel()
-    out = [live.update(snapshot(i)) for i in range(count)]
-    out.append(live.update(snapshot(count, alive=False)))
-    return out
+    deriver = Deriver()
+    return [deriver.update(s) for s in snapshots_then_exit(count)]
+
+
+class ScriptedSampler:
+    """Hands out scripted snapshots like a Sampler's ticks; after the last, waits until closed (the
+    screen then stays as a live one would between samples). ``exhausted`` is set at the end."""
+
+    def __init__(self, items, interval_s: float = 0.0) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        self._items = iter(items)
+        self.config = SimpleNamespace(interval_s=interval_s)
+        self.exhausted = threading.Event()
+        self._closed = threading.Event()
+        self._last = None
+
+    def tick(self) -> Snapshot:
+        item = next(self._items, None)
+        if item is None:
+            self.exhausted.set()
+            self._closed.wait()
+            return self._last
+        self._last = item
+        return item
+
+    def close(self) -> None:
+        self._closed.set()

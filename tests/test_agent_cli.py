@@ -34,11 +34,12 @@ def test_run_once_reports_the_agents_tokens(env):
                       sys.executable, GENERATE, "--seconds", "8", env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
+    f = data["figures"]
     assert data["engine"]["kind"] == "agent"
-    assert data["engine"]["generation_tokens_per_s"] > 0
-    assert data["engine"]["prompt_tokens_per_s"] > 0
-    assert data["engine"]["batch"] == 4
-    assert data["process"]["framework"] == "python"
+    assert f["generation_tokens_per_s"]["value"] > 0 and f["generation_tokens_per_s"]["source"] == "measured"
+    assert f["prompt_tokens_per_s"]["value"] > 0
+    assert f["requests_running"]["value"] == 4
+    assert data["tree"]["framework"] == "python"
 
 
 def test_run_exit_status_is_the_commands(env):
@@ -54,7 +55,10 @@ def test_run_record_ends_with_the_command(env, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[-1]["event"] == "exited"
-    assert any(line.get("engine", {}).get("kind") == "agent" for line in lines[:-1])
+    from infermon.views.recording import iter_ticks
+
+    ticks = [t for t in iter_ticks(str(path), []) if "event" not in t]
+    assert any((t["engine"] or {}).get("kind") == "agent" for t in ticks)
 
 
 def test_run_reaches_python_children(env, tmp_path):
@@ -70,7 +74,7 @@ def test_run_reaches_python_children(env, tmp_path):
     data = json.loads(result.stdout)
     # parent (no torch) + two generators: the batches add up over the tree.
     assert data["engine"]["kind"] == "agent"
-    assert data["engine"]["batch"] == 6
+    assert data["figures"]["requests_running"]["value"] == 6
 
 
 def test_run_without_a_command(env):
@@ -98,9 +102,9 @@ def test_attach_and_detach_a_running_script(env):
         while time.monotonic() < deadline:
             once = infermon("--pid", str(target.pid), "--once", "--json", "--interval", "0.6", *HOST, env=env)
             data = json.loads(once.stdout)
-            if (data["engine"] or {}).get("generation_tokens_per_s"):
+            if data["figures"]["generation_tokens_per_s"]["value"]:
                 break
-        assert data["engine"]["kind"] == "agent" and data["engine"]["generation_tokens_per_s"] > 0
+        assert data["engine"]["kind"] == "agent" and data["figures"]["generation_tokens_per_s"]["value"] > 0
         detached = infermon("detach", str(target.pid), env=env)
         assert detached.returncode == 0, detached.stderr
         assert target.poll() is None  # still running, never signalled
@@ -147,8 +151,8 @@ def test_demo_runs_headless_and_reports_tokens(env):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["engine"]["kind"] == "agent"
-    assert data["engine"]["generation_tokens_per_s"] > 0
+    assert data["figures"]["generation_tokens_per_s"]["value"] > 0
     # The agent passed the demo model's config along: the roofline knows the model exactly.
     assert data["model"]["name"] == "infermon-demo-tiny"
     assert data["model"]["source"].startswith("agent:")
-    assert data["analysis"]["mbu"] is not None
+    assert data["figures"]["mbu"]["value"] is not None

@@ -1,73 +1,158 @@
-"""Live analysis from scripted rates: MBU, MFU, intensity, bound, verdict, headroom."""
+"""The derivation layer on hand-built snapshots: modeled bandwidth, MBU, MFU, intensity, verdict, KV."""
+
+from dataclasses import replace
 
 import pytest
 
-from infermon.model.analysis import LiveRates, analyze
+import scripted
+from infermon.live.derive import Deriver
+from infermon.live.verdict import VerdictInputs, verdict
 from infermon.model.config import spec_from_config
 from infermon.model.figures import model_figures, weight_bytes_read_per_step
-from infermon.model.gpu import combine, lookup_gpu
+from infermon.model.kv import attention_flops_per_token
+from infermon.model.work import head_flops_per_token
+from infermon.probes.snapshot import EngineSample, HostCeilings, ProcessInfo, ProcessTree, Snapshot
 
 from samples import LLAMA2_7B
 
 
+def a10_snapshot(i: float, generated: float, prompt: float, running: float, usage: float | None,
+                 capacity: int | None, steps: float | None = None, url: str = "http://127.0.0.1:8000/metrics",
+                 **engine) -> Snapshot:
+    """A vLLM-like server of Llama-2-7B on a host whose peaks are the A10's (600 GB/s, 125 TFLOP/s)."""
+    root = ProcessInfo(pid=10, ppid=1, name="python", cmdline=("vllm", "serve", "llama-2-7b"), rss_bytes=1_000)
+    tree = ProcessTree(root_pid=10, processes=(root,), framework="vllm", model_argument="llama-2-7b")
+    sample = EngineSample(kind="vllm", url=url, generation_tokens_total=generated, prompt_tokens_total=prompt,
+                          requests_running=running, batch=running, kv_usage=usage, kv_capacity_tokens=capacity,
+                          **engine)
+    if steps is not None:
+        sample = replace(sample, steps_total=steps)
+    host = HostCeilings(bandwidth_bytes_per_s=600e9, peak_flops=125e12, source="given on the command line",
+                        memory_total_bytes=24_000_000_000)
+    return Snapshot(time=1000.0 + i, monotonic=i, interval_s=1.0, tree=tree, engine=sample, host=host)
+
+
 def fig():
-    return model_figures(spec_from_config(LLAMA2_7B), dtype="fp16")
+    return model_figures(spec_from_config(LLAMA2_7B))
 
 
-def a10():
-    return combine(lookup_gpu("a10"), 1, "fp16")
+def test_memory_bound_decode_figures_follow_the_formulas():
+    deriver = Deriver("llama-2-7b")
+    deriver.update(a10_snapshot(0, 0, 0, 3, 3000 / 13000, 13000))
+    view = deriver.update(a10_snapshot(1, 60, 0, 3, 3000 / 13000, 13000))
+    f, model = view.figures, fig()
+    context = 1000.0
+    expected_bw = 60 / 3 * weight_bytes_read_per_step(model, 3) + 60 * context * model.kv_bytes_per_token
+    assert f.context_tokens.value == pytest.approx(context)
+    assert f.bandwidth_modeled_bytes_per_s.value == pytest.approx(expected_bw)
+    assert f.mbu.value == pytest.approx(expected_bw / 600e9)
+    flops = 60 * (model.flops_per_token + attention_flops_per_token(model.spec, 1000))
+    assert f.flops_modeled_per_s.value == pytest.approx(flops)
+    assert f.operating_intensity.value == pytest.approx(flops / expected_bw)
+    assert f.kv_headroom_tokens.value == pytest.approx(10000)
+    assert f.sequences_fit.value == pytest.approx(10)
+    assert view.verdict.bound == "memory"
+    assert view.verdict.finding.startswith("memory-bound decode: batch 3")
+    assert "vs ridge 208" in view.verdict.finding and "of peak bandwidth" in view.verdict.finding
+    assert f.peak_bandwidth_bytes_per_s.source == "given"
 
 
-def test_memory_bound_decode_verdict_and_figures():
-    f = fig()
-    rates = LiveRates(1.0, generation_tokens_per_s=60.0, prompt_tokens_per_s=0.0, batch=3,
-                      kv_tokens_resident=3000, kv_capacity_tokens=13000)
-    a = analyze(rates, f, a10())
-    expected_bw = 60 / 3 * (weight_bytes_read_per_step(f, 3) + 3000 * 524288)
-    assert a.achieved_bandwidth_modeled_bytes_per_s == pytest.approx(expected_bw)
-    assert a.mbu == pytest.approx(expected_bw / 600e9)
-    assert a.achieved_flops_per_s == pytest.approx(60 * f.flops_per_token)
-    assert a.bound == "memory"
-    assert a.operating_intensity == pytest.approx(a.achieved_flops_per_s / expected_bw)
-    assert a.verdict.startswith("memory-bound decode: batch 3")
-    assert "vs ridge 208" in a.verdict and "of peak bandwidth" in a.verdict
-    assert a.kv_headroom_tokens == 10000
-    assert a.context_tokens == 1000
+def test_prompt_tokens_compute_no_logits():
+    deriver = Deriver("llama-2-7b")
+    deriver.update(a10_snapshot(0, 0, 0, 1, 0.0, 13000))
+    view = deriver.update(a10_snapshot(1, 0, 1000, 1, 0.0, 13000))
+    model = fig()
+    assert view.figures.flops_modeled_per_s.value == pytest.approx(1000 * (model.flops_per_token - head_flops_per_token(model)))
+    assert view.verdict.phase == "prefill"
 
 
-def test_prefill_is_compute_bound():
-    a = analyze(LiveRates(1.0, 5.0, 5000.0, batch=1, kv_tokens_resident=100), fig(), a10())
-    assert a.phase == "prefill"
-    assert a.bound == "compute"
-    assert a.verdict.startswith("compute-bound prefill")
+def test_engine_step_counter_beats_the_sampled_batch():
+    deriver = Deriver("llama-2-7b")
+    first = a10_snapshot(0, 0, 0, 8, 0.1, 13000)
+    deriver.update(replace(first, engine=replace(first.engine, steps_total=0.0, step_tokens_total=0.0)))
+    # 100 steps of 5 sequences each, though 8 requests were running at both sampling instants.
+    second = a10_snapshot(1, 500, 0, 8, 0.1, 13000)
+    view = deriver.update(replace(second, engine=replace(second.engine, steps_total=100.0, step_tokens_total=500.0)))
+    assert view.figures.batch.value == pytest.approx(5)
+    assert view.figures.steps_per_s.value == pytest.approx(100)
+    assert view.figures.tokens_per_step.value == pytest.approx(5)
 
 
-def test_idle():
-    a = analyze(LiveRates(1.0, 0.0, 0.0, batch=0), fig(), a10())
-    assert a.phase == "idle" and a.verdict.startswith("idle")
+def test_headroom_is_na_while_the_engine_reports_no_usage():
+    deriver = Deriver("llama-2-7b")
+    deriver.update(a10_snapshot(0, 0, 0, 2, None, 4096))
+    view = deriver.update(a10_snapshot(1, 40, 0, 2, None, 4096))
+    f = view.figures
+    assert f.kv_capacity_tokens.value == 4096 and f.kv_capacity_tokens.source == "engine-reported"
+    assert f.kv_headroom_tokens.value is None and f.kv_headroom_tokens.source == "n/a"
+    assert f.kv_headroom_tokens.why
+    assert f.bandwidth_modeled_bytes_per_s.note.startswith("weights only")
+
+
+def test_a_source_that_did_not_publish_keeps_its_rate_and_is_never_idle():
+    deriver = Deriver("llama-2-7b")
+    deriver.update(a10_snapshot(0, 0, 0, 2, 0.1, 13000, source_time=0.0))
+    deriver.update(a10_snapshot(1, 100, 0, 2, 0.1, 13000, source_time=1.0))
+    # The next tick sees the same reading (the source has not published since).
+    held = deriver.update(a10_snapshot(2, 100, 0, 2, 0.1, 13000, source_time=1.0))
+    assert held.figures.generation_tokens_per_s.value == pytest.approx(100)
+    assert held.verdict.phase != "idle"
+    # When it publishes, the rate is over its own clock: 200 tokens in its 2 s, not 200 in one tick.
+    after = deriver.update(a10_snapshot(3, 300, 0, 2, 0.1, 13000, source_time=3.0))
+    assert after.figures.generation_tokens_per_s.value == pytest.approx(100)
+    assert after.summary.generation_tokens == 300
+
+
+def test_an_engine_that_stops_answering_is_held_then_stale_and_says_so():
+    deriver = Deriver("llama-2-7b")
+    deriver.update(a10_snapshot(0, 0, 0, 2, 0.1, 13000))
+    deriver.update(a10_snapshot(1, 100, 0, 2, 0.1, 13000))
+    down = a10_snapshot(2, 100, 0, 2, 0.1, 13000)
+    down = replace(down, engine=EngineSample(kind="vllm", url=down.engine.url, why={"engine": "timed out after 0.8 s"}))
+    held = deriver.update(down)
+    assert held.figures.generation_tokens_per_s.value == pytest.approx(100)
+    assert not held.figures.generation_tokens_per_s.stale
+    for i in range(3, 7):
+        view = deriver.update(replace(down, monotonic=float(i), time=1000.0 + i))
+    assert view.figures.generation_tokens_per_s.stale
+    assert view.verdict.phase != "idle" and "no new reading" in view.verdict.finding
+
+
+def test_an_engine_that_never_answered_names_the_url_not_give_metrics_url():
+    deriver = Deriver("llama-2-7b")
+    snap = a10_snapshot(0, 0, 0, 2, 0.1, 13000, url="http://10.0.0.5:8000/metrics")
+    snap = replace(snap, engine=EngineSample(kind="vllm", url=snap.engine.url, why={"engine": "timed out after 0.8 s"}))
+    view = deriver.update(snap)
+    view = deriver.update(replace(snap, monotonic=1.0))
+    assert view.verdict.phase == "unknown"
+    assert "http://10.0.0.5:8000/metrics" in view.verdict.finding and "timed out" in view.verdict.finding
+    assert "--metrics-url" not in view.verdict.text
 
 
 def test_unknown_model_says_why():
-    a = analyze(LiveRates(1.0, 40.0, 0.0, batch=1), None, a10())
-    assert a.mbu is None
-    assert "model" in a.why
-    assert "give --model" in a.verdict
+    deriver = Deriver()
+    snap = a10_snapshot(0, 0, 0, 1, 0.1, 100)
+    snap = replace(snap, tree=replace(snap.tree, model_argument=None))
+    deriver.update(snap)
+    view = deriver.update(replace(a10_snapshot(1, 40, 0, 1, 0.1, 100), tree=snap.tree))
+    assert view.figures.mbu.value is None and "model" in view.figures.mbu.why
+    assert "--model" in view.verdict.advice
 
 
-def test_measured_bandwidth_disagreement_is_flagged():
-    rates = LiveRates(1.0, 40.0, 0.0, batch=1, kv_tokens_resident=0, measured_bandwidth_bytes_per_s=200e9)
-    a = analyze(rates, fig(), a10())
-    assert a.bandwidth_disagreement > 0.25
-    assert "differ by" in a.verdict
-    assert a.mbu_measured == pytest.approx(200e9 / 600e9)
+def test_verdicts_in_words():
+    common = dict(batch=1, intensity=None, ridge=208.0, mbu=None, mfu=None, disagreement=None, have_model=True,
+                  have_hardware=True)
+    assert verdict(VerdictInputs(generation=0.0, prompt=0.0, **common)).finding.startswith("idle")
+    assert verdict(VerdictInputs(generation=None, prompt=None, **common)).finding.startswith("no token counters")
+    prefill = verdict(VerdictInputs(generation=5.0, prompt=5000.0, **{**common, "intensity": 900.0}))
+    assert prefill.finding.startswith("compute-bound prefill") and prefill.tone == "compute"
+    off = verdict(VerdictInputs(generation=5000.0, prompt=0.0, **{**common, "mbu": 8.0}))
+    assert "cannot be" in off.finding and "--model" in off.advice
+    differ = verdict(VerdictInputs(generation=40.0, prompt=0.0, **{**common, "mbu": 0.5, "disagreement": 0.4}))
+    assert "differ by 40%" in differ.advice and differ.tone == "memory"
 
 
-def test_no_counters():
-    a = analyze(LiveRates(1.0, None, None, batch=None), fig(), a10())
-    assert a.phase == "unknown" and "no token counters" in a.verdict
-
-
-def test_impossible_figures_are_called_out():
-    a = analyze(LiveRates(1.0, 5000.0, 0.0, batch=1, kv_tokens_resident=0), fig(), a10())
-    assert a.mbu > 1.1
-    assert "cannot be" in a.verdict and "--model" in a.verdict
+def test_scripted_views_are_consistent_end_to_end():
+    view = scripted.views(6)[-1]
+    assert view.verdict.finding.startswith("memory-bound decode")
+    assert view.figures.mbu_measured.value == pytest.approx(0.45)

@@ -57,22 +57,27 @@ def test_decode_rate_matches_the_servers_own_timings(server):
     result = subprocess.run([sys.executable, "-m", "infermon.cli.main", "--pid", str(server.process.pid), "--once",
                              "--json", "--interval", "2", *HOST], capture_output=True, text=True, timeout=60)
     still_decoding = decoded_so_far(server) > 0
-    worker.join(timeout=120)
+    worker.join(timeout=300)
     assert result.returncode == 0, result.stderr
     assert still_decoding, "the request finished before the measurement did; the test needs a longer request"
     data = json.loads(result.stdout)
-    assert data["process"]["framework"] == "llamacpp"
+    assert data["tree"]["framework"] == "llamacpp"
     assert data["engine"]["kind"] == "llamacpp"
     assert data["engine"]["url"] == f"{server.url}/metrics"
     timings = done["result"]["timings"]
     expected = timings["predicted_per_second"]
-    measured = data["engine"]["generation_tokens_per_s"]
+    measured = data["figures"]["generation_tokens_per_s"]["value"]
+    assert data["figures"]["generation_tokens_per_s"]["source"] == "engine-reported"
     assert measured == pytest.approx(expected, rel=0.10), (measured, timings)
     # The model comes from `-m tiny-llama.gguf`, with exact bytes from the GGUF's tensors.
     assert data["model"]["source"].startswith("GGUF:")
-    assert data["analysis"]["phase"] == "decode"
-    assert data["analysis"]["bound"] == "memory"
-    assert data["analysis"]["mbu"] > 0
+    assert data["verdict"]["phase"] == "decode"
+    assert data["verdict"]["bound"] == "memory"
+    assert data["figures"]["mbu"]["value"] > 0
+    # llama-server reports no KV usage: the headroom is n/a with that reason, never the whole capacity.
+    assert data["figures"]["kv_capacity_tokens"]["value"] > 0
+    assert data["figures"]["kv_headroom_tokens"]["value"] is None
+    assert "KV" in data["figures"]["kv_headroom_tokens"]["why"]
 
 
 def test_counters_catch_up_after_requests_finish(server):

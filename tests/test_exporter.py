@@ -31,14 +31,21 @@ def test_collector_serves_a_scripted_views_figures():
     collector.update(view)
     samples = parsed(generate_latest(registry).decode())
     labels, value = samples["infermon_mbu"][0]
-    assert value == pytest.approx(view.analysis.mbu)
-    assert labels == {"pid": "4242", "model": "Llama 3.1 8B", "device": "NVIDIA H100 80GB HBM3", "engine": "vllm"}
-    assert samples["infermon_generation_tokens_per_second"][0][1] == pytest.approx(view.rates.generation_tokens_per_s)
+    f = view.figures
+    assert value == pytest.approx(f.mbu.value)
+    assert labels == {"pid": "4242", "model": "Llama 3.1 8B", "device": "NVIDIA H100 80GB HBM3", "engine": "vllm",
+                      "source": "modeled"}
+    generation = samples["infermon_generation_tokens_per_second"][0]
+    assert generation[1] == pytest.approx(f.generation_tokens_per_s.value)
+    assert generation[0]["source"] == "engine-reported"
     bandwidth = {l["source"]: v for l, v in samples["infermon_achieved_bandwidth_bytes_per_second"]}
-    assert bandwidth["modeled"] == pytest.approx(view.analysis.achieved_bandwidth_modeled_bytes_per_s)
-    assert bandwidth["measured"] == pytest.approx(view.analysis.achieved_bandwidth_measured_bytes_per_s)
-    assert samples["infermon_ops_per_byte_ridge"][0][1] == pytest.approx(view.analysis.ops_per_byte)
-    assert samples["infermon_kv_cache_headroom_tokens"][0][1] == pytest.approx(view.analysis.kv_headroom_tokens)
+    assert bandwidth["modeled"] == pytest.approx(f.bandwidth_modeled_bytes_per_s.value)
+    assert bandwidth["measured"] == pytest.approx(f.bandwidth_measured_bytes_per_s.value)
+    assert samples["infermon_ops_per_byte_ridge"][0][1] == pytest.approx(f.ops_per_byte.value)
+    assert samples["infermon_kv_cache_headroom_tokens"][0][1] == pytest.approx(f.kv_headroom_tokens.value)
+    assert samples["infermon_peak_bandwidth_bytes_per_second"][0][0]["source"] == "datasheet"
+    # A figure that is n/a has no sample at all (not a zero).
+    assert f.torch_allocated_bytes.value is None and not samples.get("infermon_torch_allocated_bytes")
     bound = {l["bound"]: v for l, v in samples["infermon_bound"]}
     assert bound == {"memory": 1.0, "compute": 0.0}
     assert samples["infermon_up"][0][1] == 1.0

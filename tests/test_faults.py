@@ -17,7 +17,7 @@ from metrics_server import MetricsServer
 from infermon.model.config import ConfigError, spec_from_config
 from infermon.model.params import count_params
 from infermon.probes.engines import EngineProbe, parse_exposition, sample_from_exposition
-from infermon.live.derive import LiveModel, engine_rates
+from infermon.live.derive import Deriver
 from infermon.probes.process import ProcessProbe
 from infermon.probes.sampler import Sampler, SamplerConfig
 
@@ -27,12 +27,14 @@ SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
 
 
 def test_counters_going_backwards_give_no_negative_rate_and_a_note():
-    before = scripted.snapshot(5)
+    deriver = Deriver()
+    deriver.update(scripted.snapshot(5))
     after = replace(scripted.snapshot(6), engine=replace(scripted.engine(6), generation_tokens_total=10.0))
-    rates = engine_rates(before, after)
-    assert rates.generation_tokens_per_s is None
-    assert any("went backwards" in note for note in rates.notes)
-    assert rates.prompt_tokens_per_s is not None and rates.prompt_tokens_per_s > 0
+    view = deriver.update(after)
+    assert view.figures.generation_tokens_per_s.value is None
+    assert "went backwards" in view.figures.generation_tokens_per_s.why
+    assert any("went backwards" in note for note in view.notes)
+    assert view.figures.prompt_tokens_per_s.value is not None and view.figures.prompt_tokens_per_s.value > 0
 
 
 def test_metric_names_changing_between_scrapes():
@@ -46,8 +48,12 @@ def test_metric_names_changing_between_scrapes():
     assert [s.kind for s in samples] == ["vllm", "vllm", "sglang", "vllm"]
     assert samples[1].kv_usage == samples[0].kv_usage  # the older name maps to the same figure
     snaps = [replace(scripted.snapshot(i), engine=replace(s, url="u")) for i, s in enumerate(samples)]
-    changed = engine_rates(snaps[1], snaps[2])
-    assert changed.generation_tokens_per_s is None and "engine changed" in changed.notes[0]
+    deriver = Deriver()
+    views = [deriver.update(snap) for snap in snaps]
+    assert views[1].figures.generation_tokens_per_s.value is not None
+    # Another engine behind the same URL: its counters are not the old ones' continuation.
+    assert views[2].figures.generation_tokens_per_s.value is None
+    assert "two readings" in views[2].figures.generation_tokens_per_s.why
 
 
 def test_children_appearing_and_vanishing_mid_tick():
@@ -94,13 +100,13 @@ def test_sampler_survives_nvml_failing(failure):
             nvml.fail("*")
         else:
             nvml.gpus[1].lost = True
-        live = LiveModel()
+        live = Deriver()
         for _ in range(3):
             view = live.update(sampler.tick())
-        assert view.snapshot.tree.alive
-        assert view.snapshot.devices  # degraded, not gone
+        assert view.tree.alive
+        assert view.devices  # degraded, not gone
         if failure == "gpu lost":
-            lost = [d for d in view.snapshot.devices if d.index == 1][0]
+            lost = [d for d in view.devices if d.index == 1][0]
             assert "lost" in json.dumps(lost.why)
         sampler.close()
     finally:
@@ -161,13 +167,29 @@ def test_metrics_mapping_of_shuffled_real_lines(lines, noise):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _recorded_lines() -> list[bytes]:
+    import io
+
+    from infermon.views.recording import RecordingWriter
+
+    handle = io.StringIO()
+    writer = RecordingWriter(handle)
+    for view in scripted.views(3):
+        writer.write(view)
+    return [line.encode() for line in handle.getvalue().splitlines(keepends=True)]
+
+
+RECORDED = _recorded_lines()
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2000))
 def test_recording_reader_never_raises_anything_but_its_error(tmp_path, data):
     from infermon.views.recording import RecordingError, read_recording
 
     path = tmp_path / "fuzz.jsonl"
-    lines = (DATA / "vllm-recording.jsonl").read_bytes().splitlines(keepends=True)
-    path.write_bytes(lines[0][: len(data) % (len(lines[0]) + 1)] + data + lines[1])
+    lines = RECORDED
+    path.write_bytes(lines[0][: len(data) % (len(lines[0]) + 1)] + data + lines[1] + lines[2])
     try:
         read_recording(str(path))
     except RecordingError:

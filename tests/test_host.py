@@ -58,7 +58,8 @@ def test_calibration_gives_sane_cpu_figures_quickly():
 
     assert math.isfinite(ceilings.bandwidth_bytes_per_s) and math.isfinite(ceilings.peak_flops)
     assert 1e9 <= ceilings.bandwidth_bytes_per_s <= 1e12
-    assert 1e9 <= ceilings.peak_flops <= 1e14
+    # A loaded CI machine can give a fraction of the usual matmul rate; the bound catches nonsense only.
+    assert 1e8 <= ceilings.peak_flops <= 1e14
     assert ceilings.source.startswith("calibrated ") and "on this host" in ceilings.source
     assert ("copy" in ceilings.source or "dot product" in ceilings.source) and "matmul" in ceilings.source
     assert ceilings.memory_total_bytes > 0 and ceilings.cpu_count >= 1

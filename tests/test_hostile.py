@@ -197,7 +197,7 @@ def test_a_squatted_channel_falls_back_to_a_private_directory_and_the_monitor_fi
                       COUNTING.replace("while True", "for _ in range(500)"), env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["engine"]["kind"] == "agent" and data["engine"]["generation_tokens_per_s"] > 0
+    assert data["engine"]["kind"] == "agent" and data["figures"]["generation_tokens_per_s"]["value"] > 0
     assert "refused" in data["why"]["agent_channel"] and str(shared) in data["why"]["agent_channel"]
     assert "infermon agent" not in result.stderr  # the program's own stderr stayed clean
     fallbacks = [p for p in Path(env["TMPDIR"]).iterdir() if p.name.startswith(f"infermon-{os.getuid()}-")]
@@ -400,7 +400,7 @@ def test_as_root_another_users_agent_is_found_read_only_and_stopped(other_user, 
         once = infermon("--pid", str(pid), "--once", "--json", "--interval", "0.4", *HOST, env=env)
         assert once.returncode == 0, once.stderr
         data = json.loads(once.stdout)
-        assert data["engine"]["kind"] == "agent" and data["engine"]["generation_tokens_per_s"] > 0
+        assert data["engine"]["kind"] == "agent" and data["figures"]["generation_tokens_per_s"]["value"] > 0
         assert {p.name: p.stat().st_uid for p in channel.iterdir()} == listing  # read only
         already = infermon("attach", str(pid), "--yes", env=env)
         assert already.returncode == 0 and "already has an agent" in already.stdout
@@ -538,8 +538,10 @@ def test_once_and_record_go_on_past_a_bad_record(tmp_path, env, sleeper):
         recorder.send_signal(signal.SIGINT)
         _, err = recorder.communicate(timeout=10)
     assert recorder.returncode == 0 and "Traceback" not in err
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) >= 4 and all("agent record skipped" in line["why"]["agent"] for line in lines)
+    from infermon.views.recording import iter_ticks
+
+    ticks = list(iter_ticks(str(path), []))
+    assert len(ticks) >= 4 and all("agent record skipped" in tick["why"]["agent"] for tick in ticks)
 
 
 async def test_the_dashboard_keeps_sampling_past_a_bad_record(tmp_path, monkeypatch, sleeper):
@@ -703,11 +705,11 @@ def test_a_record_path_that_is_a_symlink_or_a_fifo_is_refused_before_sampling(tm
     target = sleeper()
     planted = tmp_path / "planted"
     planted.symlink_to(tmp_path / "victim")
-    assert "symlink" in one_line(infermon("--pid", str(target.pid), "--record", str(planted), *HOST, env=env), 2)
+    assert "symbolic link" in one_line(infermon("--pid", str(target.pid), "--record", str(planted), *HOST, env=env), 2)
     assert not (tmp_path / "victim").exists()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert "not a regular file" in one_line(
+    assert "cannot write" in one_line(  # a FIFO nobody reads: refused at once, never a hang
         infermon("--pid", str(target.pid), "--record", str(fifo), *HOST, env=env, timeout=10), 2)
 
 

@@ -37,26 +37,35 @@ def test_once_json_against_a_vllm_stand_in(fake_vllm):
     result = infermon("--pid", str(process.pid), "--once", "--json", "--interval", "1", *HOST)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["process"]["pid"] == process.pid
-    assert data["process"]["framework"] == "vllm"
-    assert port in data["process"]["listening_ports"]
-    engine = data["engine"]
+    assert data["schema"] == 2
+    assert data["tree"]["root_pid"] == process.pid
+    assert data["tree"]["framework"] == "vllm"
+    root = next(p for p in data["tree"]["processes"] if p["pid"] == process.pid)
+    assert port in root["listening_ports"]
+    engine, f = data["engine"], data["figures"]
     assert engine["kind"] == "vllm" and engine["url"] == f"http://127.0.0.1:{port}/metrics"
     # one scrape per tick, 500 tokens per scrape, ticks ~1 s apart
-    assert GEN_STEP / 1.6 < engine["generation_tokens_per_s"] <= GEN_STEP / 0.95
-    assert engine["kv_usage"] == pytest.approx(0.4219)
-    assert engine["requests_running"] == 8
-    assert engine["kv_capacity_tokens"] > 0
+    assert GEN_STEP / 1.6 < f["generation_tokens_per_s"]["value"] <= GEN_STEP / 0.95
+    assert f["generation_tokens_per_s"]["source"] == "engine-reported"
+    assert f["kv_usage"]["value"] == pytest.approx(0.4219) and f["kv_usage"]["source"] == "engine-reported"
+    assert f["requests_running"]["value"] == 8
+    assert f["kv_capacity_tokens"]["value"] > 0
     assert data["model"]["name"] == "Llama 3.1 8B" and data["model"]["params_total"] == 8_030_261_248
-    analysis = data["analysis"]
-    assert analysis["achieved_bandwidth_bytes_per_s"]["modeled"] > 0
-    assert analysis["achieved_bandwidth_bytes_per_s"]["measured"] is None
-    assert "measured" in analysis["why"]["achieved_bandwidth_bytes_per_s"]
-    assert analysis["mbu"] > 0 and analysis["ops_per_byte"] == pytest.approx(4.0)
-    assert analysis["verdict"]
-    assert analysis["kv_headroom_tokens"] >= 0
+    assert f["bandwidth_modeled_bytes_per_s"]["value"] > 0
+    assert f["bandwidth_modeled_bytes_per_s"]["source"] == "modeled"
+    assert f["bandwidth_measured_bytes_per_s"]["value"] is None
+    assert f["bandwidth_measured_bytes_per_s"]["source"] == "n/a"
+    assert "counter" in f["bandwidth_measured_bytes_per_s"]["why"]
+    assert f["mbu"]["value"] > 0 and f["ops_per_byte"]["value"] == pytest.approx(4.0)
+    assert f["peak_bandwidth_bytes_per_s"]["source"] == "given"
+    assert data["verdict"]["finding"] and data["verdict"]["phase"] in ("decode", "mixed")
+    assert f["kv_headroom_tokens"]["value"] >= 0
     assert data["devices"][-1]["kind"] == "host"
     assert "NVML" in data["why"]["devices"] or "driver" in data["why"]["devices"]
+    # Every figure says where it came from, and why when it is missing.
+    for name, figure in f.items():
+        assert figure["source"] in ("measured", "engine-reported", "modeled", "datasheet", "given", "n/a"), name
+        assert (figure["value"] is None) == (figure["source"] == "n/a") == bool(figure["why"]), name
 
 
 def test_once_report_is_readable(fake_vllm):
@@ -80,7 +89,8 @@ def test_record_writes_lines_and_ends_when_the_process_exits(fake_vllm, tmp_path
     assert recorder.wait(timeout=20) == 0
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) >= 3
-    assert all("timestamp" in line for line in lines[:-1])
+    assert lines[0]["schema"] == 2 and "figures" in lines[0]  # a keyframe: the whole --once --json object
+    assert all("delta" in line for line in lines[1:-1])
     assert lines[-1]["event"] == "exited"
     assert "exited" in recorder.stderr.read()
 
@@ -112,8 +122,9 @@ def test_bad_input_one_line_exit_2(args, message):
 
 
 def test_process_exiting_mid_once_is_one_line_exit_1():
-    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.7)"])
-    result = infermon("--pid", str(target.pid), "--once", "--interval", "1.5", *HOST)
+    # The target outlives infermon's start (slow on a loaded machine) and dies during the interval.
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"])
+    result = infermon("--pid", str(target.pid), "--once", "--interval", "8", *HOST)
     target.wait()
     assert result.returncode == 1
     assert "exited" in result.stderr and result.stderr.count("\n") == 1
@@ -157,7 +168,7 @@ def test_other_engines(tmp_path, module, fixture, args, kind):
         result = infermon("--pid", str(process.pid), "--once", "--json", "--interval", "0.3", *HOST)
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)
-        assert data["process"]["framework"] == kind
+        assert data["tree"]["framework"] == kind
         assert data["engine"]["kind"] == kind
         assert data["model"] is not None
     finally:
@@ -178,11 +189,15 @@ def test_fake_gpus_plugged_in_at_the_probe_boundary(monkeypatch, cli, fake_vllm)
     used = [d for d in data["devices"] if d["used_by_tree"]]
     assert len(used) == 2 and len(data["devices"]) == 8
     assert data["hardware"]["name"] == "NVIDIA H100 80GB HBM3" and data["hardware"]["count"] == 2
-    assert data["analysis"]["ops_per_byte"] == pytest.approx(989.5e12 / 3.35e12, rel=0.01)
+    f = data["figures"]
+    assert f["ops_per_byte"]["value"] == pytest.approx(989.5e12 / 3.35e12, rel=0.01)
+    assert f["peak_bandwidth_bytes_per_s"]["source"] == "datasheet"
     # GPM DRAM_BW_UTIL 62% of 2 × 3.35 TB/s
-    measured = data["analysis"]["achieved_bandwidth_bytes_per_s"]["measured"]
-    assert measured == pytest.approx(0.62 * 2 * 3.35e12, rel=0.01)
-    assert data["process"]["gpu_memory_bytes"] == 2 * 70 * 2**30
+    measured = f["bandwidth_measured_bytes_per_s"]
+    assert measured["value"] == pytest.approx(0.62 * 2 * 3.35e12, rel=0.01) and measured["source"] == "measured"
+    root = next(p for p in data["tree"]["processes"] if p["pid"] == process.pid)
+    assert root["gpu_memory_bytes"] == 2 * 70 * 2**30
+    assert f["tree_gpu_memory_bytes"]["value"] == 2 * 70 * 2**30
 
 
 def test_dashboard_needs_a_terminal():

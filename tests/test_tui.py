@@ -7,17 +7,19 @@ import scripted
 from infermon.tui.app import InfermonApp
 from infermon.tui.panels import Panel, ProcessesPanel
 from infermon.tui.screens import HelpScreen, SummaryScreen
-from infermon.tui.sources import ListSource
+from infermon.live.derive import Deriver
+from infermon.tui.sources import LiveSource
 
 
-def make_app(views=None, **kwargs):
-    source = ListSource(views if views is not None else scripted.views(), hold_at_end=True)
-    return InfermonApp(source, target="pid 4242", **kwargs), source
+def make_app(snapshots=None, **kwargs):
+    """The dashboard over scripted snapshots, derived by the real Deriver in the sampling thread."""
+    sampler = scripted.ScriptedSampler(snapshots if snapshots is not None else scripted.snapshots())
+    return InfermonApp(LiveSource(sampler, Deriver()), target="pid 4242", **kwargs), sampler
 
 
-async def settle(pilot, source):
+async def settle(pilot, sampler):
     for _ in range(200):
-        if source.exhausted.is_set():
+        if sampler.exhausted.is_set():
             break
         await asyncio.sleep(0.01)
     for _ in range(5):
@@ -40,7 +42,7 @@ async def test_header_verdict_and_panels_show_the_run():
         assert text_of(app, "#verdict").startswith("memory-bound decode: batch 8")
         assert "of peak bandwidth" in text_of(app, "#verdict")
         assert "concurrent requests" in text_of(app, "#advice")
-        assert "tok/s" in text_of(app, "#gen") and "measured" in text_of(app, "#gen")
+        assert "tok/s" in text_of(app, "#gen") and "engine-reported" in text_of(app, "#gen")
         assert "TB/s" in text_of(app, "#bw-measured") and "measured" in text_of(app, "#bw-measured")
         assert "modeled" in text_of(app, "#bw-modeled")
         assert "datasheet" in text_of(app, "#peak-bw")
@@ -49,8 +51,7 @@ async def test_header_verdict_and_panels_show_the_run():
 
 
 async def test_pause_keeps_the_screen_and_resumes():
-    views = scripted.views(30)
-    app, source = make_app(views)
+    app, source = make_app(scripted.snapshots(30))
     async with app.run_test(size=(160, 45)) as pilot:
         await settle(pilot, source)
         await pilot.press("p")
@@ -60,7 +61,7 @@ async def test_pause_keeps_the_screen_and_resumes():
 
 
 async def test_process_exit_is_shown_and_last_data_stays():
-    app, source = make_app(scripted.views_then_exit())
+    app, source = make_app(scripted.snapshots_then_exit())
     async with app.run_test(size=(160, 45)) as pilot:
         await settle(pilot, source)
         for _ in range(20):
@@ -72,8 +73,7 @@ async def test_process_exit_is_shown_and_last_data_stays():
 
 
 async def test_no_gpu_no_engine_says_why():
-    views = scripted.views(4, with_engine=False, with_gpus=False)
-    app, source = make_app(views)
+    app, source = make_app(scripted.snapshots(4, with_engine=False, with_gpus=False))
     async with app.run_test(size=(160, 45)) as pilot:
         await settle(pilot, source)
         assert "no engine /metrics found" in text_of(app, "#gen")
@@ -96,10 +96,13 @@ async def test_help_summary_theme_and_reset_keys():
         before = app.theme
         await pilot.press("t")
         assert app.theme != before
-        assert app.history.peak_generation is not None
+        deriver = app.source.deriver
+        assert deriver.history.peak_generation is not None and deriver.accumulator.samples > 0
         await pilot.press("r")
-        assert app.history.peak_generation is None
-        assert app.accumulator.samples == 0
+        # The reset happens in the sampling thread, at its next tick.
+        view = deriver.update(scripted.snapshot(99))
+        assert view.summary.samples == 1
+        assert view.trend.peak_generation_tokens_per_s == view.figures.generation_tokens_per_s.value
 
 
 async def test_number_keys_maximise_when_wide_and_switch_when_narrow():

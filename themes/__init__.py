@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 from pathlib import Path
 
 from textual.theme import BUILTIN_THEMES, Theme

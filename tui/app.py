@@ -1,26 +1,27 @@
-"""The live dashboard: header, verdict, five panels; sampling happens off the event loop.
+"""The live dashboard: header, verdict, five panels; sampling and deriving happen off the event loop.
 
-A sampling thread asks the :class:`ViewSource` for one view per interval and
-posts it as a :class:`ViewReady` message; a newer message replaces an older
-one still queued, so a slow terminal never builds a backlog. Widgets only draw.
+A sampling thread asks the :class:`ViewSource` for one view per interval (the derivation layer runs
+there: rates, percentiles, history and the run summary are finished before a view reaches the
+app) and posts it in a :class:`ViewReady` message; a newer message replaces an older one still
+queued, so a slow terminal never builds a backlog. The app keeps its state in reactives; widgets
+only draw.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 
 from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
-from infermon.live.derive import LiveView
-from infermon.live.summary import SummaryAccumulator, format_summary
-from infermon.live.history import History
+from infermon.live.summary import format_summary
+from infermon.live.view import LiveView
 from infermon.tui.panels import PANELS, Panel, Paragraph, ProcessesPanel
 from infermon.tui.screens import HelpScreen, SummaryScreen
 from infermon.tui.sources import ViewSource
@@ -32,17 +33,26 @@ NARROW_HEIGHT = 34
 MIN_WIDTH = 60
 MIN_HEIGHT = 16
 PANEL_TITLES = ((1, "Throughput"), (2, "Roofline"), (3, "KV cache & memory"), (4, "Devices"), (5, "Processes"))
+REPLAY_ACTIONS = frozenset({"replay_faster", "replay_slower", "replay_seek", "replay_to"})
+TONES = ("memory", "compute", "warning", "idle", "neutral")
 
 
 class ViewReady(Message):
-    """New views are waiting; supersedes such a message still in the queue.
+    """A new view; supersedes such a message still in the queue (history and the summary were
+    accumulated in the sampling thread, so a skipped view loses nothing)."""
 
-    The views themselves go through a queue the handler drains, so history and
-    the run summary see every sample even when a slow terminal skips drawing some.
-    """
+    def __init__(self, view: LiveView) -> None:
+        super().__init__()
+        self.view = view
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ViewReady)
+
+
+class HeaderBar(Static):
+    """The one-line header; its state word is coloured by the theme (``app.tcss``)."""
+
+    COMPONENT_CLASSES = {"state--ok", "state--attention", "state--bad", "header--dim"}
 
 
 class SourceEnded(Message):
@@ -68,28 +78,7 @@ class InfermonApp(App[None]):
     """``infermon --pid PID``: where the process sits against the roofline, right now."""
 
     TITLE = "infermon"
-    CSS = """
-    Screen { layout: vertical; }
-    #header { height: 1; background: $panel; color: $text; padding: 0 1; }
-    #verdict { height: auto; max-height: 2; padding: 0 1; color: $text; text-style: bold; }
-    #advice { height: auto; max-height: 2; padding: 0 1; }
-    #tabs { height: 1; padding: 0 1; display: none; }
-    #panels { layout: grid; grid-size: 2 3; grid-rows: 12 1fr 1fr; grid-columns: 1fr 1fr; height: 1fr; }
-    #processes { column-span: 2; }
-    #roof-figures { width: 50; }
-    #roof-plot { width: 1fr; height: 100%; min-width: 0; }
-    #roof-body { height: 1fr; }
-    .narrow #tabs { display: block; }
-    .narrow #panels { layout: vertical; }
-    .narrow .panel { display: none; height: 1fr; }
-    .narrow .panel.-current { display: block; }
-    .narrow #roof-body { layout: vertical; }
-    .narrow #roof-figures { width: 1fr; height: auto; }
-    .narrow #roof-plot { width: 1fr; height: 1fr; }
-    #too-small { display: none; height: 1fr; content-align: center middle; text-style: bold; }
-    .tiny #too-small { display: block; }
-    .tiny #panels, .tiny #tabs, .tiny #verdict, .tiny #advice, .tiny Footer { display: none; }
-    """
+    CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
@@ -98,8 +87,8 @@ class InfermonApp(App[None]):
         Binding("t", "next_theme", "theme"),
         Binding("s", "summary", "summary"),
         Binding("o", "sort_processes", "sort", show=False),
-        Binding("plus,equals_sign", "replay_faster", "faster", show=False),
-        Binding("minus", "replay_slower", "slower", show=False),
+        Binding("plus,equals_sign", "replay_faster", "faster"),
+        Binding("minus", "replay_slower", "slower"),
         Binding("left", "replay_seek(-10)", "back 10", show=False),
         Binding("right", "replay_seek(10)", "forward 10", show=False),
         Binding("shift+left", "replay_seek(-60)", "back 60", show=False),
@@ -110,35 +99,42 @@ class InfermonApp(App[None]):
         *[Binding(str(n), f"focus_panel({n})", f"panel {n}", show=False) for n in range(1, 6)],
     ]
 
+    paused: reactive[bool] = reactive(False, init=False)
+    ended: reactive[str | None] = reactive(None, init=False)
+    current_panel: reactive[int] = reactive(1, init=False)
+    latest: reactive[LiveView | None] = reactive(None, init=False, always_update=True)
+
     def __init__(self, source: ViewSource, theme: str | None = None, themes: list | None = None,
                  target: str = "", notices: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.source = source
-        self.history = History()
-        self.accumulator = SummaryAccumulator()
-        self.latest: LiveView | None = None
-        self.paused = False
-        self.ended: str | None = None
-        self.current_panel = 1
         self.target = target
+        self.last_alive: LiveView | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: deque[LiveView] = deque()
-        self.last_alive: LiveView | None = None
         self._extra_themes = themes or []
         self._initial_theme = theme
         self._notices = notices
+        self._drawn: LiveView | None = None
+        self._header_shown: str | None = None
+        self._panels: list[Panel] = []
+        self._header: HeaderBar | None = None
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(self._header_text(), id="header")
-        yield Paragraph(id="verdict")
-        yield Paragraph(id="advice")
-        yield Static("", id="tabs")
+        # Widgets drawn every tick are kept here once, not looked up per tick.
+        self._header = HeaderBar("", id="header")
+        self._verdict = Paragraph(id="verdict")
+        self._advice = Paragraph(id="advice")
+        self._tabs = Static("", id="tabs")
+        self._panels = [panel() for panel in PANELS]
+        yield self._header
+        yield self._verdict
+        yield self._advice
+        yield self._tabs
         with Container(id="panels"):
-            for panel in PANELS:
-                yield panel()
+            yield from self._panels
         yield Static(f"terminal too small: infermon needs at least {MIN_WIDTH}×{MIN_HEIGHT}", id="too-small")
         yield Footer()
 
@@ -149,7 +145,7 @@ class InfermonApp(App[None]):
             self.register_theme(theme)
         self.theme = self._initial_theme or ("user" if any(t.name == "user" for t in self._extra_themes) else "dark")
         self._apply_size()
-        self.query_one("#verdict", Paragraph).set(Text("waiting for the first samples…", style="dim"))
+        self._verdict.set(Text("waiting for the first samples…", style="dim"))
         self._thread = threading.Thread(target=self._sample_loop, name="infermon-sampler", daemon=True)
         self._thread.start()
         if self._notices:
@@ -167,14 +163,20 @@ class InfermonApp(App[None]):
         self._mark_current()
         self._show_again()
 
+    def watch_current_panel(self) -> None:
+        self._mark_current()
+        self._show_again()
+
     def _mark_current(self) -> None:
-        for panel in self.query(Panel):
+        for panel in self._panels:
             panel.set_class(panel.number == self.current_panel, "-current")
+        if not self._panels:
+            return
         tabs = Text()
-        for panel in self.query(Panel):
+        for panel in self._panels:
             style = "reverse bold" if panel.number == self.current_panel else "dim"
             tabs.append(f" {panel.number} {panel.title} ", style=style)
-        self.query_one("#tabs", Static).update(tabs)
+        self._tabs.update(tabs)
 
     # ------------------------------------------------------------------ sampling (thread)
 
@@ -184,64 +186,76 @@ class InfermonApp(App[None]):
         while not self._stop.is_set():
             try:
                 view = self.source.next_view()
-            except Exception as exc:  # a probe bug must never take the dashboard down
-                self.post_message(SourceEnded(f"sampling failed: {type(exc).__name__}: {exc}"))
-                return
+            except Exception as exc:  # one bad reading must never stop the sampling
+                self.call_from_thread(self.notify, f"sampling failed this tick: {type(exc).__name__}: {exc}",
+                                      severity="warning", timeout=4)
+                view = False
             if view is None:
                 self.post_message(SourceEnded("end of the recording" if self.source.kind == "replay" else "no more data"))
                 return
-            self._pending.append(view)
-            self.post_message(ViewReady())
-            if view.snapshot.tree is not None and not view.snapshot.tree.alive:
-                return
+            if view is not False:
+                self.post_message(ViewReady(view))
+                if not view.alive:
+                    return
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             if time.monotonic() - next_at > interval:
                 next_at = time.monotonic()  # fell behind (suspended laptop): do not burst to catch up
 
     def on_unmount(self) -> None:
+        # The thread ends before the source closes: a tick in progress never meets a closed probe.
         self._stop.set()
+        self.source.interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 2 * self.source.interval_s))
         self.source.close()
 
-    # ------------------------------------------------------------------ drawing
+    # ------------------------------------------------------------------ state
 
     def on_view_ready(self, message: ViewReady) -> None:
-        view = None
-        generation = getattr(self.source, "generation", None)
-        if generation is not None and generation != getattr(self, "_generation", None):
-            # A replay seek: start the history over from the new position.
-            self._generation = generation
-            self.history = History()
-            self.accumulator.reset()
-        while self._pending:
-            view = self._pending.popleft()
-            self.latest = view
-            if view.snapshot.tree is None or view.snapshot.tree.alive:
-                self.last_alive = view
-                self.history.add(view)
-                self.accumulator.add(view)
-        if view is not None and not self.paused:
+        self.latest = message.view
+
+    def watch_latest(self, view: LiveView | None) -> None:
+        if view is None:
+            return
+        if view.alive:
+            self.last_alive = view
+        if not self.paused:
             self._draw(view)
+        else:
+            self._set_header()
 
     def on_source_ended(self, message: SourceEnded) -> None:
         self.ended = message.reason
+
+    def watch_ended(self) -> None:
         self._set_header()
+
+    def watch_paused(self, paused: bool) -> None:
+        if not paused and self.latest is not None:
+            self._drawn = None
+            self._draw(self.latest)
+        else:
+            self._set_header()
+
+    # ------------------------------------------------------------------ drawing
 
     def _draw(self, view: LiveView) -> None:
         self._set_header()
         # After the process exits, its last figures stay on screen.
         view = self.last_alive or view
-        if view is getattr(self, "_drawn", None):
+        if view is self._drawn:
             return
         self._drawn = view
-        # The finding (its numbers move) and the advice (it rarely does) repaint separately.
-        finding, _, advice = view.analysis.verdict.partition("; ")
-        style = "bold red" if finding.startswith("memory-bound") else "bold green" if finding.startswith("compute-bound") else "bold"
-        self.query_one("#verdict", Paragraph).set(Text(finding, style=style))
-        self.query_one("#advice", Paragraph).set(Text(advice, style="italic") if advice else "")
-        for panel in self.query(Panel):
+        verdict = view.verdict
+        for tone in TONES:
+            self._verdict.set_class(verdict.tone == tone, f"-{tone}")
+        self._verdict.set(Text(verdict.finding))
+        self._advice.set(Text(verdict.advice) if verdict.advice else "")
+        for panel in self._panels:
             if self._visible(panel):
-                panel.show(view, self.history)
+                panel.stale = False
+                panel.show(view)
             else:
                 panel.stale = True  # drawn when it is shown again
 
@@ -257,48 +271,53 @@ class InfermonApp(App[None]):
         view = self.last_alive or self.latest
         if view is None:
             return
-        for panel in self.query(Panel):
-            if getattr(panel, "stale", False) and self._visible(panel):
+        for panel in self._panels:
+            if panel.stale and self._visible(panel):
                 panel.stale = False
-                panel.show(view, self.history)
+                panel.show(view)
 
     def _set_header(self) -> None:
+        if self._header is None:
+            return
         text = self._header_text()
-        if text.plain != getattr(self, "_header_shown", None):
+        if text.plain != self._header_shown:
             self._header_shown = text.plain
-            self.query_one("#header", Static).update(text, layout=False)
+            self._header.update(text, layout=False)
 
-    def _state(self) -> Text:
+    def _state(self) -> tuple[str, str]:
+        """(text, component class) of the state word."""
         view = self.latest
         if self.source.kind == "replay":
             position = self.source.position()
             if self.source.paused:
-                return Text(f"❚❚ replay {position}", style="bold yellow")
+                return f"❚❚ replay {position}", "state--attention"
             if self.source.at_end:
-                return Text(f"■ end of recording {position}", style="bold yellow")
-            return Text(f"▶ replay {position}", style="bold green")
+                return f"■ end of recording {position}", "state--attention"
+            return f"▶ replay {position}", "state--ok"
         if self.paused:
-            return Text("❚❚ paused", style="bold yellow")
-        if view is not None and view.snapshot.tree is not None and not view.snapshot.tree.alive:
-            return Text("✕ exited", style="bold red")
+            return "❚❚ paused", "state--attention"
+        if view is not None and not view.alive:
+            return "✕ exited", "state--bad"
         if self.ended:
-            return Text(f"■ {self.ended}", style="bold yellow")
-        if view is not None and view.snapshot.engine is not None and "engine" in view.snapshot.engine.why:
-            return Text("⚠ engine unreachable", style="bold yellow")
-        return Text(f"● {self.source.kind}", style="bold green")
+            return f"■ {self.ended}", "state--attention"
+        if view is not None and "engine" in view.why:
+            return "⚠ engine unreachable", "state--attention"
+        return f"● {self.source.kind}", "state--ok"
 
     def _header_text(self) -> Text:
         """State first (it must survive a narrow terminal), then what is watched."""
-        text = self._state()
+        word, component = self._state()
+        header = self._header
+        text = Text(word, style=header.get_component_rich_style(component) if header is not None and header.is_mounted
+                    else "bold")
         text.append("  infermon", style="bold")
         view = self.latest
         if view is None:
             text.append(f"  {self.target}  starting…", style="dim")
             return text
-        snap = view.snapshot
-        tree = snap.tree
+        tree = view.tree
         parts = [f"pid {tree.root_pid}" if tree else self.target]
-        engine = snap.engine
+        engine = view.engine
         if engine is not None and engine.kind:
             parts.append(engine.kind + (f" {engine.version}" if engine.version else ""))
         elif tree is not None:
@@ -310,32 +329,34 @@ class InfermonApp(App[None]):
             parts.append(f"{hw.count}× {name}" if hw.count > 1 else name)
         root = tree.root if tree else None
         if root is not None and root.create_time:
-            parts.append(f"up {_duration(snap.time - root.create_time)}")
-        parts.append(f"every {snap.interval_s:g} s")
+            parts.append(f"up {_duration(view.time - root.create_time)}")
+        parts.append(f"every {view.interval_s:g} s")
         text.append("  " + " · ".join(parts))
         return text
 
     # ------------------------------------------------------------------ actions
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Replay keys exist only in a replay (hidden from the footer and inert elsewhere)."""
+        if action in REPLAY_ACTIONS:
+            return self.source.kind == "replay"
+        return True
+
     def action_replay_faster(self) -> None:
-        if self.source.kind == "replay":
-            self.notify(f"speed {self.source.faster():g}×", timeout=1)
-            self._set_header()
+        self.notify(f"speed {self.source.faster():g}×", timeout=1)
+        self._set_header()
 
     def action_replay_slower(self) -> None:
-        if self.source.kind == "replay":
-            self.notify(f"speed {self.source.slower():g}×", timeout=1)
-            self._set_header()
+        self.notify(f"speed {self.source.slower():g}×", timeout=1)
+        self._set_header()
 
     def action_replay_seek(self, samples: int) -> None:
-        if self.source.kind == "replay":
-            self.source.seek(samples)
-            self._set_header()
+        self.source.seek(samples)
+        self._set_header()
 
     def action_replay_to(self, index: int) -> None:
-        if self.source.kind == "replay":
-            self.source.seek(to=index if index >= 0 else len(self.source.views) - 1)
-            self._set_header()
+        self.source.seek(to=index if index >= 0 else len(self.source.views) - 1)
+        self._set_header()
 
     def action_toggle_pause(self) -> None:
         if self.source.kind == "replay":
@@ -344,16 +365,12 @@ class InfermonApp(App[None]):
             self._set_header()
             return
         self.paused = not self.paused
-        if not self.paused and self.latest is not None:
-            self._drawn = None
-            self._draw(self.latest)
-        else:
-            self._set_header()
 
     def action_reset_peaks(self) -> None:
-        self.history.reset_peaks()
-        self.accumulator.reset()
-        self.notify("peaks and the run summary reset", timeout=2)
+        if self.source.reset_peaks():
+            self.notify("peaks and the run summary restart with the next sample", timeout=2)
+        else:
+            self.notify("a recording's peaks and summary are as recorded", timeout=2)
 
     def action_next_theme(self) -> None:
         from infermon.themes import theme_names
@@ -367,18 +384,16 @@ class InfermonApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_summary(self) -> None:
-        self.push_screen(SummaryScreen(format_summary(self.accumulator.summary())))
+        self.push_screen(SummaryScreen(self.summary_text()))
 
     def action_sort_processes(self) -> None:
         column = self.query_one(ProcessesPanel).cycle_sort()
         self.notify(f"processes sorted by {column}", timeout=2)
 
     def action_focus_panel(self, number: int) -> None:
-        panel = next(p for p in self.query(Panel) if p.number == number)
+        panel = next(p for p in self._panels if p.number == number)
         if self.has_class("narrow"):
             self.current_panel = number
-            self._mark_current()
-            self._show_again()
             return
         if self.screen.maximized is panel:
             self.screen.minimize()
@@ -404,4 +419,6 @@ class InfermonApp(App[None]):
                                 lambda n=number: self.action_focus_panel(n))
 
     def summary_text(self) -> str:
-        return format_summary(self.accumulator.summary())
+        """The run's perf summary (as the sampling thread accumulated it), for the screen and the exit."""
+        view = self.latest or self.last_alive
+        return format_summary(view.summary if view is not None else None)

@@ -1,19 +1,27 @@
-"""The dashboard's panels. Each one only draws the :class:`LiveView` it is given."""
+"""The dashboard's panels. Each one only draws the :class:`~infermon.live.view.LiveView` it is given.
+
+Nothing here computes a figure: values, sources and reasons come from ``view.figures``; colours
+come from the theme through each panel's component classes (``app.tcss``).
+"""
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Static
 
-from infermon.views.fmt import count, seconds, si
-from infermon.live.derive import LiveView
-from infermon.live.history import History
+from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA
+from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import bar, figure_row, sparkline
+from infermon.views.fmt import note_text, si, sig3, value_text
 
-NA = "n/a"
+SOURCE_CLASSES = {MEASURED: "source--measured", ENGINE: "source--engine", MODELED: "source--modeled",
+                  DATASHEET: "source--datasheet", GIVEN: "source--given", NA: "source--na"}
 
 
 class Line(Static):
@@ -51,13 +59,15 @@ class Paragraph(Line):
 
 
 class Panel(Vertical):
-    """A bordered panel with a number key and a title; may be maximised."""
+    """A bordered panel with a number key and a title; may be maximised.
+
+    Subclasses list their figure lines in ``compose`` and draw them in :meth:`show`; ``line(id)``
+    gives the cached widget.
+    """
 
     ALLOW_MAXIMIZE = True
-    DEFAULT_CSS = """
-    Panel { border: round $primary 60%; border-title-color: $text; padding: 0 1; height: 1fr; }
-    Panel:focus-within { border: round $accent; }
-    """
+    COMPONENT_CLASSES = {*SOURCE_CLASSES.values(), "figure--label", "figure--note", "figure--warning",
+                         "bar--bandwidth", "bar--compute", "bar--usage", "bar--full", "bar--empty", "spark"}
 
     def __init__(self, number: int, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -66,83 +76,82 @@ class Panel(Vertical):
         self.border_title = f"{number} {title}"
         self.add_class("panel")
         self.stale = False
+        self._lines: dict[str, Line] = {}
 
-    def show(self, view: LiveView, history: History) -> None:  # pragma: no cover - each panel overrides
+    def on_mount(self) -> None:
+        self._lines = {line.id: line for line in self.query(Line) if line.id}
+
+    def line(self, line_id: str) -> Line:
+        return self._lines.get(line_id) or self.query_one(f"#{line_id}", Line)
+
+    def style(self, component: str) -> Style:
+        return self.get_component_rich_style(component, partial=True)
+
+    def figure_styles(self) -> dict[str, Style]:
+        styles = {source: self.style(cls) for source, cls in SOURCE_CLASSES.items()}
+        styles["label"] = self.style("figure--label")
+        styles["note"] = self.style("figure--note")
+        return styles
+
+    def show(self, view: LiveView) -> None:  # pragma: no cover - each panel overrides
         raise NotImplementedError
 
 
-def _sig3(value: float) -> str:
-    """Three significant digits (1,234 / 123 / 12.3 / 1.23): jitter in the 4th digit does not repaint."""
-    if value >= 100:
-        return f"{value:,.0f}" if value < 1000 else f"{round(value, -int(len(str(int(value)))) + 3):,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def _sig2(value: float) -> str:
-    """Two significant digits, for counts that only need their size (1,200 / 140 / 9.5)."""
-    if value >= 10:
-        digits = len(str(int(value)))
-        return f"{round(value, -(digits - 2)):,.0f}"
-    return f"{value:.1f}"
-
-
-def _rate(value: float | None) -> str:
-    return NA if value is None else f"{_sig3(value)} tok/s"
-
-
 class ThroughputPanel(Panel):
+    ROWS = (("gen", "generation", "generation_tokens_per_s"), ("prompt", "prompt", "prompt_tokens_per_s"))
+
     def __init__(self) -> None:
         super().__init__(1, "Throughput", id="throughput")
-        self._latency_at: int | None = None
 
     def compose(self) -> ComposeResult:
-        yield Line(id="gen")
-        yield Line(id="gen-spark")
-        yield Line(id="prompt")
-        yield Line(id="prompt-spark")
-        yield Line(id="requests")
-        yield Line(id="ttft")
-        yield Line(id="itl")
-        yield Line(id="engine-note", classes="note")
+        for line_id in ("gen", "gen-spark", "prompt", "prompt-spark", "requests", "steps", "ttft", "itl", "queue",
+                        "prefix", "engine-note"):
+            yield Line(id=line_id)
 
-    def show(self, view: LiveView, history: History) -> None:
-        engine = view.snapshot.engine
-        rates = view.rates
-        peak = f"peak {_sig3(history.peak_generation)}" if history.peak_generation else ""
-        gen_note = peak if rates.generation_tokens_per_s is not None else (engine.why.get("generation_tokens_total", "needs two samples") if engine else view.why.get("engine", "no engine metrics"))
-        self.query_one("#gen", Line).set(figure_row("generation", _rate(rates.generation_tokens_per_s),
-                                                    "measured" if rates.generation_tokens_per_s is not None else None, gen_note))
+    def show(self, view: LiveView) -> None:
+        f, styles = view.figures, self.figure_styles()
+        peak = view.trend.peak_generation_tokens_per_s
+        gen_note = None
+        if f.generation_tokens_per_s.value is not None and peak:
+            gen_note = f"peak {sig3(peak)}"
+            if f.generation_tokens_per_s.note:
+                gen_note = f"{f.generation_tokens_per_s.note}; {gen_note}"
+        self.line("gen").set(figure_row("generation", f.generation_tokens_per_s, styles, note=gen_note))
         spark_width = max(8, self.content_size.width - 16)
-        self.query_one("#gen-spark", Line).set(Text(" " * 16) + sparkline(history.buckets(history.generation), spark_width, "bold cyan"))
-        self.query_one("#prompt", Line).set(figure_row("prompt", _rate(rates.prompt_tokens_per_s),
-                                                       "measured" if rates.prompt_tokens_per_s is not None else None))
-        self.query_one("#prompt-spark", Line).set(Text(" " * 16) + sparkline(history.buckets(history.prompt), spark_width, "cyan"))
-        if engine is not None and (engine.requests_running is not None or engine.batch is not None):
-            running = engine.batch if engine.batch is not None else engine.requests_running
-            waiting = "?" if engine.requests_waiting is None else f"{engine.requests_waiting:,.0f}"
-            self.query_one("#requests", Line).set(figure_row("requests", f"{running:,.0f} / {waiting}", "measured",
-                                                             "running / waiting"))
-        else:
-            self.query_one("#requests", Line).set(figure_row("requests", NA, None, "no running-requests figure"))
-        # Percentiles over a minute need no 1 Hz repaint: every 5th sample.
-        if self._latency_at is not None and history.samples - self._latency_at < 5:
-            return self._notes(view, engine)
-        self._latency_at = history.samples
-        for line_id, which, label in (("#ttft", "ttft", "TTFT p50/p95"), ("#itl", "inter_token", "ITL p50/p95")):
-            latency = history.latency(which)
-            if latency is None or latency.p50 is None:
-                reason = (engine.why.get(which) if engine else None) or "no histogram"
-                self.query_one(line_id, Line).set(figure_row(label, NA, None, reason))
-            else:
-                self.query_one(line_id, Line).set(figure_row(label, f"{seconds(latency.p50)}/{seconds(latency.p95)}",
-                                                             "measured", latency.window))
-        self._notes(view, engine)
+        spark = self.style("spark")
+        self.line("gen-spark").set(Text(" " * 16) + sparkline(view.trend.generation, spark_width, spark))
+        self.line("prompt").set(figure_row("prompt", f.prompt_tokens_per_s, styles))
+        self.line("prompt-spark").set(Text(" " * 16) + sparkline(view.trend.prompt, spark_width, spark))
+        running, waiting = f.requests_running, f.requests_waiting
+        self.line("requests").set(figure_row("requests", running, styles, note="running / waiting",
+                                             value=f"{value_text(running)} / {value_text(waiting)}"))
+        batch_note = f"batch {value_text(f.batch)}" if f.batch.value is not None else None
+        self.line("steps").set(figure_row("steps/s", f.steps_per_s, styles,
+                                          note=f"{batch_note}; {note_text(f.steps_per_s)}".strip("; ") if batch_note else None))
+        for line_id, label, p50, p95 in (("ttft", "TTFT p50/p95", f.ttft_p50_s, f.ttft_p95_s),
+                                         ("itl", "ITL p50/p95", f.inter_token_p50_s, f.inter_token_p95_s),
+                                         ("queue", "queue p50/p95", f.queue_time_p50_s, f.queue_time_p95_s)):
+            self.line(line_id).set(_pair_row(label, p50, p95, styles))
+        self.line("prefix").set(figure_row("prefix hits", f.prefix_cache_hit_rate, styles))
+        notes = list(view.notes)
+        self.line("engine-note").set(Text("; ".join(notes), style=self.style("figure--warning")) if notes else "")
 
-    def _notes(self, view: LiveView, engine) -> None:
-        notes = list(view.rates.notes) + (list(engine.hints) if engine else [])
-        self.query_one("#engine-note", Line).set(Text("; ".join(notes), style="yellow") if notes else "")
+
+def _pair_row(label: str, p50, p95, styles) -> Text:
+    """p50/p95 on one line: they come from the same histogram, so one source and one note."""
+    return figure_row(label, p50, styles, value=f"{value_text(p50)}/{value_text(p95)}")
+
+
+class RooflinePlot(Widget):
+    """The log-log roofline with the operating point; redrawn when its figures or its size change."""
+
+    point: reactive[tuple | None] = reactive(None, layout=False)
+
+    def render(self) -> Text:
+        if self.point is None or self.size.width < 12 or self.size.height < 4:
+            return Text("")
+        bandwidth, peak, intensity, flops = self.point
+        return roofline_text(self.size.width, self.size.height, bandwidth, peak, intensity, flops)
 
 
 class RooflinePanel(Panel):
@@ -153,59 +162,43 @@ class RooflinePanel(Panel):
         with Horizontal(id="roof-body"):
             with Vertical(id="roof-figures"):
                 for line_id in ("peak-bw", "peak-flops", "ridge", "ceiling", "critical", "bw-modeled",
-                                "bw-measured", "flops", "mbu", "mfu", "intensity"):
+                                "bw-measured", "bw-engine", "flops", "flops-engine", "mbu", "mfu", "intensity"):
                     yield Line(id=line_id)
-            yield Static("", id="roof-plot")
+            yield RooflinePlot(id="roof-plot")
 
-    def show(self, view: LiveView, history: History) -> None:
-        hw, a = view.hardware, view.analysis
-        datasheet = "datasheet" if view.hardware_source and "datasheet" in view.hardware_source else "measured"
-        q = self.query_one
-        if hw is None:
-            q("#peak-bw", Line).set(figure_row("peak bandwidth", NA, None, view.why.get("hardware", "")))
-            q("#peak-flops", Line).set(figure_row("peak FLOP/s", NA, None))
-        else:
-            q("#peak-bw", Line).set(figure_row("peak bandwidth", si(hw.bandwidth_bytes_per_s, "B/s"), datasheet,
-                                               f"× {hw.count}" if hw.count > 1 else ""))
-            q("#peak-flops", Line).set(figure_row(f"peak {hw.compute_dtype}", si(hw.peak_flops, "FLOP/s"),
-                                                  datasheet if hw.peak_flops else None,
-                                                  "dense" if hw.peak_flops else view.why.get("hardware", "unknown")))
-        q("#ridge", Line).set(figure_row("ridge", f"{a.ops_per_byte:,.1f} FLOP/B" if a.ops_per_byte else NA,
-                                         "modeled" if a.ops_per_byte else None))
-        ctx = f"ctx {_sig2(a.context_tokens)}" if a.context_tokens is not None else "ctx ?"
-        q("#ceiling", Line).set(figure_row("decode ceiling", _rate(a.decode_ceiling_tokens_per_s),
-                                           "modeled" if a.decode_ceiling_tokens_per_s else None,
-                                           ctx if a.decode_ceiling_tokens_per_s else view.why.get("model", "")))
-        crit = a.critical_batch
-        q("#critical", Line).set(figure_row("critical batch", f"{crit:,.0f}" if crit else "never" if a.ops_per_byte and view.model else NA,
-                                            "modeled" if crit or (a.ops_per_byte and view.model) else None,
-                                            "compute-bound above it" if crit else ""))
-        q("#bw-modeled", Line).set(figure_row("bandwidth", si(a.achieved_bandwidth_modeled_bytes_per_s, "B/s"),
-                                              "modeled" if a.achieved_bandwidth_modeled_bytes_per_s is not None else None,
-                                              a.why.get("achieved_bandwidth_modeled_bytes_per_s", "")))
-        disagreement = f"differs {a.bandwidth_disagreement:.0%}" if a.bandwidth_disagreement and a.bandwidth_disagreement > 0.25 else ""
-        q("#bw-measured", Line).set(figure_row("bandwidth", si(a.achieved_bandwidth_measured_bytes_per_s, "B/s"),
-                                               "measured" if a.achieved_bandwidth_measured_bytes_per_s is not None else None,
-                                               disagreement or a.why.get("achieved_bandwidth_measured_bytes_per_s", "")))
-        q("#flops", Line).set(figure_row("FLOP/s", si(a.achieved_flops_per_s, "FLOP/s"),
-                                         "modeled" if a.achieved_flops_per_s is not None else None))
-        width = 24
-        for line_id, label, value in (("#mbu", "MBU", a.mbu), ("#mfu", "MFU", a.mfu)):
-            text = Text(f"{label:<16}", style="bold")
-            text.append_text(bar(value, width, style="bold red" if label == "MBU" else "bold green", eighths=False))
-            text.append(f" {'n/a' if value is None else f'{value * 100:.0f}%':>5}")
-            q(line_id, Line).set(text)
-        bound = f"{a.bound}-bound" if a.bound else ""
-        q("#intensity", Line).set(figure_row("intensity", f"{_sig3(a.operating_intensity)} FLOP/B" if a.operating_intensity else NA,
-                                             "modeled" if a.operating_intensity else None, bound))
-        plot = self.query_one("#roof-plot", Static)
-        size = plot.size
-        if size.width >= 12 and size.height >= 4:
-            text = roofline_text(size.width, size.height, hw.bandwidth_bytes_per_s if hw else None,
-                                 hw.peak_flops if hw else None, a.operating_intensity, a.achieved_flops_per_s)
-            if getattr(plot, "_last_plot", None) != text.plain:
-                plot._last_plot = text.plain
-                plot.update(text, layout=False)
+    def show(self, view: LiveView) -> None:
+        f, styles = view.figures, self.figure_styles()
+        hw = view.hardware
+        self.line("peak-bw").set(figure_row("peak bandwidth", f.peak_bandwidth_bytes_per_s, styles))
+        self.line("peak-flops").set(figure_row(f"peak {hw.compute_dtype}" if hw else "peak FLOP/s", f.peak_flops, styles))
+        self.line("ridge").set(figure_row("ridge", f.ops_per_byte, styles))
+        self.line("ceiling").set(figure_row("decode ceiling", f.decode_ceiling_tokens_per_s, styles))
+        self.line("critical").set(figure_row("critical batch", f.critical_batch, styles))
+        self.line("bw-modeled").set(figure_row("bandwidth", f.bandwidth_modeled_bytes_per_s, styles))
+        disagreement = f.bandwidth_disagreement.value
+        self.line("bw-measured").set(figure_row(
+            "bandwidth", f.bandwidth_measured_bytes_per_s, styles,
+            note=f"differs {disagreement:.0%} from modeled" if disagreement and disagreement > 0.25 else None))
+        gap = f.bandwidth_vs_engine.value
+        self.line("bw-engine").set(figure_row("bandwidth", f.bandwidth_engine_bytes_per_s, styles,
+                                              note=f"modeled {gap:+.1%}" if gap is not None else None))
+        self.line("flops").set(figure_row("FLOP/s", f.flops_modeled_per_s, styles))
+        gap = f.flops_vs_engine.value
+        self.line("flops-engine").set(figure_row("FLOP/s", f.flops_engine_per_s, styles,
+                                                 note=f"modeled {gap:+.1%}" if gap is not None else None))
+        for line_id, label, fig, component in (("mbu", "MBU", f.mbu, "bar--bandwidth"), ("mfu", "MFU", f.mfu, "bar--compute")):
+            text = Text(f"{label:<16}", style=styles["label"])
+            text.append_text(bar(fig.value, 24, style=self.style(component), empty_style=self.style("bar--empty"),
+                                 eighths=False))
+            text.append(f" {value_text(fig):>6} ")
+            text.append(fig.source, style=styles.get(fig.source))
+            self.line(line_id).set(text)
+        intensity = f.operating_intensity
+        bound = view.verdict.bound
+        self.line("intensity").set(figure_row("intensity", intensity, styles,
+                                              note=f"{bound}-bound" if bound and intensity.value is not None else None))
+        self.query_one(RooflinePlot).point = (f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value, intensity.value,
+                                              f.flops_modeled_per_s.value)
 
 
 class MemoryPanel(Panel):
@@ -213,87 +206,61 @@ class MemoryPanel(Panel):
         super().__init__(3, "KV cache & memory", id="memory")
 
     def compose(self) -> ComposeResult:
-        for line_id in ("kv-bytes", "kv-capacity", "kv-pool", "kv-usage", "kv-fits", "preempt", "kv-warning", "mem-0",
-                        "mem-1", "mem-2", "mem-3", "torch"):
+        for line_id in ("kv-bytes", "kv-capacity", "kv-pool", "kv-usage", "kv-headroom", "kv-fits", "preempt",
+                        "kv-warning", "mem-0", "mem-1", "mem-2", "mem-3", "rss", "torch"):
             yield Line(id=line_id)
 
-    def show(self, view: LiveView, history: History) -> None:
-        q = self.query_one
-        fig, engine, a = view.model, view.snapshot.engine, view.analysis
-        if fig is not None:
-            q("#kv-bytes", Line).set(figure_row("KV per token", f"{count(fig.kv_bytes_per_token)} B", "modeled",
-                                                f"{fig.spec.attention_kind.upper()}, {fig.kv_dtype}"))
-        else:
-            q("#kv-bytes", Line).set(figure_row("KV per token", NA, None, view.why.get("model", "model unknown")))
-        engine_cap = engine.kv_capacity_tokens if engine else None
-        config_cap = view.ceilings.kv_capacity_tokens if view.ceilings else None
-        q("#kv-capacity", Line).set(figure_row("capacity", f"{count(engine_cap)}" if engine_cap else NA,
-                                               "measured" if engine_cap else None,
-                                               f"config: {count(config_cap)} tokens" if config_cap else "tokens"))
-        if engine_cap and fig is not None:
-            q("#kv-pool", Line).set(figure_row("KV pool", si(engine_cap * fig.kv_bytes_per_token, "B"), "modeled",
-                                               "engine capacity × KV per token"))
-        else:
-            q("#kv-pool", Line).set(figure_row("KV pool", NA, None, "needs the engine's capacity and the model"))
-        usage = engine.kv_usage if engine else None
-        text = Text(f"{'usage':<16}", style="bold")
-        text.append_text(bar(usage, 20, style="bold yellow" if (usage or 0) >= 0.9 else "bold", eighths=False))
-        text.append(f" {'n/a' if usage is None else f'{usage * 100:.0f}%':>5} ")
-        text.append("measured" if usage is not None else (engine.why.get("kv_usage", "") if engine else ""), style="dim")
-        q("#kv-usage", Line).set(text)
-        if a.kv_headroom_tokens is not None and a.context_tokens:
-            fits = f"{_sig2(a.kv_headroom_tokens / a.context_tokens)} more"
-            note = f"at the average context {_sig2(a.context_tokens)}"
-        else:
-            fits, note = NA, a.why.get("kv_headroom_tokens", "needs KV usage and context")
-        q("#kv-fits", Line).set(figure_row("sequences fit", fits, "modeled" if fits != NA else None, note))
-        preempt = engine.preemptions_total if engine else None
-        rate = view.rates.preemptions_per_s
-        q("#preempt", Line).set(figure_row("preemptions", count(preempt) if preempt is not None else NA,
-                                           "measured" if preempt is not None else None,
-                                           f"+{rate:.1f}/s" if rate else (engine.why.get("preemptions_total", "") if engine else "")))
-        warning = ""
-        if usage is not None and usage >= 0.9:
-            warning = f"KV cache {usage:.0%} full: new requests wait or preempt others"
-        q("#kv-warning", Line).set(Text(warning, style="bold yellow") if warning else "")
-        gpus = [d for d in view.snapshot.devices if d.kind == "gpu" and d.used_by_tree] or list(view.snapshot.devices)
+    def show(self, view: LiveView) -> None:
+        f, styles = view.figures, self.figure_styles()
+        self.line("kv-bytes").set(figure_row("KV per token", f.kv_bytes_per_token, styles))
+        self.line("kv-capacity").set(figure_row("capacity", f.kv_capacity_tokens, styles))
+        self.line("kv-pool").set(figure_row("KV pool", f.kv_pool_bytes, styles))
+        usage = f.kv_usage
+        text = Text(f"{'usage':<16}", style=styles["label"])
+        full = (usage.value or 0) >= 0.9
+        text.append_text(bar(usage.value, 20, style=self.style("bar--full" if full else "bar--usage"),
+                             empty_style=self.style("bar--empty"), eighths=False))
+        text.append(f" {value_text(usage):>6} ")
+        text.append(usage.source if usage.value is not None else note_text(usage), style=styles.get(usage.source))
+        self.line("kv-usage").set(text)
+        self.line("kv-headroom").set(figure_row("headroom", f.kv_headroom_tokens, styles))
+        self.line("kv-fits").set(figure_row("sequences fit", f.sequences_fit, styles))
+        rate = f.preemptions_per_s.value
+        self.line("preempt").set(figure_row("preemptions", f.preemptions_total, styles,
+                                            note=f"+{rate:.1f}/s" if rate else None))
+        warning = f"KV cache {usage.value:.0%} full: new requests wait or preempt others" if full else ""
+        self.line("kv-warning").set(Text(warning, style=self.style("figure--warning")) if warning else "")
+        gpus = [d for d in view.devices if d.kind == "gpu" and d.used_by_tree] or list(view.devices)
         for index in range(4):
-            line = q(f"#mem-{index}", Line)
+            line = self.line(f"mem-{index}")
             if index < len(gpus):
                 d = gpus[index]
                 label = f"GPU {d.index}" if d.kind == "gpu" else "host"
                 tree = f"tree {si(d.memory_tree_bytes, 'B')}" if d.memory_tree_bytes is not None else ""
-                used = d.memory_used_bytes
-                total = d.memory_total_bytes
-                row = Text(f"{label:<16}", style="bold")
-                row.append_text(bar(used / total if used is not None and total else None, 12))
-                row.append(f" {si(used, 'B')} / {si(total, 'B')} {tree}")
+                used, total = d.memory_used_bytes, d.memory_total_bytes
+                row = Text(f"{label:<16}", style=styles["label"])
+                row.append_text(bar(used / total if used is not None and total else None, 12,
+                                    style=self.style("bar--usage"), empty_style=self.style("bar--empty")))
+                row.append(f" {si(used, 'B')} / {si(total, 'B')} {tree} ")
+                row.append(MEASURED, style=styles[MEASURED])
                 line.set(row)
-            elif index == len(gpus) and len(gpus) < len(view.snapshot.devices) and index == 3:
-                line.set(Text(f"… {len(view.snapshot.devices) - len(gpus)} more devices", style="dim"))
+            elif index == len(gpus) and len(gpus) < len(view.devices) and index == 3:
+                line.set(Text(f"… {len(view.devices) - len(gpus)} more devices", style=styles["note"]))
             else:
                 line.set("")
-        agents = view.snapshot.agents
-        with_torch = [a for a in agents if a.torch_reserved_bytes is not None]
-        if with_torch:
-            allocated = sum(a.torch_allocated_bytes or 0 for a in with_torch)
-            reserved = sum(a.torch_reserved_bytes or 0 for a in with_torch)
-            weights = sum(a.weights_bytes or 0 for a in with_torch)
-            retries = sum(a.alloc_retries or 0 for a in with_torch)
-            ooms = sum(a.ooms or 0 for a in with_torch)
-            frag = 1 - allocated / reserved if reserved else None
-            note = f"of {si(reserved, 'B')} reserved"
-            if weights:
-                note += f", weights {si(weights, 'B')}"
-            if frag is not None:
-                note += f", {frag:.0%} free in cache"
-            if retries or ooms:
-                note += f", {retries} retries, {ooms} OOMs"
-            q("#torch", Line).set(figure_row("torch allocated", si(allocated, "B"), "measured", note))
-        elif agents:
-            q("#torch", Line).set(figure_row("torch allocator", NA, None, agents[0].why.get("torch", "")))
+        self.line("rss").set(figure_row("tree RSS", f.tree_rss_bytes, styles))
+        torch = f.torch_allocated_bytes
+        if torch.value is not None:
+            parts = [f"of {value_text(f.torch_reserved_bytes)} reserved"]
+            if f.weight_bytes.value is not None:
+                parts.append(f"weights {value_text(f.weight_bytes)}")
+            if f.torch_cache_free.value is not None:
+                parts.append(f"{value_text(f.torch_cache_free)} free in cache")
+            if f.alloc_retries.value or f.ooms.value:
+                parts.append(f"{value_text(f.alloc_retries)} retries, {value_text(f.ooms)} OOMs")
+            self.line("torch").set(figure_row("torch allocated", torch, styles, note=", ".join(parts)))
         else:
-            q("#torch", Line).set(figure_row("torch allocator", NA, None, "no agent (infermon run/attach)"))
+            self.line("torch").set(figure_row("torch allocated", torch, styles))
 
 
 class RowTable(Vertical):
@@ -321,7 +288,7 @@ class RowTable(Vertical):
             out.append(cell.rjust(width) if column in self.right else cell.ljust(width))
         return "  ".join(out).rstrip()
 
-    def set_rows(self, rows: list[tuple[str, ...]], styles: list[str] | None = None) -> None:
+    def set_rows(self, rows: list[tuple[str, ...]], styles: list[Style | str] | None = None) -> None:
         for cells in rows:
             self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells)]
         self.query_one(".table-header", Line).set(Text(self._format(self.columns), style="bold"))
@@ -333,7 +300,7 @@ class RowTable(Vertical):
             self.rows.pop().remove()
         for index, cells in enumerate(rows):
             style = styles[index] if styles else ""
-            self.rows[index].set(Text(self._format(cells), style=style))
+            self.rows[index].set(Text(self._format(cells), style=style, no_wrap=True, overflow="ellipsis"))
 
 
 class DevicesPanel(Panel):
@@ -346,30 +313,29 @@ class DevicesPanel(Panel):
         yield RowTable(self.COLUMNS, right=frozenset({"util", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓"}))
         yield Line(id="devices-note")
 
-    def show(self, view: LiveView, history: History) -> None:
+    def show(self, view: LiveView) -> None:
         rows, styles = [], []
-        for d in view.snapshot.devices:
-            clocks = lambda now, top: NA if now is None else (f"{now:.0f}/{top:.0f}" if top else f"{now:.0f}")
+        na = "n/a"
+        for d in view.devices:
+            clocks = lambda now, top: na if now is None else (f"{now:.0f}/{top:.0f}" if top else f"{now:.0f}")
             name = (d.name or "?").removeprefix("NVIDIA ").removeprefix("GeForce ")
             rows.append((
                 ("*" if d.used_by_tree else " ") + (str(d.index) if d.kind == "gpu" else "host"),
                 name[:20],
-                NA if d.utilization_gpu is None else f"{d.utilization_gpu * 100:.0f}%",
+                na if d.utilization_gpu is None else f"{d.utilization_gpu * 100:.0f}%",
                 clocks(d.sm_clock_mhz, d.sm_clock_max_mhz),
-                NA if d.power_w is None else (f"{d.power_w:.0f}/{d.power_limit_w:.0f}" if d.power_limit_w else f"{d.power_w:.0f}"),
-                NA if d.temperature_c is None else f"{d.temperature_c:.0f}°C",
-                NA if d.pcie_tx_bytes_per_s is None else f"{d.pcie_tx_bytes_per_s / 1e9:.1f} {(d.pcie_rx_bytes_per_s or 0) / 1e9:.1f}",
+                na if d.power_w is None else (f"{d.power_w:.0f}/{d.power_limit_w:.0f}" if d.power_limit_w else f"{d.power_w:.0f}"),
+                na if d.temperature_c is None else f"{d.temperature_c:.0f}°C",
+                na if d.pcie_tx_bytes_per_s is None else f"{d.pcie_tx_bytes_per_s / 1e9:.1f} {(d.pcie_rx_bytes_per_s or 0) / 1e9:.1f}",
                 "—" if d.nvlink_tx_bytes_per_s is None else f"{d.nvlink_tx_bytes_per_s / 1e9:.0f} {(d.nvlink_rx_bytes_per_s or 0) / 1e9:.0f}",
                 ", ".join(d.throttle_reasons) or ("—" if d.kind == "gpu" else ""),
             ))
-            styles.append("" if d.used_by_tree or d.kind == "host" else "dim")
+            styles.append("" if d.used_by_tree or d.kind == "host" else self.style("figure--note"))
         self.query_one(RowTable).set_rows(rows, styles)
-        note = view.snapshot.why.get("devices", "")
-        if not note and view.snapshot.devices and not any(d.used_by_tree for d in view.snapshot.devices if d.kind == "gpu"):
-            if any(d.kind == "gpu" for d in view.snapshot.devices):
-                note = "no GPU lists the process tree (in a container? run with --pid=host)"
-        self.query_one("#devices-note", Line).set(
-            Text(note or "* = used by the watched tree; PCIe and NVLink GB/s sent and received", style="dim"))
+        note = view.why.get("devices", "")
+        self.line("devices-note").set(
+            Text(note or "* = used by the watched tree; PCIe and NVLink GB/s sent and received; measured (NVML)",
+                 style=self.style("figure--note")))
 
 
 class ProcessesPanel(Panel):
@@ -392,24 +358,19 @@ class ProcessesPanel(Panel):
         self.sort_index = (self.sort_index + 1) % len(self.SORTS)
         self.border_subtitle = f"sorted by {self.sort_column} (o)"
         if self._last is not None:
-            self.show(self._last, None)
+            self.show(self._last)
         return self.sort_column
 
-    def show(self, view: LiveView, history: History | None) -> None:
+    def show(self, view: LiveView) -> None:
         self._last = view
         subtitle = f"sorted by {self.sort_column} (o)"
         if self.border_subtitle != subtitle:
             self.border_subtitle = subtitle
-        tree = view.snapshot.tree
-        gpu_memory: dict[int, int] = {}
-        for d in view.snapshot.devices:
-            for proc in d.processes:
-                if proc.used_bytes is not None:
-                    gpu_memory[proc.pid] = gpu_memory.get(proc.pid, 0) + proc.used_bytes
+        tree = view.tree
         keys = {
             "CPU%": lambda p: -(p.cpu_percent or 0.0),
             "RSS": lambda p: -(p.rss_bytes or 0),
-            "GPU mem": lambda p: -gpu_memory.get(p.pid, 0),
+            "GPU mem": lambda p: -(p.gpu_memory_bytes or 0),
             "pid": lambda p: p.pid,
         }
         processes = sorted(tree.processes if tree else (), key=lambda p: (keys[self.sort_column](p), p.pid))
@@ -417,9 +378,9 @@ class ProcessesPanel(Panel):
         rows = [(
             str(p.pid),
             (p.role or p.name)[:24],
-            NA if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
+            "n/a" if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
             si(p.rss_bytes, "B"),
-            si(gpu_memory.get(p.pid), "B") if p.pid in gpu_memory else "",
+            si(p.gpu_memory_bytes, "B") if p.gpu_memory_bytes is not None else "",
             "" if p.threads is None else str(p.threads),
             ",".join(map(str, p.listening_ports))[:12],
             " ".join(p.cmdline)[:width],

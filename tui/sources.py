@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Protocol
 
-from infermon.live.derive import LiveModel, LiveView
+from infermon.live.derive import Deriver
+from infermon.live.view import LiveView
 
 
 class ViewSource(Protocol):
@@ -18,21 +19,34 @@ class ViewSource(Protocol):
     def next_view(self) -> LiveView | None:
         """The next view, or None when the source has no more (a replay's end)."""
 
+    def reset_peaks(self) -> bool:
+        """Ask for peaks and the run summary to restart; False where they are recorded, not live."""
+
+    def interrupt(self) -> None:
+        """Wake a ``next_view`` that is waiting, so the sampling thread can end."""
+
     def close(self) -> None: ...
 
 
 class LiveSource:
-    """One sampler tick per view."""
+    """One sampler tick per view, derived in the sampling thread."""
 
     kind = "live"
 
-    def __init__(self, sampler, live: LiveModel) -> None:
+    def __init__(self, sampler, deriver: Deriver) -> None:
         self.sampler = sampler
-        self.live = live
+        self.deriver = deriver
         self.interval_s = sampler.config.interval_s
 
     def next_view(self) -> LiveView | None:
-        return self.live.update(self.sampler.tick())
+        return self.deriver.update(self.sampler.tick())
+
+    def reset_peaks(self) -> bool:
+        self.deriver.request_reset()
+        return True
+
+    def interrupt(self) -> None:
+        """A tick is bounded by the interval: nothing to wake."""
 
     def close(self) -> None:
         self.sampler.close()
@@ -63,6 +77,12 @@ class ListSource:
             if self.hold_at_end:
                 self._closed.wait()
         return view
+
+    def reset_peaks(self) -> bool:
+        return False
+
+    def interrupt(self) -> None:
+        self._closed.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -107,7 +127,7 @@ class ReplaySource:
                     self._changed.wait()
                     continue
                 if self.index > 0:
-                    gap = self.views[self.index].snapshot.monotonic - self.views[self.index - 1].snapshot.monotonic
+                    gap = self.views[self.index].monotonic - self.views[self.index - 1].monotonic
                     generation = self.generation
                     if self._changed.wait(max(0.0, min(gap, 60.0)) / self.speed):
                         if generation != self.generation or self.paused or self._closed:
@@ -148,6 +168,12 @@ class ReplaySource:
             self.generation += 1
             self._changed.notify_all()
             return self.index
+
+    def reset_peaks(self) -> bool:
+        return False
+
+    def interrupt(self) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._changed:

@@ -1,15 +1,24 @@
-"""Small text pieces the panels share: bars, labelled figures, source tags."""
+"""Small text pieces the panels share: bars, sparklines, figure rows with their source tag.
+
+Values are written by :mod:`infermon.views.fmt`, the same functions every other view uses, so a
+figure reads the same on the dashboard, in ``--once`` and in the JSON. Colours come from the
+theme: a row is built from plain text plus the component styles its widget passes in.
+"""
 
 from __future__ import annotations
 
+from rich.style import Style
 from rich.text import Text
 
-from infermon.views.fmt import percent
+from infermon.live.figure import Figure
+from infermon.views.fmt import note_text, source_text, value_text
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
+SOURCE_WIDTH = 15  # "engine-reported"
 
 
-def bar(fraction: float | None, width: int, style: str = "bold", empty_style: str = "dim", eighths: bool = True) -> Text:
+def bar(fraction: float | None, width: int, style: Style | str = "bold", empty_style: Style | str = "dim",
+        eighths: bool = True) -> Text:
     """A horizontal bar of ``width`` cells filled to ``fraction`` (clipped to 0–1), eighth-cell precise
     unless ``eighths`` is False (whole cells repaint less often)."""
     text = Text()
@@ -30,7 +39,7 @@ def bar(fraction: float | None, width: int, style: str = "bold", empty_style: st
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values, width: int, style: str = "bold") -> Text:
+def sparkline(values, width: int, style: Style | str = "bold") -> Text:
     """The last ``width`` values as block characters scaled to their maximum (all zero: a flat line)."""
     points = list(values)[-width:] if width > 0 else []
     if not points:
@@ -41,26 +50,20 @@ def sparkline(values, width: int, style: str = "bold") -> Text:
     return Text("".join(SPARKS[min(7, int(v / top * 7.999))] if v > 0 else " " for v in points), style=style)
 
 
-def source_tag(source: str | None) -> Text:
-    """``measured`` / ``modeled`` / ``datasheet`` in a fixed 9-cell column (blank when n/a)."""
-    if source is None:
-        return Text(" " * 9)
-    label = source
-    style = {"measured": "green", "modeled": "cyan", "datasheet": "blue", "calibrated": "green"}.get(label, "dim")
-    return Text(f"{label:<9}", style=style)
+def figure_row(label: str, fig: Figure, styles: dict[str, Style] | None = None, label_width: int = 16,
+               value_width: int = 13, note: str | None = None, value: str | None = None) -> Text:
+    """``label ······ value  source  note`` on one line; the note (or the reason for n/a) dims.
 
-
-def figure_row(label: str, value: str, source: str | None, note: str = "", label_width: int = 16,
-               value_width: int = 14) -> Text:
-    """``label ······ value  source  note`` on one line (the note dims)."""
-    text = Text()
-    text.append(f"{label:<{label_width}}"[:label_width], style="bold")
-    text.append(f"{value:>{value_width}} ")
-    text.append_text(source_tag(source))
-    if note:
-        text.append(" " + note, style="dim")
+    ``styles`` maps ``label``, ``note`` and each source word to a Rich style (the panel's component
+    classes, so themes colour them). ``value`` replaces the written value (two figures on one row).
+    """
+    styles = styles or {}
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{label:<{label_width}}"[:label_width], style=styles.get("label", "bold"))
+    text.append(f"{value if value is not None and fig.value is not None else value_text(fig):>{value_width}} ")
+    word = source_text(fig)
+    text.append(f"{word:<{SOURCE_WIDTH}}", style=styles.get(fig.source, "dim"))
+    detail = note if note is not None else note_text(fig)
+    if detail:
+        text.append(" " + detail, style=styles.get("note", "dim"))
     return text
-
-
-def share(fraction: float | None) -> str:
-    return percent(fraction)

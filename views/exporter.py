@@ -1,15 +1,56 @@
-"""Prometheus metrics from infermon's figures: a collector over the latest view (prometheus_client)."""
+"""Prometheus metrics from infermon's figures: a collector over the latest view (prometheus_client).
+
+Every figure of :class:`~infermon.live.view.Figures` is a gauge ``infermon_<name>`` with the labels
+``pid``, ``model``, ``device``, ``engine`` and ``source`` (measured, engine-reported, modeled,
+datasheet, given). A figure that is n/a has no sample: Prometheus' own way of saying "absent".
+"""
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
-from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from infermon.live.derive import LiveView
+from infermon.live.view import FIGURE_INFO, LiveView
 
 PREFIX = "infermon_"
+
+# Figures whose metric names predate the figures table (dashboards use them), and figures that share
+# one metric told apart by the ``source`` label.
+METRIC_NAMES = {
+    "bandwidth_modeled_bytes_per_s": "achieved_bandwidth_bytes_per_second",
+    "bandwidth_measured_bytes_per_s": "achieved_bandwidth_bytes_per_second",
+    "bandwidth_engine_bytes_per_s": "achieved_bandwidth_bytes_per_second",
+    "flops_modeled_per_s": "achieved_flops_per_second",
+    "flops_engine_per_s": "achieved_flops_per_second",
+    "operating_intensity": "operating_intensity_flops_per_byte",
+    "ops_per_byte": "ops_per_byte_ridge",
+    "kv_headroom_tokens": "kv_cache_headroom_tokens",
+    "kv_usage": "kv_cache_usage_ratio",
+    "kv_capacity_tokens": "kv_cache_capacity_tokens",
+}
+SHARED_HELP = {
+    "achieved_bandwidth_bytes_per_second": "Achieved memory bandwidth (source: modeled from tokens/s, measured by "
+                                           "GPM, or the engine's own estimate)",
+    "achieved_flops_per_second": "Achieved FLOP/s (source: modeled from tokens/s, or the engine's own estimate)",
+}
+
+
+def metric_name(figure_name: str) -> str:
+    """``generation_tokens_per_s`` → ``generation_tokens_per_second``; ``ttft_p50_s`` → ``ttft_p50_seconds``;
+    fractions get ``_ratio`` (Prometheus base units)."""
+    if figure_name in METRIC_NAMES:
+        return METRIC_NAMES[figure_name]
+    name = figure_name
+    if name.endswith("_per_s"):
+        name = name[: -len("_per_s")] + "_per_second"
+    elif name.endswith("_s"):
+        name = name[: -len("_s")] + "_seconds"
+    elif FIGURE_INFO[figure_name][0] == "fraction" and name not in ("mbu", "mbu_measured", "mfu"):
+        name += "_ratio"
+    return name
 
 
 class ViewCollector(Collector):
@@ -31,61 +72,29 @@ class ViewCollector(Collector):
         yield CounterMetricFamily(PREFIX + "samples", "Samples infermon has taken of the process", value=samples)
         if view is None:
             return
-        snap = view.snapshot
-        pid = str(snap.tree.root_pid) if snap.tree else ""
-        model = view.model.name if view.model else ""
-        device = view.hardware.name if view.hardware else ""
-        engine = snap.engine.kind if snap.engine else ""
         labels = ["pid", "model", "device", "engine"]
-        values = [pid, model, device, engine]
-
-        def gauge(name: str, help_text: str, value, extra: dict | None = None):
-            extra = extra or {}
-            family = GaugeMetricFamily(PREFIX + name, help_text, labels=labels + list(extra))
-            if value is not None:
-                family.add_metric(values + list(extra.values()), float(value))
-            return family
-
-        a, rates = view.analysis, view.rates
-        yield gauge("up", "1 while the watched process is alive", 1 if snap.tree and snap.tree.alive else 0)
-        yield gauge("generation_tokens_per_second", "Generated tokens/s (engine counters or agent)",
-                    rates.generation_tokens_per_s)
-        yield gauge("prompt_tokens_per_second", "Prompt (prefill) tokens/s", rates.prompt_tokens_per_s)
-        bandwidth = GaugeMetricFamily(PREFIX + "achieved_bandwidth_bytes_per_second",
-                                      "Achieved memory bandwidth, modeled from tokens/s or measured by GPM",
-                                      labels=labels + ["source"])
-        for source, value in (("modeled", a.achieved_bandwidth_modeled_bytes_per_s),
-                              ("measured", a.achieved_bandwidth_measured_bytes_per_s)):
-            if value is not None:
-                bandwidth.add_metric(values + [source], value)
-        yield bandwidth
-        yield gauge("achieved_flops_per_second", "Achieved FLOP/s, modeled", a.achieved_flops_per_s)
-        yield gauge("mbu", "Model bandwidth utilisation, modeled (0-1)", a.mbu)
-        yield gauge("mbu_measured", "Bandwidth utilisation measured by GPM (0-1)", a.mbu_measured)
-        yield gauge("mfu", "Model FLOP utilisation, modeled (0-1)", a.mfu)
-        yield gauge("operating_intensity_flops_per_byte", "Achieved FLOP/s ÷ bytes/s", a.operating_intensity)
-        yield gauge("ops_per_byte_ridge", "Ridge point: peak FLOP/s ÷ peak bandwidth", a.ops_per_byte)
-        yield gauge("decode_ceiling_tokens_per_second", "Modeled decode ceiling at the current batch and context",
-                    a.decode_ceiling_tokens_per_s)
-        yield gauge("critical_batch", "Batch where decode turns compute-bound", a.critical_batch)
-        yield gauge("kv_cache_headroom_tokens", "KV-cache tokens still free", a.kv_headroom_tokens)
-        engine_sample = snap.engine
-        yield gauge("kv_cache_usage_ratio", "KV-cache usage reported by the engine (0-1)",
-                    engine_sample.kv_usage if engine_sample else None)
-        yield gauge("requests_running", "Requests in the running batch", engine_sample.batch if engine_sample else None)
-        yield gauge("requests_waiting", "Requests waiting", engine_sample.requests_waiting if engine_sample else None)
+        values = [str(view.tree.root_pid) if view.tree else "", view.model.name if view.model else "",
+                  view.hardware.name if view.hardware else "", view.engine.kind if view.engine else ""]
+        families: OrderedDict[str, GaugeMetricFamily] = OrderedDict()
+        for name, fig in view.figures.items():
+            metric = metric_name(name)
+            if metric not in families:
+                unit, meaning = FIGURE_INFO[name]
+                help_text = SHARED_HELP.get(metric) or f"{meaning[0].upper()}{meaning[1:]} ({unit})"
+                families[metric] = GaugeMetricFamily(PREFIX + metric, help_text, labels=labels + ["source"])
+            if fig.value is not None:
+                families[metric].add_metric(values + [fig.source], fig.value)
+        yield GaugeMetricFamily(PREFIX + "up", "1 while the watched process is alive", value=1 if view.alive else 0)
+        yield from families.values()
         bound = GaugeMetricFamily(PREFIX + "bound", "1 for the roof that bounds the process now (memory or compute)",
                                   labels=labels + ["bound"])
-        if a.bound:
+        if view.verdict.bound:
             for name in ("memory", "compute"):
-                bound.add_metric(values + [name], 1.0 if a.bound == name else 0.0)
+                bound.add_metric(values + [name], 1.0 if view.verdict.bound == name else 0.0)
         yield bound
-        hw = view.hardware
-        yield gauge("peak_bandwidth_bytes_per_second", "Device peak memory bandwidth", hw.bandwidth_bytes_per_s if hw else None)
-        yield gauge("peak_flops", "Device dense peak FLOP/s", hw.peak_flops if hw else None)
         memory = GaugeMetricFamily(PREFIX + "gpu_memory_used_bytes", "GPU memory used (NVML)",
                                    labels=labels + ["gpu", "scope"])
-        for d in snap.devices:
+        for d in view.devices:
             if d.kind != "gpu":
                 continue
             if d.memory_used_bytes is not None:

@@ -48,7 +48,7 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
-def figure_table(title: str, figure_width: int = 25, value_width: int = 17):
+def figure_table(title: str, figure_width: int = 25, value_width: int = 17, source_width: int = 9):
     """A Rich table of figure / value / source / note rows, fixed widths so tables line up."""
     from rich import box
     from rich.table import Table
@@ -57,6 +57,61 @@ def figure_table(title: str, figure_width: int = 25, value_width: int = 17):
                   show_header=False, pad_edge=False, expand=True)
     table.add_column("figure", style="cyan", no_wrap=True, width=figure_width)
     table.add_column("value", justify="right", no_wrap=True, width=value_width)
-    table.add_column("source", style="dim", no_wrap=True, width=9)
+    table.add_column("source", style="dim", no_wrap=True, width=source_width)
     table.add_column("note", style="dim", ratio=1)
     return table
+
+
+def sig3(value: float) -> str:
+    """Three significant digits with thousands separators (1,234 / 123 / 12.3 / 1.23): jitter in the
+    fourth digit does not change the text, so a dashboard does not repaint for it."""
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        digits = len(str(int(magnitude)))
+        return f"{round(value, -(digits - 3)):,.0f}"
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1 or magnitude == 0:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+# How each unit of :data:`infermon.live.view.FIGURE_INFO` is written, everywhere it is shown.
+_BY_UNIT = {
+    "tokens/s": lambda v: f"{sig3(v)} tok/s",
+    "steps/s": lambda v: f"{sig3(v)} steps/s",
+    "preemptions/s": lambda v: f"{sig3(v)}/s",
+    "B/s": lambda v: si(v, "B/s"),
+    "FLOP/s": lambda v: si(v, "FLOP/s"),
+    "B": lambda v: si(v, "B"),
+    "B/token": lambda v: f"{v:,.0f} B",
+    "FLOP/B": lambda v: f"{sig3(v)} FLOP/B",
+    "fraction": lambda v: f"{v * 100:.1f}%",
+    "s": seconds,
+    "sequences": sig3,
+    "tokens": lambda v: f"{int(round(v)):,}",
+    "requests": lambda v: f"{int(round(v)):,}",
+    "preemptions": lambda v: f"{int(round(v)):,}",
+    "retries": lambda v: f"{int(round(v)):,}",
+    "OOMs": lambda v: f"{int(round(v)):,}",
+}
+
+
+def value_text(fig) -> str:
+    """A :class:`~infermon.live.figure.Figure`'s value as every view writes it (``n/a`` when missing)."""
+    if fig.value is None:
+        return "n/a"
+    write = _BY_UNIT.get(fig.unit)
+    return write(fig.value) if write else f"{sig3(fig.value)} {fig.unit}"
+
+
+def source_text(fig) -> str:
+    """The source word a view prints beside the value (``stale`` appended when it is)."""
+    return f"{fig.source}, stale" if fig.stale else fig.source
+
+
+def note_text(fig) -> str:
+    """What a view prints after the source: the reason when missing, else the note."""
+    return (fig.why or "") if fig.value is None else (fig.note or "")
