@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import stat
 
 # Counters, byte counts and sizes that fit in 63 bits: anything larger is not a measurement.
 MAX_INTEGER_DIGITS = 19
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class BoundedReadError(ValueError):
@@ -78,20 +76,17 @@ def read_proc(path: str, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def nesting_depth(data: bytes | str) -> int:
-    """The deepest nesting of JSON arrays and objects in ``data`` (brackets inside strings do not count)."""
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
-    if data.count(b"[") + data.count(b"{") <= 1:
-        return data.count(b"[") + data.count(b"{")
-    depth = deepest = 0
-    for token in _TOKENS.finditer(data):
-        char = token.group()
-        if char in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in (b"]", b"}"):
-            depth = max(0, depth - 1)
+def nesting_depth(value) -> int:
+    """How deep lists and dicts nest in ``value`` (a scalar is 0), walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
     return deepest
 
 
@@ -115,8 +110,17 @@ def _no_constant(name: str):
 def loads(data: bytes | str, max_depth: int = 32):
     """JSON ``data`` as Python objects, refusing nesting deeper than ``max_depth``, ``NaN``,
     ``Infinity``, numbers that overflow a double (``1e400``) and integers over 19 digits. Raises
-    :class:`BoundedReadError` (a ValueError) or ``ValueError`` for malformed JSON."""
-    depth = nesting_depth(data)
-    if depth > max_depth:
-        raise BoundedReadError(f"nested {depth} deep (at most {max_depth})")
-    return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    :class:`BoundedReadError` (a ValueError) or ``ValueError`` for malformed JSON.
+
+    The C parser itself stops at Python's recursion limit (a RecursionError, turned into the same
+    one line); below that, the parsed value is measured."""
+    try:
+        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except RecursionError:
+        raise BoundedReadError(f"nested too deep (at most {max_depth})") from None
+    opened = data.count(b"[" if isinstance(data, bytes) else "[") + data.count(b"{" if isinstance(data, bytes) else "{")
+    if opened > max_depth:  # otherwise it cannot nest deeper than max_depth: no need to look
+        depth = nesting_depth(value)
+        if depth > max_depth:
+            raise BoundedReadError(f"nested {depth} deep (at most {max_depth})")
+    return value

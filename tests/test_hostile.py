@@ -846,3 +846,83 @@ def test_export_warns_once_on_a_non_loopback_bind(env, sleeper):
             _, err = process.communicate(timeout=10)
         warnings = [line for line in err.splitlines() if "not loopback" in line]
         assert len(warnings) == (1 if warned else 0), err
+
+
+# ------------------------------------------------------------------------------- recordings (the reader and writer's own
+# tests are in test_replay.py; these are the issue's hostile inputs end to end)
+
+
+def _scripted_recording(path: Path, ticks: int = 8) -> Path:
+    import scripted
+    from infermon.views.recording import RecordingWriter
+
+    with open(path, "w", encoding="utf-8") as handle:
+        writer = RecordingWriter(handle)
+        for view in scripted.views(ticks):
+            writer.write(view)
+    return path
+
+
+def test_a_line_of_hundreds_of_megabytes_is_skipped_without_reading_it_whole(tmp_path, env):
+    """The recorder never writes such a line; a reader that read it whole would need its size in memory."""
+    path = _scripted_recording(tmp_path / "big.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    with open(path, "wb") as out:
+        out.write(lines[0])
+        out.write(b'{"pad": "' + b"x" * (256 * 2**20) + b'"}\n')
+        out.writelines(lines[1:])
+    code = ("import resource, subprocess, sys\n"
+            "r = subprocess.run([sys.executable, '-m', 'infermon.cli.main', 'replay', sys.argv[1], '--once', '--json'],"
+            " capture_output=True, text=True)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, r.returncode)\n"
+            "sys.stderr.write(r.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    rss_mb, status = (int(x) for x in result.stdout.split())
+    assert status == 0 and "longer than" in result.stderr and "Traceback" not in result.stderr
+    assert rss_mb < 200, f"{rss_mb} MB for a 256 MB line"
+
+
+def test_diff_of_a_deeply_nested_recording_is_one_line(tmp_path, env):
+    good = _scripted_recording(tmp_path / "good.jsonl")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"schema": 2, "figures": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert "no usable samples" in one_line(infermon("diff", str(good), str(nested), env=env), 2)
+
+
+def test_a_full_disk_while_recording_is_one_line_and_keeps_what_was_written(tmp_path, env, sleeper):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        target = sleeper()
+        path = disk / "rec.jsonl"
+        result = infermon("--pid", str(target.pid), "--record", str(path), "--interval", "0.02", *HOST, env=env,
+                          timeout=120)
+        line = one_line(result, 1)
+        assert "No space left" in line and "samples written" in line
+        from infermon.views.recording import iter_ticks
+
+        notices = []
+        ticks = list(iter_ticks(str(path), notices))
+        assert len(ticks) >= 2 and len(notices) <= 1  # at most the last, cut line
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_metrics_url_that_times_out_is_not_asked_for_again(env, sleeper):
+    from metrics_server import MetricsServer
+
+    target = sleeper()
+    vllm = (TESTS / "data" / "vllm-0.33.0-metrics.sample.prom").read_text()
+    with MetricsServer(vllm, mode="slow", delay_s=5) as server:
+        result = infermon("--pid", str(target.pid), "--once", "--json", "--interval", "0.3", "--metrics-url",
+                          server.metrics_url, *HOST, env=env)
+    assert result.returncode == 0, result.stderr
+    verdict = json.dumps(json.loads(result.stdout)["verdict"])
+    assert "give --metrics-url" not in verdict and "timed out" in verdict
