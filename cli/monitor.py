@@ -12,6 +12,9 @@ from infermon.model.loaders import ModelLoadError, load_model
 from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
 
 
+MIN_INTERVAL_S = 0.05
+
+
 def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> None:
     watch = parser.add_argument_group("watch a process")
     if with_pid:
@@ -64,8 +67,10 @@ def check_record_path(path: str) -> None:
 def _config(args: argparse.Namespace):
     from infermon.probes.sampler import SamplerConfig
 
-    if not 0 < args.interval <= 3600:  # also refuses nan
-        raise UserError(f"--interval must be between 0 and 3600 seconds, not {args.interval}")
+    # Also refuses nan. Below 50 ms every tick would scrape the engine and walk /proc of the whole
+    # tree hundreds of times a second: a monitor must not load the server it watches.
+    if not MIN_INTERVAL_S <= args.interval <= 3600:
+        raise UserError(f"--interval must be between {MIN_INTERVAL_S:g} and 3600 seconds, not {args.interval}")
     overrides = {}
     try:
         if args.host_bandwidth:

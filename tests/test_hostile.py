@@ -685,7 +685,7 @@ def test_run_of_something_that_is_no_command(program, reason, tmp_path, env):
 
 
 @pytest.mark.parametrize("options, reason", [
-    (["--interval", "nan"], "--interval"), (["--interval", "-1"], "--interval"),
+    (["--interval", "nan"], "--interval"), (["--interval", "-1"], "--interval"), (["--interval", "1e-300"], "--interval"),
     (["--record", "/proc/x"], "cannot write /proc/x"), (["--record", "/"], "cannot write /"),
     (["--host-bandwidth", "lots"], "bandwidth"), (["--model", "/no/such/model"], "no/such/model"),
     (["--gpu", "no-such-gpu"], "unknown GPU"), (["--metrics-url", "ftp://x"], "--metrics-url"),
@@ -902,7 +902,7 @@ def test_a_full_disk_while_recording_is_one_line_and_keeps_what_was_written(tmp_
     try:
         target = sleeper()
         path = disk / "rec.jsonl"
-        result = infermon("--pid", str(target.pid), "--record", str(path), "--interval", "0.02", *HOST, env=env,
+        result = infermon("--pid", str(target.pid), "--record", str(path), "--interval", "0.05", *HOST, env=env,
                           timeout=120)
         line = one_line(result, 1)
         assert "No space left" in line and "samples written" in line
