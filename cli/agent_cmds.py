@@ -119,6 +119,25 @@ def _signal_tree(pid: int, sig: int) -> None:
             pass
 
 
+def _open_log(path: str):
+    """``--log FILE`` to append the command's output to: a regular file, no symlink followed (the
+    output must not land wherever a planted link points)."""
+    import errno
+    import stat
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        reason = "a symbolic link (refused)" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise UserError(f"run: cannot write the log {path}: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"run: cannot write the log {path}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
+
+
 def _resolve_command(program: str) -> str:
     """The executable ``program`` names (a path, or a name on PATH), or a one-line UserError."""
     if os.sep in program:
@@ -159,11 +178,8 @@ def run_command(args: argparse.Namespace) -> int:
     if dashboard:
         import tempfile
 
-        try:
-            log_path = args.log or tempfile.mkstemp(prefix="infermon-run-", suffix=".log")[1]
-            log_handle = open(log_path, "ab")
-        except OSError as exc:
-            raise UserError(f"run: cannot write the log {args.log}: {exc.strerror or exc}") from None
+        log_path = args.log or tempfile.mkstemp(prefix="infermon-run-", suffix=".log")[1]
+        log_handle = _open_log(log_path)
     folder = make_bootstrap()
     env = agent_environment(folder, args.interval)
     try:

@@ -64,12 +64,19 @@ def channel_problem(path: str, uid: int | None = None) -> str | None:
 
     uid = os.getuid() if uid is None else uid
     try:
-        info = os.lstat(path)
+        # Opened, not looked up: O_NOFOLLOW refuses a symlink, and what is checked is what was opened.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return f"{path} does not exist"
     except OSError as exc:
+        if os.path.islink(path):
+            return f"{path} is not a plain directory"
         return f"{path} is unreadable: {exc.strerror}"
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISDIR(info.st_mode):
         return f"{path} is not a plain directory"
     if info.st_uid != uid:
         return f"{path} belongs to another user (uid {info.st_uid})"

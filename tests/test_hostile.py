@@ -631,8 +631,11 @@ def test_ctrl_c_ends_run_record_of_a_command_that_ignores_sigint(tmp_path, env):
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
 
 
-@pytest.mark.parametrize("command", ["--pid --record", "--pid --once", "run --once", "export"])
+@pytest.mark.parametrize("command", ["--pid --record", "--pid --once", "run --once", "export", "calibrate", "demo"])
 def test_every_command_ends_within_5_s_of_ctrl_c(command, tmp_path, env, sleeper):
+    if command == "demo":
+        pytest.importorskip("torch")
+    env = {**env, "INFERMON_CACHE_DIR": str(tmp_path / "cache")}
     target = sleeper()
     script = tmp_path / "ignore.py"
     script.write_text(IGNORES_SIGINT)
@@ -647,8 +650,11 @@ def test_every_command_ends_within_5_s_of_ctrl_c(command, tmp_path, env, sleeper
         "run --once": (["run", "--once", "--interval", "0.2", *HOST, "--", sys.executable, str(script)], lambda: True),
         "export": (["export", "--pid", str(target.pid), "--port", str(port), "--interval", "0.2", *HOST],
                    lambda: _serving(port)),
+        "calibrate": (["calibrate", "--seconds", "60"], lambda: True),
+        "demo": (["demo", "--size", "tiny", "--record", str(path), "--interval", "0.2", *HOST],
+                 lambda: _lines(path) >= 2),
     }[command]
-    if command in ("--pid --once", "run --once"):
+    if command in ("--pid --once", "run --once", "calibrate"):
         ready = _after(1.5)
     seconds, status, err = _interrupt_after(argv, env, ready)
     assert seconds < 5.0, (seconds, err)
@@ -711,6 +717,24 @@ def test_a_record_path_that_is_a_symlink_or_a_fifo_is_refused_before_sampling(tm
     os.mkfifo(fifo)
     assert "cannot write" in one_line(  # a FIFO nobody reads: refused at once, never a hang
         infermon("--pid", str(target.pid), "--record", str(fifo), *HOST, env=env, timeout=10), 2)
+
+
+def test_the_run_log_is_never_written_through_a_planted_symlink(tmp_path):
+    from infermon.cli.agent_cmds import _open_log
+    from infermon.cli.errors import UserError
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "run.log").symlink_to(victim)
+    with pytest.raises(UserError, match="symbolic link"):
+        _open_log(str(tmp_path / "run.log"))
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError, match="cannot write the log"):
+        _open_log(str(tmp_path / "fifo"))
+    assert victim.read_text() == "precious\n"
+    with _open_log(str(tmp_path / "fine.log")) as handle:
+        handle.write(b"ok\n")
+    assert (tmp_path / "fine.log").read_text() == "ok\n"
 
 
 THEMES = {
