@@ -124,7 +124,7 @@ class Deriver:
             self.figures = None
             self.model_why = f"model {argument!r} not resolved: {exc} (give --model)"
             return
-        self.figures = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes)
+        self.figures = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
         self.model_source = loaded.source
         self.model_why = None
         self.warnings = loaded.warnings

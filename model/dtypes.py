@@ -59,6 +59,7 @@ class WeightFormat:
     zero_point_bytes: float = 0.0
     block_elements: int | None = None
     method: str = ""
+    measured_bytes_per_param: float | None = None
 
     def bytes_per_param(self) -> float:
         """Bytes per weight = value bytes + (scale + zero point) / group size.
@@ -66,7 +67,11 @@ class WeightFormat:
         Block-wise scales add ``scale_bytes / block_elements`` instead. With
         neither, the format has no per-weight overhead (per-channel scales are
         rows, not weights, and are ignored: < 0.1 % for any real layer).
+        ``measured_bytes_per_param``, where a file gave it (a GGUF under
+        4 bits per weight), is the answer as it is.
         """
+        if self.measured_bytes_per_param is not None:
+            return self.measured_bytes_per_param
         value = BYTES_PER_VALUE[self.dtype]
         if self.group_size:
             value += (self.scale_bytes + self.zero_point_bytes) / self.group_size
@@ -83,49 +88,57 @@ def plain_format(dtype: str) -> WeightFormat:
     return WeightFormat(dtype)
 
 
+def _group(value: object) -> int | None:
+    """A positive whole group size (at most 2^24 weights), else None (per-channel or unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**24:
+        return None
+    return value
+
+
 def format_from_quantization_config(qc: dict, default_dtype: str) -> WeightFormat | None:
     """Read a Hugging Face ``quantization_config`` into a :class:`WeightFormat`.
 
     Knows GPTQ/AWQ (``bits``, ``group_size``, ``sym``/``zero_point``), fp8
     (``weight_block_size``), bitsandbytes (``load_in_4bit``/``load_in_8bit``) and
     compressed-tensors' ``config_groups``. Returns ``None`` when it is not a
-    weight quantization it understands.
+    weight quantization it understands (including values of the wrong type).
     """
     if not isinstance(qc, dict):
         return None
-    method = str(qc.get("quant_method", "")).lower()
+    method = str(qc.get("quant_method", ""))[:40].lower()
     if method == "fp8" or qc.get("fmt") in ("e4m3", "e5m2"):
         block = qc.get("weight_block_size")
         block_elements = None
-        if isinstance(block, (list, tuple)) and block and all(isinstance(b, int) and b > 0 for b in block):
+        if isinstance(block, (list, tuple)) and 0 < len(block) <= 4 and all(_group(b) for b in block):
             block_elements = 1
             for b in block:
                 block_elements *= b
         return WeightFormat("fp8", scale_bytes=4.0, block_elements=block_elements, method="fp8")
     if method == "bitsandbytes":
-        if qc.get("load_in_4bit"):
+        if qc.get("load_in_4bit") is True:
             # bnb nf4/fp4: blocksize 64 with an 8-bit double-quantized absmax ≈ 0.5 + 1/64 B/param.
             return WeightFormat("int4", group_size=64, scale_bytes=1.0, method="bitsandbytes-4bit")
-        if qc.get("load_in_8bit"):
+        if qc.get("load_in_8bit") is True:
             return WeightFormat("int8", method="bitsandbytes-8bit")
         return None
     if method == "compressed-tensors":
-        for group in (qc.get("config_groups") or {}).values():
-            weights = (group or {}).get("weights") or {}
+        groups = qc.get("config_groups")
+        for group in (groups.values() if isinstance(groups, dict) else ()):
+            weights = group.get("weights") if isinstance(group, dict) else None
+            if not isinstance(weights, dict):
+                continue
             bits = weights.get("num_bits")
-            kind = str(weights.get("type", "int")).lower()
+            kind = str(weights.get("type", "int"))[:16].lower()
             if bits == 8 and kind == "float":
                 return WeightFormat("fp8", method="compressed-tensors fp8")
-            if bits in (4, 8):
-                gs = weights.get("group_size")
+            if bits in (4, 8) and not isinstance(bits, bool):
                 zp = 0.0 if weights.get("symmetric", True) else (0.5 if bits == 4 else 1.0)
-                return WeightFormat("int4" if bits == 4 else "int8", group_size=gs if isinstance(gs, int) and gs > 0 else None,
+                return WeightFormat("int4" if bits == 4 else "int8", group_size=_group(weights.get("group_size")),
                                     scale_bytes=2.0, zero_point_bytes=zp, method=f"compressed-tensors w{bits}")
         return None
     bits = qc.get("bits", qc.get("w_bit"))
-    if bits in (4, 8):
-        gs = qc.get("group_size", qc.get("q_group_size"))
-        gs = gs if isinstance(gs, int) and gs > 0 else None
+    if bits in (4, 8) and not isinstance(bits, bool):
+        gs = _group(qc.get("group_size", qc.get("q_group_size")))
         symmetric = bool(qc.get("sym", not qc.get("zero_point", True)))
         zp = 0.0 if symmetric else (0.5 if bits == 4 else 1.0)
         return WeightFormat("int4" if bits == 4 else "int8", group_size=gs, scale_bytes=2.0,

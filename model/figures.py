@@ -8,6 +8,7 @@ from infermon.model.dtypes import BYTES_PER_VALUE, WeightFormat, normalize_dtype
 from infermon.model.kv import kv_bytes_per_token
 from infermon.model.params import ParamCount, count_params
 from infermon.model.spec import ModelSpec
+from infermon.model.stored import StoredBytes
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class ModelFigures:
     ``gathered_row_bytes`` what one token reads of it; ``routed_expert_bytes``
     all routed MoE expert weights (B). ``flops_per_token`` = 2 × matmul
     parameters active per token (FLOP/token). ``kv_bytes_per_token`` in B/token.
+    ``embedding_bytes`` (the input token table, stored once even when tied),
+    ``lm_head_bytes`` (a separate output head; 0 when tied) and
+    ``positional_bytes`` place the tables for pipeline stages (B).
     """
 
     name: str
@@ -35,6 +39,9 @@ class ModelFigures:
     kv_bytes_per_token: float
     flops_per_token: float
     params_overridden: bool = False
+    embedding_bytes: float = 0.0
+    lm_head_bytes: float = 0.0
+    positional_bytes: float = 0.0
 
 
 def _activation_dtype(spec: ModelSpec) -> str:
@@ -61,6 +68,7 @@ def model_figures(
     kv_dtype: str | None = None,
     params_override: float | None = None,
     exact_weight_bytes: tuple[float, str] | None = None,
+    stored: StoredBytes | None = None,
 ) -> ModelFigures:
     """Figures for ``spec`` stored as ``dtype`` (default: the checkpoint's own) with a ``kv_dtype`` cache.
 
@@ -68,7 +76,9 @@ def model_figures(
     every parameter is then taken to be read per token and to take part in a
     matmul (flops_per_token = 2 × params). ``exact_weight_bytes`` (bytes,
     source) replaces the modeled weight bytes when the checkpoint's files were
-    measured and no other dtype was asked for.
+    measured and no other dtype was asked for. ``stored`` (a tensor-by-tensor
+    breakdown, e.g. of a GGUF file) goes further: the gathered embedding and
+    the routed experts are then the file's own bytes, not parameters × a width.
     """
     activation = _activation_dtype(spec)
     quantized_checkpoint = dtype is None and spec.weight_format is not None
@@ -91,6 +101,7 @@ def model_figures(
         weight_bytes = total * fmt.bytes_per_param()
         source = f"modeled: {total:,} params (given) × {fmt.bytes_per_param():g} B ({fmt.dtype})"
         gathered = row = routed = 0.0
+        embedding = head = positional = 0.0
     else:
         weight_bytes = modeled_weight_bytes(params, fmt, activation, quantized_checkpoint)
         source = f"modeled: exact parameter count at {fmt.method or fmt.dtype}"
@@ -102,6 +113,13 @@ def model_figures(
         row = (0.0 if spec.tie_word_embeddings else (spec.embed_projection_dim or spec.hidden_size) * embed_width)
         row += (spec.hidden_size * embed_width if params.positional else 0.0)
         routed = params.routed_experts * fmt.bytes_per_param()
+        embedding = params.embedding * embed_width
+        head = params.lm_head * embed_width
+        positional = params.positional * embed_width
+        if stored is not None and dtype is None:
+            weight_bytes, source = stored.total, stored.source
+            gathered, row, routed = stored.gathered, stored.gathered_row, stored.routed_experts
+            embedding, head, positional = stored.embedding, stored.lm_head, stored.positional
 
     return ModelFigures(
         name=spec.name,
@@ -118,6 +136,9 @@ def model_figures(
         kv_bytes_per_token=float(kv_bytes_per_token(spec, kv)),
         flops_per_token=2.0 * params.matmul_active,
         params_overridden=params_override is not None,
+        embedding_bytes=float(embedding),
+        lm_head_bytes=float(head),
+        positional_bytes=float(positional),
     )
 
 
@@ -139,7 +160,8 @@ def weight_bytes_read_per_step(fig: ModelFigures, batch: float) -> float:
     only B rows, and MoE layers read only the experts their tokens hit
     (:func:`expert_fraction_read`).
     """
-    fixed = fig.weight_bytes - fig.gathered_bytes - fig.routed_expert_bytes
+    # Never below zero, whatever the inputs: a negative read is not a faster one.
+    fixed = max(0.0, fig.weight_bytes - fig.gathered_bytes - fig.routed_expert_bytes)
     rows = min(fig.gathered_bytes, batch * fig.gathered_row_bytes)
     experts = fig.routed_expert_bytes * expert_fraction_read(
         fig.spec.experts_per_token, fig.spec.num_experts, batch)

@@ -19,10 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infermon.model.config import ConfigError, spec_from_config
+from infermon.model.config import LIMITS, ConfigError, spec_from_config
 from infermon.model.dtypes import WeightFormat
 from infermon.model.loaders import LoadedModel, ModelLoadError
 from infermon.model.params import count_params
+from infermon.model.stored import StoredBytes
 
 GGUF_MAGIC = b"GGUF"
 
@@ -75,6 +76,8 @@ def _open_reader(path: Path) -> Any:
         from gguf import GGUFReader
     except ImportError:  # pragma: no cover - a declared dependency
         raise ModelLoadError(f"{path}: reading GGUF files needs the 'gguf' package (pip install gguf)") from None
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
@@ -295,7 +298,10 @@ def _quantized_format(tensors: list[Any], dominant: str, label: str) -> WeightFo
         return WeightFormat("int8", group_size=block, scale_bytes=(per_weight - 1.0) * block, method=method)
     if per_weight >= 0.5:
         return WeightFormat("int4", group_size=block, scale_bytes=(per_weight - 0.5) * block, method=method)
-    return WeightFormat("int4", method=f"{method} (~{per_weight * 8:.2f} bits/weight, modeled as int4)")
+    # Below 4 bits (Q2_K, Q3_K, IQ2…): no int4 + overhead form exists; the measured
+    # average is the figure, never a 0.5 B floor.
+    return WeightFormat("int4", method=f"{method} ({per_weight * 8:.2f} bits/weight measured)",
+                        measured_bytes_per_param=per_weight)
 
 
 def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) -> dict:
@@ -312,6 +318,9 @@ def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) ->
         known = "" if arch in _MODEL_TYPES else f" (architecture {arch!r} is not one infermon knows)"
         raise ModelLoadError(f"{where}: GGUF metadata lacks {', '.join(missing)}{known}")
     layers, hidden, heads = required["block_count"], required["embedding_length"], required["attention.head_count"]
+    if layers > LIMITS["layer count"]:
+        # Checked before anything is built per layer (a hostile 2^63 would never finish).
+        raise ModelLoadError(f"{where}: impossible {arch}.block_count {layers:,} (at most {LIMITS['layer count']:,})")
 
     vocab = _vocab_size(meta, tensors)
     if not vocab:
@@ -376,8 +385,9 @@ def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) ->
             value = meta.integer(gguf_key)
             if value:
                 cfg[config_key] = value
+        dense = meta.integer("leading_dense_block_count") or 0
         if model_type in ("qwen2_moe", "qwen3_moe") and dense:
-            cfg["mlp_only_layers"] = list(range(dense))
+            cfg["mlp_only_layers"] = list(range(min(dense, layers)))
 
     kv_lora = meta.integer("attention.kv_lora_rank")
     if kv_lora:
@@ -408,6 +418,42 @@ def _config(meta: _Metadata, tensors: dict[str, Any], dtype: str, where: str) ->
         if n_positions:
             cfg["n_positions"] = n_positions
     return cfg
+
+
+_ROUTED_EXPERT = re.compile(r"\.ffn_[a-z_]+_exps\.")
+
+
+def _stored_bytes(tensors: list[Any], label: str) -> StoredBytes:
+    """The tensor table's bytes, split the way a decode step reads them (see :class:`StoredBytes`).
+
+    The token embedding's row is its stored size ÷ rows, so a quantized table is
+    gathered at its quantized width; routed experts are their tensors' own bytes.
+    """
+    by_name = {t.name: t for t in tensors}
+    total = float(sum(int(t.n_bytes) for t in tensors))
+    gathered = row = 0.0
+    tables = ["position_embd.weight"]
+    if "output.weight" in by_name:
+        tables.append("token_embd.weight")  # otherwise it is the LM head too, read whole
+    for name in tables:
+        tensor = by_name.get(name)
+        if tensor is None:
+            continue
+        dims = _tensor_dims(tensor)
+        rows = dims[1] if len(dims) >= 2 else 0
+        if rows <= 0:
+            continue
+        gathered += float(tensor.n_bytes)
+        row += float(tensor.n_bytes) / rows
+    routed = float(sum(int(t.n_bytes) for t in tensors if _ROUTED_EXPERT.search(t.name)))
+
+    def size(name: str) -> float:
+        tensor = by_name.get(name)
+        return float(tensor.n_bytes) if tensor is not None else 0.0
+
+    return StoredBytes(total=total, gathered=gathered, gathered_row=row, routed_experts=routed,
+                       source=f"measured: GGUF tensor sizes ({label})", embedding=size("token_embd.weight"),
+                       lm_head=size("output.weight"), positional=size("position_embd.weight"))
 
 
 def _shard_paths(path: Path, count: int) -> list[Path] | None:
@@ -457,14 +503,16 @@ def _load(reader: Any, path: Path) -> LoadedModel:
         spec = spec_from_config(cfg, name=name)
     except ConfigError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
+    # llama.cpp computes in what the file stores: no serving-dtype rule applies.
+    spec = dataclasses.replace(spec, dtype_source="gguf")
     if weight_format is not None:
         spec = dataclasses.replace(spec, weight_format=weight_format)
 
     warnings = list(spec.warnings) + meta.warnings
-    exact = None
+    exact = stored = None
     if complete:
-        stored = sum(int(t.n_bytes) for t in all_tensors)
-        exact = (float(stored), f"measured: GGUF tensor sizes ({label})")
+        stored = _stored_bytes(all_tensors, label)
+        exact = (stored.total, stored.source)
         in_file = sum(int(t.n_elements) for t in all_tensors
                       if t.name not in _NON_PARAMETER_TENSORS and not t.name.endswith(_NON_PARAMETER_SUFFIXES))
         counted = count_params(spec).total
@@ -473,7 +521,10 @@ def _load(reader: Any, path: Path) -> LoadedModel:
                 f"GGUF tensors hold {in_file:,} parameters but the {spec.model_type} layout counts {counted:,} "
                 f"({in_file - counted:+,}); figures use the layout count")
     spec = dataclasses.replace(spec, warnings=tuple(warnings))
-    return LoadedModel(spec, f"GGUF: {path}", exact, tuple(warnings))
+    return LoadedModel(spec, f"GGUF: {path}", exact, tuple(warnings), stored)
+
+
+_DAMAGED_HEADER = (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, MemoryError)
 
 
 def load_gguf(path: Path | str) -> LoadedModel:
@@ -486,7 +537,7 @@ def load_gguf(path: Path | str) -> LoadedModel:
     reader = _open_reader(path)
     try:
         return _load(reader, path)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # odd field types in a damaged header must not escape as tracebacks
+    except _DAMAGED_HEADER as exc:
+        # What a damaged header can make the reader or the numbers raise. Programming errors
+        # (NameError, AttributeError, TypeError…) are not caught: they must fail loudly.
         raise ModelLoadError(f"{path}: corrupt GGUF metadata ({_one_line(exc)})") from None

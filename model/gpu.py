@@ -104,7 +104,11 @@ def combine(
     bandwidth_bytes_per_s: float | None = None,
     peak_flops: float | None = None,
 ) -> Hardware:
-    """Total memory, bandwidth and dense peak of ``count`` GPUs, with per-figure overrides (per GPU)."""
+    """Total memory, bandwidth and dense peak of ``count`` GPUs, with per-figure overrides (per GPU).
+
+    Memory is the table's driver-reported size (NVML ``memory.total``) where known, so calc
+    and the live view, which reads NVML, use the same number.
+    """
     sources: dict[str, str] = {}
 
     def pick(override: float | None, table: float | None, what: str) -> float | None:
@@ -112,7 +116,8 @@ def combine(
             sources[what] = "given on the command line"
             return override
         if table is not None and gpu is not None:
-            sources[what] = f"datasheet: {gpu.source}"
+            # The memory row holds the driver-reported size where known (see GpuSpec.memory_source).
+            sources[what] = f"datasheet: {gpu.memory_source if what == 'memory' else gpu.source}"
             return table
         sources[what] = "unknown"
         return None
@@ -125,7 +130,7 @@ def combine(
     return Hardware(
         name=name,
         count=count,
-        memory_bytes=(memory or 0.0) * count,
+        memory_bytes=float(memory or 0.0) * count,
         bandwidth_bytes_per_s=(bandwidth or 0.0) * count,
         peak_flops=peak * count if peak is not None else None,
         compute_dtype=compute_dtype,

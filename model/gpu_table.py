@@ -2,8 +2,14 @@
 
 Conventions (every row follows them; the notes say where a row departs):
 
-* SI units throughout. ``memory_bytes``: GB = 1e9 bytes, so an "80 GB" HBM part is
-  ``80e9`` (the marketing capacity, not what the driver reports in MiB).
+* SI units throughout. ``datasheet_memory_bytes``: GB = 1e9 bytes, so an "80 GB" HBM part
+  is ``80e9`` (the marketing capacity). ``reported_memory_bytes`` is what the driver
+  reports as the card's total (NVML ``memory.total``, what ``nvidia-smi`` prints in MiB;
+  rocm-smi for AMD), e.g. 81,559 MiB = 85.5e9 B on an H100 SXM: the size the live view
+  sees and every engine sizes its KV cache from, so the arithmetic uses it. Each row says
+  where its figure was seen; ECC-capable GDDR cards are given in their default ECC mode
+  (on for data-center parts, which costs them about 6 %). ``None`` where no reported figure
+  is known: the datasheet figure is used then, and said.
   ``bandwidth_bytes_per_s``: TB/s = 1e12 B/s. ``peak_flops``: TFLOPS = 1e12 FLOP/s
   (TOPS = 1e12 OP/s for the integer types).
 * All ``peak_flops`` figures are **dense**. Datasheets print the 2:4 structured-sparsity
@@ -29,6 +35,8 @@ Conventions (every row follows them; the notes say where a row departs):
 from __future__ import annotations
 
 from infermon.model.gpu_spec import GpuSpec
+
+MIB = 2**20
 
 # Datasheet / whitepaper addresses shared by several rows.
 _A100_DS = (
@@ -75,7 +83,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A10",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi on A10s in public repos (ECC on, the default; 24,564 MiB with ECC off)
+        reported_memory_bytes=23028 * MIB,
         bandwidth_bytes_per_s=600e9,
         peak_flops={
             "fp32": 31.2e12,
@@ -96,7 +106,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A10G",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi on AWS g5 instances in public repos
+        reported_memory_bytes=23028 * MIB,
         bandwidth_bytes_per_s=600e9,
         peak_flops={
             "fp32": 35e12,
@@ -123,7 +135,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A30",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi in public repos, drivers R525 and newer (older drivers: 24,258 MiB)
+        reported_memory_bytes=24576 * MIB,
         bandwidth_bytes_per_s=933e9,
         peak_flops={
             "fp64": 5.2e12,
@@ -145,7 +159,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A40",
         vendor="NVIDIA",
-        memory_bytes=48e9,
+        datasheet_memory_bytes=48e9,
+        # nvidia-smi in public repos (ECC on, the default)
+        reported_memory_bytes=46068 * MIB,
         bandwidth_bytes_per_s=696e9,
         peak_flops={
             "fp32": 37.4e12,
@@ -166,7 +182,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A100-PCIE-40GB",
         vendor="NVIDIA",
-        memory_bytes=40e9,
+        datasheet_memory_bytes=40e9,
+        # nvidia-smi in public repos, drivers R525 and newer (older drivers: 40,536 MiB)
+        reported_memory_bytes=40960 * MIB,
         bandwidth_bytes_per_s=1555e9,
         peak_flops={
             "fp64": 9.7e12,
@@ -185,7 +203,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A100 80GB PCIe",
         vendor="NVIDIA",
-        memory_bytes=80e9,
+        datasheet_memory_bytes=80e9,
+        # nvidia-smi in public repos, drivers R525 and newer (older drivers: 80,994 MiB)
+        reported_memory_bytes=81920 * MIB,
         bandwidth_bytes_per_s=1935e9,
         peak_flops={
             "fp64": 9.7e12,
@@ -203,7 +223,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A100-SXM4-40GB",
         vendor="NVIDIA",
-        memory_bytes=40e9,
+        datasheet_memory_bytes=40e9,
+        # nvidia-smi in public repos, drivers R525 and newer (older drivers: 40,536 MiB)
+        reported_memory_bytes=40960 * MIB,
         bandwidth_bytes_per_s=1555e9,
         peak_flops={
             "fp64": 9.7e12,
@@ -222,7 +244,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA A100-SXM4-80GB",
         vendor="NVIDIA",
-        memory_bytes=80e9,
+        datasheet_memory_bytes=80e9,
+        # nvidia-smi in public repos, drivers R525 and newer (older drivers: 81,251 MiB)
+        reported_memory_bytes=81920 * MIB,
         bandwidth_bytes_per_s=2039e9,
         peak_flops={
             "fp64": 9.7e12,
@@ -242,7 +266,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H100 PCIe",
         vendor="NVIDIA",
-        memory_bytes=80e9,
+        datasheet_memory_bytes=80e9,
+        # nvidia-smi in public repos (one report; the same as H100 SXM)
+        reported_memory_bytes=81559 * MIB,
         bandwidth_bytes_per_s=2.0e12,
         peak_flops={
             "fp64": 26e12,
@@ -263,7 +289,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H100 80GB HBM3",
         vendor="NVIDIA",
-        memory_bytes=80e9,
+        datasheet_memory_bytes=80e9,
+        # nvidia-smi in public repos (many reports, drivers 525-580)
+        reported_memory_bytes=81559 * MIB,
         bandwidth_bytes_per_s=3.35e12,
         peak_flops={
             "fp64": 34e12,
@@ -284,7 +312,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H100 NVL",
         vendor="NVIDIA",
-        memory_bytes=94e9,
+        datasheet_memory_bytes=94e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=95830 * MIB,
         bandwidth_bytes_per_s=3.9e12,
         peak_flops={
             "fp64": 30e12,
@@ -306,7 +336,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H200",
         vendor="NVIDIA",
-        memory_bytes=141e9,
+        datasheet_memory_bytes=141e9,
+        # nvidia-smi in public repos (many reports)
+        reported_memory_bytes=143771 * MIB,
         bandwidth_bytes_per_s=4.8e12,
         peak_flops={
             "fp64": 34e12,
@@ -328,7 +360,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H200 NVL",
         vendor="NVIDIA",
-        memory_bytes=141e9,
+        datasheet_memory_bytes=141e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=143771 * MIB,
         bandwidth_bytes_per_s=4.8e12,
         peak_flops={
             "fp64": 30e12,
@@ -349,7 +383,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA H20",
         vendor="NVIDIA",
-        memory_bytes=96e9,
+        datasheet_memory_bytes=96e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=97871 * MIB,
         bandwidth_bytes_per_s=4.0e12,
         peak_flops={
             "fp64": 1e12,
@@ -375,7 +411,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA L4",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi in public repos (many reports)
+        reported_memory_bytes=23034 * MIB,
         bandwidth_bytes_per_s=300e9,
         peak_flops={
             "fp32": 30.3e12,
@@ -399,7 +437,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA L40",
         vendor="NVIDIA",
-        memory_bytes=48e9,
+        datasheet_memory_bytes=48e9,
+        # nvidia-smi in public repos (ECC on, the default; 49,140 MiB with ECC off)
+        reported_memory_bytes=46068 * MIB,
         bandwidth_bytes_per_s=864e9,
         peak_flops={
             "fp32": 90.5e12,
@@ -420,7 +460,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA L40S",
         vendor="NVIDIA",
-        memory_bytes=48e9,
+        datasheet_memory_bytes=48e9,
+        # nvidia-smi in public repos (ECC on, the default)
+        reported_memory_bytes=46068 * MIB,
         bandwidth_bytes_per_s=864e9,
         peak_flops={
             "fp32": 91.6e12,
@@ -446,7 +488,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA RTX A6000",
         vendor="NVIDIA",
-        memory_bytes=48e9,
+        datasheet_memory_bytes=48e9,
+        # nvidia-smi in public repos (ECC off, the workstation default)
+        reported_memory_bytes=49140 * MIB,
         bandwidth_bytes_per_s=768e9,
         peak_flops={
             "fp32": 38.7e12,
@@ -471,7 +515,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA RTX 6000 Ada Generation",
         vendor="NVIDIA",
-        memory_bytes=48e9,
+        datasheet_memory_bytes=48e9,
+        # nvidia-smi in public repos (ECC off, the workstation default)
+        reported_memory_bytes=49140 * MIB,
         bandwidth_bytes_per_s=960e9,
         peak_flops={
             "fp32": 91.1e12,
@@ -497,7 +543,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA GeForce RTX 3090",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=24576 * MIB,
         bandwidth_bytes_per_s=936e9,
         peak_flops={
             "fp32": 35.6e12,
@@ -518,7 +566,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA GeForce RTX 4090",
         vendor="NVIDIA",
-        memory_bytes=24e9,
+        datasheet_memory_bytes=24e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=24564 * MIB,
         bandwidth_bytes_per_s=1008e9,
         peak_flops={
             "fp32": 82.6e12,
@@ -539,7 +589,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA GeForce RTX 5090",
         vendor="NVIDIA",
-        memory_bytes=32e9,
+        datasheet_memory_bytes=32e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=32607 * MIB,
         bandwidth_bytes_per_s=1792e9,
         peak_flops={
             "fp32": 104.8e12,
@@ -562,7 +614,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla V100-SXM2-32GB",
         vendor="NVIDIA",
-        memory_bytes=32e9,
+        datasheet_memory_bytes=32e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=32510 * MIB,
         bandwidth_bytes_per_s=900e9,
         peak_flops={
             "fp64": 7.8e12,
@@ -580,7 +634,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla V100-SXM2-16GB",
         vendor="NVIDIA",
-        memory_bytes=16e9,
+        datasheet_memory_bytes=16e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=16160 * MIB,
         bandwidth_bytes_per_s=900e9,
         peak_flops={
             "fp64": 7.8e12,
@@ -594,7 +650,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla V100-PCIE-32GB",
         vendor="NVIDIA",
-        memory_bytes=32e9,
+        datasheet_memory_bytes=32e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=32510 * MIB,
         bandwidth_bytes_per_s=900e9,
         peak_flops={
             "fp64": 7e12,
@@ -608,7 +666,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla V100-PCIE-16GB",
         vendor="NVIDIA",
-        memory_bytes=16e9,
+        datasheet_memory_bytes=16e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=16160 * MIB,
         bandwidth_bytes_per_s=900e9,
         peak_flops={
             "fp64": 7e12,
@@ -622,7 +682,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla V100S-PCIE-32GB",
         vendor="NVIDIA",
-        memory_bytes=32e9,
+        datasheet_memory_bytes=32e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=32510 * MIB,
         bandwidth_bytes_per_s=1134e9,
         peak_flops={
             "fp64": 8.2e12,
@@ -636,7 +698,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="Tesla T4",
         vendor="NVIDIA",
-        memory_bytes=16e9,
+        datasheet_memory_bytes=16e9,
+        # nvidia-smi in public repos, recent drivers (older drivers: 15,109 MiB)
+        reported_memory_bytes=15360 * MIB,
         bandwidth_bytes_per_s=320e9,
         peak_flops={
             "fp32": 8.1e12,
@@ -660,7 +724,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA B200",
         vendor="NVIDIA",
-        memory_bytes=180e9,
+        datasheet_memory_bytes=180e9,
+        # nvidia-smi in public repos (many reports)
+        reported_memory_bytes=183359 * MIB,
         bandwidth_bytes_per_s=7.7e12,
         peak_flops={
             "fp64": 37e12,
@@ -687,7 +753,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="NVIDIA GB200",
         vendor="NVIDIA",
-        memory_bytes=186e9,
+        datasheet_memory_bytes=186e9,
+        # nvidia-smi in public repos
+        reported_memory_bytes=189471 * MIB,
         bandwidth_bytes_per_s=8e12,
         peak_flops={
             "fp64": 40e12,
@@ -716,7 +784,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="AMD Instinct MI300X",
         vendor="AMD",
-        memory_bytes=192e9,
+        datasheet_memory_bytes=192e9,
+        # rocm-smi 'VRAM Total Memory (B): 206158430208' in public repos
+        reported_memory_bytes=196608 * MIB,
         bandwidth_bytes_per_s=5.3e12,
         peak_flops={
             "fp64": 81.7e12,
@@ -742,7 +812,9 @@ GPUS: tuple[GpuSpec, ...] = (
     GpuSpec(
         name="AMD Instinct MI325X",
         vendor="AMD",
-        memory_bytes=256e9,
+        datasheet_memory_bytes=256e9,
+        # no driver-reported figure found: the datasheet's 256 GB is used
+        reported_memory_bytes=None,
         bandwidth_bytes_per_s=6.0e12,
         peak_flops={
             "fp64": 81.7e12,

@@ -5,8 +5,10 @@ The only I/O in ``infermon.model``: each loader reads the files it is pointed at
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -14,12 +16,22 @@ from importlib import resources
 from pathlib import Path
 
 from infermon.model.config import ConfigError, spec_from_config
+from infermon.model.dtypes import normalize_dtype
 from infermon.model.spec import ModelSpec
+from infermon.model.stored import StoredBytes
 
-# A safetensors header is JSON of a few hundred kB at most; refuse absurd lengths
-# (a corrupt or non-safetensors file) instead of reading gigabytes.
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# Every file here is untrusted: reads are bounded in bytes and in JSON nesting depth.
+# A safetensors header is JSON of a few hundred kB (a few MB for the largest single files);
+# a config.json a few kB; an index a few MB (DeepSeek-V3's: 9 MB for 91,000 tensors).
+_MAX_SAFETENSORS_HEADER = 64 * 1024 * 1024
 _MAX_CONFIG_BYTES = 16 * 1024 * 1024
+_MAX_INDEX_BYTES = 64 * 1024 * 1024
+_MAX_JSON_DEPTH = 64
+_MAX_SAFETENSORS_FILES = 10_000
+_MAX_WEIGHT_BYTES = 1e15  # 1 PB: beyond any checkpoint
+# Bytes per value of the safetensors dtypes whose size is a whole number of bytes.
+_SAFETENSORS_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                      "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
 
 class ModelLoadError(ValueError):
@@ -31,28 +43,73 @@ class LoadedModel:
     """A model spec and where it came from.
 
     ``exact_weight_bytes`` is (bytes, source) when the checkpoint's files were
-    measured (safetensors headers, the index's ``total_size``, GGUF tensors).
+    measured (safetensors headers, the index's ``total_size``, GGUF tensors);
+    ``stored`` breaks those bytes down tensor by tensor where the file allows
+    (GGUF: the embedding at its stored row size, the routed experts).
     """
 
     spec: ModelSpec
     source: str
     exact_weight_bytes: tuple[float, str] | None = None
     warnings: tuple[str, ...] = ()
+    stored: StoredBytes | None = None
 
 
-def _read_json(path: Path) -> dict:
+def _regular_files(folder: Path, pattern: str) -> list[Path]:
+    """Regular files matching ``pattern``: a FIFO or device named like a checkpoint would block a read forever."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def _too_deep(value: object, limit: int = _MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(raw: bytes, where: str) -> object:
+    """Untrusted JSON bytes as Python values, or a one-line :class:`ModelLoadError`.
+
+    Refuses nesting beyond 64 levels (the parser's own recursion included) and the
+    integers of more than 4,300 digits Python will not convert. NaN and Infinity literals
+    parse to floats; every number read from them is checked where it is used.
+    """
     try:
-        if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise ModelLoadError(f"{path}: too large to be a config.json")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ModelLoadError:
-        raise
+        data = json.loads(raw)
+    except RecursionError:
+        raise ModelLoadError(f"{where}: JSON nested too deeply to be a model file") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{where}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{where}: not UTF-8 text") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+        text = " ".join(str(exc).split())[:120]
+        raise ModelLoadError(f"{where}: unreadable JSON ({text})") from None
+    if _too_deep(data):
+        raise ModelLoadError(f"{where}: JSON nested more than {_MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def _read_json(path: Path, limit: int = _MAX_CONFIG_BYTES) -> dict:
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
     except FileNotFoundError:
         raise ModelLoadError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if len(raw) > limit:
+        raise ModelLoadError(f"{path}: larger than {limit // 2**20} MiB, too large to be a {path.name}")
+    data = parse_json(raw, str(path))
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: not a JSON object")
     return data
@@ -65,46 +122,112 @@ def _spec(cfg: dict, name: str, where: str) -> ModelSpec:
         raise ModelLoadError(f"{where}: {exc}") from None
 
 
-def safetensors_header_bytes(path: Path) -> int:
-    """Bytes of tensor data in one safetensors file, from its header (no tensor is read).
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of one safetensors file, every entry checked against the file (no tensor is read).
 
     Layout: 8-byte little-endian header length N, N bytes of JSON mapping each
-    tensor to ``data_offsets`` [begin, end).
+    tensor to its ``dtype``, ``shape`` and ``data_offsets`` [begin, end) within the
+    data that follows. Each entry must lie inside the file, and its shape must hold
+    exactly its bytes (a 10¹² × 10¹² shape over 16 bytes is a corrupt file, not a model).
     """
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise ModelLoadError(f"{path}: truncated safetensors file")
-        (length,) = struct.unpack("<Q", raw)
-        if length <= 0 or length > _MAX_SAFETENSORS_HEADER:
-            raise ModelLoadError(f"{path}: not a safetensors file (header length {length})")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelLoadError(f"{path}: corrupt safetensors header") from None
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            raw = handle.read(8)
+            if len(raw) != 8:
+                raise ModelLoadError(f"{path}: truncated safetensors file")
+            (length,) = struct.unpack("<Q", raw)
+            if length <= 0 or length > _MAX_SAFETENSORS_HEADER or length > size - 8:
+                raise ModelLoadError(f"{path}: not a safetensors file (header length {length} in {size} bytes)")
+            blob = handle.read(length)
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+    header = parse_json(blob, f"{path}: safetensors header")
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: corrupt safetensors header")
-    total = 0
+    data_bytes = size - 8 - length
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        try:
-            begin, end = entry["data_offsets"]
-            total += int(end) - int(begin)
-        except (KeyError, TypeError, ValueError):
-            raise ModelLoadError(f"{path}: corrupt safetensors entry {key!r}") from None
-    return total
+        shown = key if len(key) <= 60 else key[:60] + "…"
+        if not isinstance(entry, dict):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r}")
+        offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)
+                or not offsets[0] <= offsets[1] <= data_bytes):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its data_offsets are not inside the file)")
+        if not isinstance(shape, list) or len(shape) > 16 or not all(_is_count(d) for d in shape):
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its shape is not a list of sizes)")
+        width = _SAFETENSORS_SIZES.get(dtype) if isinstance(dtype, str) else None
+        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
+            raise ModelLoadError(f"{path}: corrupt safetensors entry {shown!r} (its shape does not match its bytes)")
+    return header
+
+
+def safetensors_header_bytes(path: Path) -> int:
+    """Bytes of tensor data in one safetensors file: Σ (end − begin) of its ``data_offsets``."""
+    return sum(entry["data_offsets"][1] - entry["data_offsets"][0]
+               for key, entry in safetensors_header(path).items() if key != "__metadata__")
+
+
+# safetensors dtype names of the float formats a checkpoint's torch_dtype can be.
+_SAFETENSORS_FLOATS = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+
+
+def safetensors_dtype(files: list[Path]) -> str | None:
+    """The float dtype a checkpoint's tensors are stored in, for a config that names none.
+
+    vLLM then takes the dtype every stored dtype casts to without loss (its
+    ``common_broadcastable_dtype``): fp32 if any tensor is fp32, else the one of
+    bf16/fp16 present (both: the one holding more bytes). Integer tensors (packed
+    GPTQ/AWQ weights) cast to any float and decide nothing. None: no float tensor.
+    """
+    held: dict[str, int] = {}
+    for path in files[:_MAX_SAFETENSORS_FILES]:
+        for key, entry in safetensors_header(path).items():
+            name = _SAFETENSORS_FLOATS.get(entry.get("dtype")) if key != "__metadata__" else None
+            if name is not None:
+                held[name] = held.get(name, 0) + entry["data_offsets"][1] - entry["data_offsets"][0]
+    if not held:
+        return None
+    if "fp32" in held:
+        return "fp32"
+    return max(held, key=held.get)
+
+
+def _dtype_from_files(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """A config without ``torch_dtype``: take the stored tensors' dtype, as vLLM does."""
+    if spec.dtype_source != "absent":
+        return spec
+    files = _regular_files(folder, "*.safetensors")
+    found = safetensors_dtype(files) if files else None
+    if found is None:
+        return spec
+    return dataclasses.replace(spec, torch_dtype=found, dtype_source="safetensors")
 
 
 def exact_weight_bytes(folder: Path) -> tuple[float, str] | None:
     """Weight bytes of a checkpoint folder: the index's ``metadata.total_size``, else the sum of safetensors headers."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        data = _read_json(index)
-        total = (data.get("metadata") or {}).get("total_size")
-        if isinstance(total, (int, float)) and total > 0:
+        data = _read_json(index, _MAX_INDEX_BYTES)
+        metadata = data.get("metadata")
+        total = metadata.get("total_size") if isinstance(metadata, dict) else None
+        if total is not None:
+            if (isinstance(total, bool) or not isinstance(total, (int, float)) or not math.isfinite(total)
+                    or not 0 < total <= _MAX_WEIGHT_BYTES):
+                shown = f"an integer of {total.bit_length()} bits" if isinstance(total, int) else repr(total)[:40]
+                raise ModelLoadError(f"{index}: impossible metadata.total_size {shown} (need bytes up to 1e15)")
             return float(total), f"measured: {index.name} total_size"
-    files = sorted(folder.glob("*.safetensors"))
+    files = _regular_files(folder, "*.safetensors")
+    if len(files) > _MAX_SAFETENSORS_FILES:
+        raise ModelLoadError(f"{folder}: {len(files)} safetensors files, more than any checkpoint has")
     if files:
         total = sum(safetensors_header_bytes(f) for f in files)
         if total > 0:
@@ -117,6 +240,7 @@ def load_config_file(path: Path, name: str | None = None) -> LoadedModel:
     cfg = _read_json(path)
     folder = path.parent
     spec = _spec(cfg, name or (folder.name if path.name == "config.json" else path.stem), str(path))
+    spec = _dtype_from_files(spec, folder)
     return LoadedModel(spec, f"config: {path}", exact_weight_bytes(folder), spec.warnings)
 
 
@@ -125,7 +249,7 @@ def load_folder(folder: Path) -> LoadedModel:
     config = folder / "config.json"
     if config.is_file():
         return load_config_file(config, name=folder.name)
-    ggufs = sorted(folder.glob("*.gguf"))
+    ggufs = _regular_files(folder, "*.gguf")
     if len(ggufs) == 1:
         return load_gguf_file(ggufs[0])
     if ggufs:
@@ -167,6 +291,9 @@ def load_preset(name: str) -> LoadedModel | None:
     meta = cfg.get("_infermon") or {}
     label = meta.get("display_name") or name
     spec = _spec(cfg, label, f"preset {name}")
+    if spec.dtype_source == "absent" and meta.get("stored_dtype"):
+        # The published config names no dtype; the published weights' safetensors do.
+        spec = dataclasses.replace(spec, torch_dtype=normalize_dtype(meta["stored_dtype"]), dtype_source="safetensors")
     return LoadedModel(spec, f"preset: {meta.get('hf_id', name)} config.json", None, spec.warnings)
 
 
@@ -186,7 +313,7 @@ def load_from_hf_cache(repo_id: str) -> LoadedModel | None:
             return None
     path = Path(found)
     cfg = _read_json(path)
-    spec = _spec(cfg, repo_id, f"{repo_id} (HF cache)")
+    spec = _dtype_from_files(_spec(cfg, repo_id, f"{repo_id} (HF cache)"), path.parent)
     revision = path.parent.name
     return LoadedModel(spec, f"HF cache: {repo_id}@{revision[:12]}", exact_weight_bytes(path.parent), spec.warnings)
 
@@ -220,6 +347,8 @@ def load_model(argument: str) -> LoadedModel:
         if path.suffix.lower() == ".gguf":
             return load_gguf_file(path)
         return load_config_file(path)
+    if path.exists():
+        raise ModelLoadError(f"{text}: not a regular file or a folder (a FIFO, a device or a socket is not read)")
     looks_like_path = text.endswith((".json", ".gguf")) or os.sep in text and text.startswith((".", "/", "~"))
     if looks_like_path:
         raise ModelLoadError(f"{text}: no such file or folder")

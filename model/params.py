@@ -43,6 +43,16 @@ class ParamCount:
     routed_active: int
     decoder_linear: int
 
+    @property
+    def active_without_embedding(self) -> int:
+        """Active parameters less the input tables (token embedding and learned positions).
+
+        A token gathers one row of each, so they do no work per token; ``active`` counts
+        them whole, as Hugging Face's parameter count does. DeepSeek-V3: 37.55 B with them,
+        36.6 B without (its authors' "37B activated").
+        """
+        return self.active - self.embedding - self.positional
+
 
 def _mlp(hidden: int, inter: int, gated: bool, bias: bool) -> tuple[int, int]:
     """(weights, biases) of one MLP: gated = gate, up, down (3·H·I); plain = up, down (2·H·I)."""
@@ -74,16 +84,48 @@ def _attention(spec: ModelSpec) -> tuple[int, int, int]:
     return weights, biases, norms
 
 
-def count_params(spec: ModelSpec) -> ParamCount:
-    """Count every parameter of ``spec``; see :class:`ParamCount` for the fields."""
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameters of one decoder layer.
+
+    - ``total``: every stored parameter of the layer (all experts, biases, norms).
+    - ``active``: what one token uses (routed experts per token, the rest whole).
+    - ``matmul_total`` / ``matmul_active``: weights in matrix multiplies (no biases or norms).
+    - ``routed`` / ``routed_active``: routed expert weights and biases, all and per token.
+    - ``linear``: the layer's linear-map weights (what GPTQ/AWQ store compressed).
+    - ``replicable``: matmul weights that tensor parallelism does not split but copies to
+      every rank: the MoE router and MLA's latent down-projections (``q_a``, ``kv_a``).
+    - ``kv_projection``: the K and V projection weights (GQA/MHA/MQA; 0 for MLA), which are
+      copied rather than split once there are more ranks than KV heads.
+    """
+
+    total: int
+    active: int
+    matmul_total: int
+    matmul_active: int
+    routed: int
+    routed_active: int
+    linear: int
+    replicable: int
+    kv_projection: int
+
+
+def layer_params(spec: ModelSpec) -> tuple[LayerParams, ...]:
+    """Per decoder layer, its :class:`LayerParams` (dense and MoE layers differ; MLA's low-rank maps counted as stored)."""
     hidden = spec.hidden_size
     norm_size = hidden * (2 if spec.norm_bias else 1)
 
     attn_w, attn_b, attn_norm = _attention(spec)
     dense_w, dense_b = _mlp(hidden, spec.intermediate_size, spec.gated_mlp, spec.mlp_bias)
+    if spec.is_mla:
+        latent = hidden * (spec.kv_lora_rank + spec.qk_rope_head_dim)
+        latent += hidden * spec.q_lora_rank if spec.q_lora_rank else 0
+        kv_projection = 0
+    else:
+        latent = 0
+        kv_projection = 2 * hidden * spec.num_kv_heads * spec.head_dim
 
-    total = active = matmul_total = matmul_active = decoder_linear = 0
-    routed_total = routed_active = 0
+    layers: list[LayerParams] = []
     for is_moe in spec.moe_layers or (False,) * spec.num_layers:
         layer_fixed = attn_w + attn_b + attn_norm + spec.norms_per_layer * norm_size
         layer_matmul = attn_w
@@ -98,21 +140,39 @@ def count_params(spec: ModelSpec) -> ParamCount:
             layer_matmul += router + shared_w + shared_gate
             experts_all = spec.num_experts * (expert_w + expert_b)
             experts_used = spec.experts_per_token * (expert_w + expert_b)
-            total += layer_fixed + experts_all
-            active += layer_fixed + experts_used
-            matmul_total += layer_matmul + spec.num_experts * expert_w
-            matmul_active += layer_matmul + spec.experts_per_token * expert_w
-            routed_total += experts_all
-            routed_active += experts_used
-            decoder_linear += attn_w + router + shared_w + shared_gate + spec.num_experts * expert_w
+            layers.append(LayerParams(
+                total=layer_fixed + experts_all,
+                active=layer_fixed + experts_used,
+                matmul_total=layer_matmul + spec.num_experts * expert_w,
+                matmul_active=layer_matmul + spec.experts_per_token * expert_w,
+                routed=experts_all,
+                routed_active=experts_used,
+                linear=attn_w + router + shared_w + shared_gate + spec.num_experts * expert_w,
+                replicable=latent + router,
+                kv_projection=kv_projection,
+            ))
         else:
             layer_fixed += dense_w + dense_b
             layer_matmul += dense_w
-            total += layer_fixed
-            active += layer_fixed
-            matmul_total += layer_matmul
-            matmul_active += layer_matmul
-            decoder_linear += attn_w + dense_w
+            layers.append(LayerParams(
+                total=layer_fixed, active=layer_fixed, matmul_total=layer_matmul, matmul_active=layer_matmul,
+                routed=0, routed_active=0, linear=attn_w + dense_w, replicable=latent, kv_projection=kv_projection,
+            ))
+    return tuple(layers)
+
+
+def count_params(spec: ModelSpec) -> ParamCount:
+    """Count every parameter of ``spec``; see :class:`ParamCount` for the fields."""
+    hidden = spec.hidden_size
+    norm_size = hidden * (2 if spec.norm_bias else 1)
+    layers = layer_params(spec)
+    total = sum(layer.total for layer in layers)
+    active = sum(layer.active for layer in layers)
+    matmul_total = sum(layer.matmul_total for layer in layers)
+    matmul_active = sum(layer.matmul_active for layer in layers)
+    routed_total = sum(layer.routed for layer in layers)
+    routed_active = sum(layer.routed_active for layer in layers)
+    decoder_linear = sum(layer.linear for layer in layers)
 
     embed_dim = spec.embed_projection_dim or hidden
     embedding = spec.vocab_size * embed_dim

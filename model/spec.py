@@ -16,7 +16,10 @@ class ModelSpec:
     ``moe_layers`` has one entry per layer: ``True`` where the MLP is a
     mixture of experts. ``weight_format`` is set when the checkpoint itself is
     quantized (from ``quantization_config``); ``torch_dtype`` is the dtype of
-    everything else and of the activations.
+    everything else and of the activations, as stored. ``dtype_source`` says where
+    it came from: ``config`` (its ``torch_dtype``/``dtype``), ``absent`` (none given:
+    float32, as Hugging Face and vLLM take it), ``unrecognised``, ``safetensors``
+    (the tensors' own dtype) or ``gguf``.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ModelSpec:
     max_position_embeddings: int | None = None
     # Storage
     torch_dtype: str = "bf16"
+    dtype_source: str = "config"
     weight_format: WeightFormat | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -16,17 +16,27 @@ class QuantityError(ValueError):
     """A quantity that cannot be read, or is not positive and finite."""
 
 
+# No quantity a user types is longer; a longer text is refused before any parsing.
+MAX_TEXT = 64
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
 def _number(text: str, pattern: str, what: str) -> tuple[float, re.Match]:
+    if len(text) > MAX_TEXT:
+        raise QuantityError(f"{_shown(text)} is too long to be {what}")
     match = re.fullmatch(_NUMBER + r"\s*" + pattern, text.strip().lower().replace("_", ""))
     if not match:
-        raise QuantityError(f"cannot read {text!r} as {what}")
+        raise QuantityError(f"cannot read {_shown(text)} as {what}")
     value = float(match.group("num"))
     return value, match
 
 
 def _check(value: float, text: str, allow_zero: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise QuantityError(f"{text!r} must be a {'non-negative' if allow_zero else 'positive'} finite number")
+        raise QuantityError(f"{_shown(text)} must be a {'non-negative' if allow_zero else 'positive'} finite number")
     return value
 
 
@@ -52,7 +62,7 @@ def parse_flops(text: str) -> float:
     return _check(value * _SI[m.group("prefix") or ""], text)
 
 
-def parse_count(text: str) -> float:
+def parse_count(text: str, allow_zero: bool = False) -> float:
     """A plain count from ``7e9``, ``7B``, ``6738415616``, ``1.5M``."""
     value, m = _number(text, r"(?P<prefix>[kmbgt])?", "a count (e.g. 7e9 or 7B)")
-    return _check(value * _COUNT[m.group("prefix") or ""], text)
+    return _check(value * _COUNT[m.group("prefix") or ""], text, allow_zero)

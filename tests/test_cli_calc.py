@@ -6,17 +6,23 @@ import sys
 
 import pytest
 
-MODEL_KEYS = {"name", "params_total", "params_active", "weight_bytes", "kv_bytes_per_token", "flops_per_token", "attention"}
+MODEL_KEYS = {"name", "params_total", "params_active", "params_active_without_embedding", "weight_bytes",
+              "kv_bytes_per_token", "flops_per_token", "attention"}
 GPU_KEYS = {"name", "count", "memory_bytes", "bandwidth_bytes_per_s", "peak_flops"}
 CEILING_KEYS = {"ops_per_byte", "free_bytes_after_weights", "kv_budget_bytes", "kv_capacity_tokens", "max_sequences",
                 "weights_time_per_token_s", "decode_step_time_s", "decode_tokens_per_s", "prefill_time_per_token_s",
                 "critical_batch", "bound"}
+PARALLEL_KEYS = {"tp", "pp", "dp", "gpus", "kv_heads_per_gpu", "layers_per_gpu", "weight_bytes_per_gpu",
+                 "free_bytes_per_gpu", "kv_budget_bytes_per_gpu", "kv_bytes_per_token_per_gpu"}
 
 
 def test_json_has_exactly_the_documented_shape(cli):
     data = cli("calc", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--json").json()
-    assert set(data) == {"model", "gpu", "ceilings"}
+    assert set(data) == {"model", "gpu", "ceilings", "parallel", "warnings", "notes", "why"}
+    assert data["warnings"] == [] and data["notes"] == []
+    assert data["why"] == {"ceilings.max_sequences": "no --context given"}
     assert set(data["model"]) == MODEL_KEYS
+    assert set(data["parallel"]) == PARALLEL_KEYS
     assert set(data["gpu"]) == GPU_KEYS
     assert set(data["ceilings"]) == CEILING_KEYS
     assert data["ceilings"]["max_sequences"] is None
@@ -61,7 +67,7 @@ def test_custom_gpu_from_flags(cli):
 def test_override_one_figure_of_a_named_gpu(cli):
     data = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--gpu-bandwidth", "300e9", "--json").json()
     assert data["gpu"]["bandwidth_bytes_per_s"] == 300e9
-    assert data["gpu"]["memory_bytes"] == 24e9
+    assert data["gpu"]["memory_bytes"] == 23_028 * 2**20
 
 
 @pytest.mark.parametrize("args, message", [
@@ -104,6 +110,8 @@ def test_unknown_model_type_warns_but_computes(cli, tmp_path):
 def test_lists(cli):
     gpus = cli("calc", "--list-gpus")
     assert gpus.status == 0 and "NVIDIA H200" in gpus.out
+    assert "NVML" in gpus.out and "81,559" in gpus.out and "143,771" in gpus.out
+    assert "* no NVML figure known" in gpus.out  # MI325X keeps its datasheet size, marked
     models = cli("calc", "--list-models")
     assert models.status == 0 and "deepseek-v3" in models.out and "MLA" in models.out
 
@@ -113,3 +121,37 @@ def test_installed_console_script_runs():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"]["params_total"] == 124_439_808
+
+
+def test_context_zero_is_an_empty_cache(cli):
+    """Every decode starts from an empty cache: --context 0 is the weights-only step, not an error."""
+    empty = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--context", "0", "--json")
+    assert empty.status == 0, empty.err
+    data = empty.json()
+    none = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--json").json()
+    assert data["ceilings"]["decode_tokens_per_s"] == none["ceilings"]["decode_tokens_per_s"]
+    assert data["ceilings"]["decode_step_time_s"] == data["ceilings"]["weights_time_per_token_s"]
+    assert data["ceilings"]["max_sequences"] is None
+    assert data["model"]["attention"]["flops_per_token"] == 0
+    table = cli("calc", "--model", "llama-2-7b", "--gpu", "a10", "--context", "0")
+    assert table.status == 0 and "context 0" in table.out
+
+
+def test_quantized_gguf_time_per_token_is_the_files_bytes(cli, tmp_path):
+    """A Q4_0 GGUF whose embedding dominates: positive time per token from the file's own bytes."""
+    import gguf
+    from gguf_factory import Q, write_gguf
+
+    path = tmp_path / "wide.gguf"
+    written = write_gguf(path, dtype=Q.Q4_0, vocab=8192, file_type=int(gguf.LlamaFileType.MOSTLY_Q4_0))
+    data = cli("calc", "--model", str(path), "--gpu", "a10", "--json").json()
+    embd = written["sizes"]["token_embd.weight"]
+    read = written["bytes"] - embd + embd / 8192
+    assert data["model"]["weight_bytes"] == written["bytes"]
+    assert data["ceilings"]["weights_time_per_token_s"] == pytest.approx(read / 600e9)
+    assert data["ceilings"]["decode_tokens_per_s"] > 0
+
+
+def test_table_says_the_memory_is_nvmls(cli):
+    out = cli("calc", "--model", "llama-3.1-8b", "--gpu", "h100").out
+    assert "85.5 GB" in out and "as NVML reports it: 81,559 MiB" in out

@@ -9,172 +9,13 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
+from infermon.model import gguf_loader  # noqa: E402
+from infermon.model.figures import model_figures, weight_bytes_read_per_step  # noqa: E402
 from infermon.model.gguf_loader import load_gguf  # noqa: E402
 from infermon.model.loaders import ModelLoadError, load_model  # noqa: E402
 from infermon.model.params import count_params  # noqa: E402
 
-Q = gguf.GGMLQuantizationType
-
-
-# --------------------------------------------------------------------------- factory
-
-def _layers_llama(arch: str, hidden: int, heads: int, kv: int, hd: int, ffn: int, experts: int) -> list[tuple[str, tuple[int, ...]]]:
-    """Tensor (name, numpy shape) list of one llama-family decoder; numpy shape is (out, in)."""
-    out: list[tuple[str, tuple[int, ...]]] = []
-    for i in range(2):
-        b = f"blk.{i}"
-        out += [(f"{b}.attn_norm.weight", (hidden,)),
-                (f"{b}.attn_q.weight", (heads * hd, hidden)),
-                (f"{b}.attn_k.weight", (kv * hd, hidden)),
-                (f"{b}.attn_v.weight", (kv * hd, hidden)),
-                (f"{b}.attn_output.weight", (hidden, heads * hd)),
-                (f"{b}.ffn_norm.weight", (hidden,))]
-        if arch == "qwen2":
-            out += [(f"{b}.attn_q.bias", (heads * hd,)), (f"{b}.attn_k.bias", (kv * hd,)), (f"{b}.attn_v.bias", (kv * hd,))]
-        if arch == "qwen3":
-            out += [(f"{b}.attn_q_norm.weight", (hd,)), (f"{b}.attn_k_norm.weight", (hd,))]
-        if arch == "gemma2":
-            out += [(f"{b}.post_attention_norm.weight", (hidden,)), (f"{b}.post_ffw_norm.weight", (hidden,))]
-        if experts:
-            out += [(f"{b}.ffn_gate_inp.weight", (experts, hidden)),
-                    (f"{b}.ffn_gate_exps.weight", (experts, ffn, hidden)),
-                    (f"{b}.ffn_up_exps.weight", (experts, ffn, hidden)),
-                    (f"{b}.ffn_down_exps.weight", (experts, hidden, ffn))]
-        else:
-            out += [(f"{b}.ffn_gate.weight", (ffn, hidden)), (f"{b}.ffn_up.weight", (ffn, hidden)),
-                    (f"{b}.ffn_down.weight", (hidden, ffn))]
-    return out
-
-
-def _model(arch: str, *, hidden: int = 64, heads: int = 4, kv: int = 2, ffn: int = 128, vocab: int = 100,
-           experts: int = 0, used: int = 0, tied: bool = False, q_lora: int = 0, v3: bool = False):
-    """(metadata keys without the arch prefix, tensor list) of a tiny model of ``arch``."""
-    hd = hidden // heads
-    keys: dict[str, int] = {"block_count": 2, "embedding_length": hidden, "feed_forward_length": ffn,
-                            "attention.head_count": heads, "attention.head_count_kv": kv, "context_length": 256,
-                            "rope.dimension_count": hd}
-    tensors: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (vocab, hidden))]
-    final_norm = [("output_norm.weight", (hidden,))]
-
-    if arch in ("llama", "qwen2", "qwen3", "gemma2"):
-        tensors += _layers_llama(arch, hidden, heads, kv, hd, ffn, experts)
-        if experts:
-            keys.update(expert_count=experts, expert_used_count=used)
-        if arch == "gemma2":
-            keys["attention.sliding_window"] = 32
-            keys["attention.key_length"] = keys["attention.value_length"] = hd
-    elif arch == "phi3":
-        for i in range(2):
-            b = f"blk.{i}"
-            tensors += [(f"{b}.attn_norm.weight", (hidden,)), (f"{b}.attn_qkv.weight", ((heads + 2 * kv) * hd, hidden)),
-                        (f"{b}.attn_output.weight", (hidden, hidden)), (f"{b}.ffn_norm.weight", (hidden,)),
-                        (f"{b}.ffn_up.weight", (2 * ffn, hidden)), (f"{b}.ffn_down.weight", (hidden, ffn))]
-    elif arch == "gpt2":
-        keys["attention.head_count_kv"] = heads
-        keys["context_length"] = 32
-        tensors.append(("position_embd.weight", (32, hidden)))
-        for i in range(2):
-            b = f"blk.{i}"
-            tensors += [(f"{b}.attn_norm.weight", (hidden,)), (f"{b}.attn_norm.bias", (hidden,)),
-                        (f"{b}.attn_qkv.weight", (3 * hidden, hidden)), (f"{b}.attn_qkv.bias", (3 * hidden,)),
-                        (f"{b}.attn_output.weight", (hidden, hidden)), (f"{b}.attn_output.bias", (hidden,)),
-                        (f"{b}.ffn_norm.weight", (hidden,)), (f"{b}.ffn_norm.bias", (hidden,)),
-                        (f"{b}.ffn_up.weight", (ffn, hidden)), (f"{b}.ffn_up.bias", (ffn,)),
-                        (f"{b}.ffn_down.weight", (hidden, ffn)), (f"{b}.ffn_down.bias", (hidden,))]
-        final_norm.append(("output_norm.bias", (hidden,)))
-    elif arch == "falcon":
-        # Falcon-7B layout: multi-query, one LayerNorm with bias per layer, parallel attention + MLP.
-        keys["attention.head_count_kv"] = 1
-        for i in range(2):
-            b = f"blk.{i}"
-            tensors += [(f"{b}.attn_norm.weight", (hidden,)), (f"{b}.attn_norm.bias", (hidden,)),
-                        (f"{b}.attn_qkv.weight", ((heads + 2) * hd, hidden)),
-                        (f"{b}.attn_output.weight", (hidden, hidden)),
-                        (f"{b}.ffn_up.weight", (ffn, hidden)), (f"{b}.ffn_down.weight", (hidden, ffn))]
-        final_norm.append(("output_norm.bias", (hidden,)))
-    elif arch == "deepseek2":
-        kv_lora, rope, nope, v, e_ffn = 32, 8, 16, 16, 32
-        keys.update({"attention.head_count_kv": heads, "attention.key_length": nope + rope,
-                     "attention.value_length": v, "rope.dimension_count": rope, "attention.kv_lora_rank": kv_lora,
-                     "expert_count": experts, "expert_used_count": used, "expert_shared_count": 1,
-                     "expert_feed_forward_length": e_ffn, "leading_dense_block_count": 1})
-        if q_lora:
-            keys["attention.q_lora_rank"] = q_lora
-        for i in range(2):
-            b = f"blk.{i}"
-            tensors += [(f"{b}.attn_norm.weight", (hidden,)), (f"{b}.ffn_norm.weight", (hidden,)),
-                        (f"{b}.attn_kv_a_mqa.weight", (kv_lora + rope, hidden)),
-                        (f"{b}.attn_kv_a_norm.weight", (kv_lora,)),
-                        (f"{b}.attn_kv_b.weight", (heads * (nope + v), kv_lora)),
-                        (f"{b}.attn_output.weight", (hidden, heads * v))]
-            if q_lora:
-                tensors += [(f"{b}.attn_q_a.weight", (q_lora, hidden)), (f"{b}.attn_q_a_norm.weight", (q_lora,)),
-                            (f"{b}.attn_q_b.weight", (heads * (nope + rope), q_lora))]
-            else:
-                tensors.append((f"{b}.attn_q.weight", (heads * (nope + rope), hidden)))
-            if i == 0:
-                tensors += [(f"{b}.ffn_gate.weight", (ffn, hidden)), (f"{b}.ffn_up.weight", (ffn, hidden)),
-                            (f"{b}.ffn_down.weight", (hidden, ffn))]
-            else:
-                tensors += [(f"{b}.ffn_gate_inp.weight", (experts, hidden)),
-                            (f"{b}.ffn_gate_exps.weight", (experts, e_ffn, hidden)),
-                            (f"{b}.ffn_up_exps.weight", (experts, e_ffn, hidden)),
-                            (f"{b}.ffn_down_exps.weight", (experts, hidden, e_ffn)),
-                            (f"{b}.ffn_gate_shexp.weight", (e_ffn, hidden)),
-                            (f"{b}.ffn_up_shexp.weight", (e_ffn, hidden)),
-                            (f"{b}.ffn_down_shexp.weight", (hidden, e_ffn))]
-                if v3:
-                    tensors.append((f"{b}.exp_probs_b.bias", (experts,)))
-    else:  # pragma: no cover - a test typo
-        raise ValueError(arch)
-
-    tensors += final_norm
-    if not tied:
-        tensors.append(("output.weight", (vocab, hidden)))
-    return keys, tensors
-
-
-def write_gguf(path: Path, arch: str = "llama", *, dtype: Q = Q.F16, omit: tuple[str, ...] = (),
-               extra: tuple[tuple[str, tuple[int, ...]], ...] = (), name: str | None = "tiny-test",
-               file_type: int | None = None, split_max_tensors: int = 0, **shape) -> dict:
-    """Write a tiny random-weight GGUF; return what was written (elements, bytes, tensor names).
-
-    1-D tensors (norms, biases) are F32 as in real GGUF files; matrices use ``dtype``.
-    """
-    keys, tensors = _model(arch, **shape)
-    tensors = tensors + list(extra)
-    rng = np.random.default_rng(0)
-    writer = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
-    if name is not None:
-        writer.add_name(name)
-    for key, value in keys.items():
-        if key not in omit:
-            writer.add_uint32(f"{arch}.{key}", int(value))
-    if file_type is not None:
-        writer.add_file_type(file_type)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([f"tok{i}" for i in range(shape.get("vocab", 100))])
-    elements = stored = 0
-    for tname, tshape in tensors:
-        data = rng.standard_normal(tshape).astype(np.float32) * 0.02
-        elements += data.size
-        if len(tshape) == 1 or dtype == Q.F32:
-            writer.add_tensor(tname, data)
-            stored += data.nbytes
-        elif dtype == Q.F16:
-            half = data.astype(np.float16)
-            writer.add_tensor(tname, half)
-            stored += half.nbytes
-        else:
-            packed = gguf.quantize(data, dtype)
-            # The writer turns the uint8 byte shape back into the element shape itself.
-            writer.add_tensor(tname, packed, raw_dtype=dtype)
-            stored += packed.nbytes
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return {"elements": elements, "bytes": stored, "names": {t for t, _ in tensors}}
+from gguf_factory import Q, _model, write_gguf  # noqa: E402
 
 
 # --------------------------------------------------------------------------- happy paths
@@ -280,6 +121,8 @@ def test_moe_total_exceeds_active(tmp_path):
         ("falcon", {"ffn": 256}, "falcon"),
         ("deepseek2", {"experts": 4, "used": 2}, "deepseek_v2"),
         ("deepseek2", {"experts": 4, "used": 2, "q_lora": 48, "v3": True}, "deepseek_v3"),
+        ("qwen2moe", {"experts": 4, "used": 2}, "qwen2_moe"),
+        ("qwen3moe", {"experts": 4, "used": 2}, "qwen3_moe"),
     ],
 )
 def test_architectures_count_exactly(tmp_path, arch, shape, model_type):
@@ -485,3 +328,108 @@ def test_absurd_array_length_is_refused_quickly(tmp_path):
     with pytest.raises(ModelLoadError, match="corrupt GGUF file"):
         load_model(str(path))
     assert time.monotonic() - began < 2
+
+
+# --------------------------------------------------------------------------- MoE, quantization families, bytes read
+
+def test_qwen_moe_details(tmp_path):
+    write_gguf(tmp_path / "q2.gguf", "qwen2moe", experts=4, used=2)
+    qwen2 = load_gguf(tmp_path / "q2.gguf").spec
+    assert qwen2.is_moe and qwen2.moe_layers == (True, True)
+    assert (qwen2.num_experts, qwen2.experts_per_token, qwen2.moe_intermediate_size) == (4, 2, 128)
+    assert qwen2.shared_expert_intermediate_size == 256 and qwen2.shared_expert_gate and qwen2.qkv_bias
+    write_gguf(tmp_path / "q3.gguf", "qwen3moe", experts=4, used=2)
+    qwen3 = load_gguf(tmp_path / "q3.gguf").spec
+    assert qwen3.is_moe and qwen3.qk_norm and not qwen3.shared_expert_intermediate_size
+
+
+# Every GGML storage family the loader reads: floats, legacy block quants, K-quants,
+# i-quants, ternary and microscaling formats (dimensions multiples of 256 for the K/i-quants).
+QUANT_FAMILIES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                  "Q6_K", "IQ2_XXS", "IQ2_S", "IQ3_S", "IQ4_NL", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4"]
+BIG = dict(hidden=256, heads=4, kv=2, ffn=512, vocab=512)
+
+
+@pytest.mark.parametrize("kind", QUANT_FAMILIES)
+def test_every_quantization_family_loads_with_its_own_bytes(tmp_path, kind):
+    path = tmp_path / f"{kind}.gguf"
+    written = write_gguf(path, dtype=Q[kind], **BIG)
+    loaded = load_gguf(path)
+    assert count_params(loaded.spec).total == written["elements"]
+    assert loaded.exact_weight_bytes[0] == written["bytes"]
+    fig = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+    assert fig.weight_bytes == written["bytes"]
+    # One decode step gathers one stored row of the embedding, at the table's own (quantized) width.
+    embd = written["sizes"]["token_embd.weight"]
+    assert weight_bytes_read_per_step(fig, 1) == pytest.approx(written["bytes"] - embd + embd / 512)
+    if kind not in ("F32", "F16", "BF16"):
+        matrices = [n for n in written["sizes"] if n.startswith("blk.") and written["sizes"][n] > 4 * 256]
+        elements = sum(np.prod(shape) for name, shape in _model("llama", **BIG)[1] if name in matrices)
+        measured = sum(written["sizes"][n] for n in matrices) / elements
+        assert loaded.spec.weight_format.bytes_per_param() == pytest.approx(measured)
+
+
+def test_quantized_embedding_never_makes_the_read_negative(tmp_path):
+    """A Q4_0 model whose embedding dominates: the read is the file's bytes, never below zero."""
+    path = tmp_path / "wide-vocab.gguf"
+    written = write_gguf(path, dtype=Q.Q4_0, vocab=8192, file_type=int(gguf.LlamaFileType.MOSTLY_Q4_0))
+    loaded = load_gguf(path)
+    fig = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+    embd = written["sizes"]["token_embd.weight"]
+    assert embd == 8192 * 64 // 32 * 18  # 64-wide rows of Q4_0: 2 blocks of 18 bytes
+    read = weight_bytes_read_per_step(fig, 1)
+    assert read == pytest.approx(written["bytes"] - embd + 36)
+    assert 0 < read < written["bytes"]
+    for batch in (1, 8, 8192, 10**6):
+        assert 0 < weight_bytes_read_per_step(fig, batch) <= written["bytes"]
+
+
+def test_experts_below_four_bits_are_read_at_their_real_bytes(tmp_path):
+    """Q2_K experts are 2.6 bits per weight, not floored at int4's 0.5 B."""
+    path = tmp_path / "moe-q2k.gguf"
+    written = write_gguf(path, dtype=Q.Q2_K, experts=8, used=2, file_type=int(gguf.LlamaFileType.MOSTLY_Q2_K), **BIG)
+    loaded = load_gguf(path)
+    fig = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+    experts = sum(v for k, v in written["sizes"].items() if "_exps." in k)
+    assert fig.routed_expert_bytes == experts
+    assert experts / (2 * 3 * 8 * 256 * 512) == pytest.approx(84 / 256)  # Q2_K: 84 bytes per 256 weights
+    embd = written["sizes"]["token_embd.weight"]
+    hit = 1 - (1 - 2 / 8)
+    assert weight_bytes_read_per_step(fig, 1) == pytest.approx(written["bytes"] - embd + embd / 512 - experts * (1 - hit))
+    assert "bits/weight measured" in loaded.spec.weight_format.method
+
+
+def test_k_quant_mix_reads_what_the_file_holds(tmp_path):
+    """A Q4_K_M-style mix (Q4_K embedding, Q6_K head and some layers): every tensor at its own size."""
+    mix = {"token_embd.weight": Q.Q4_K, "output.weight": Q.Q6_K, "blk.0.attn_v.weight": Q.Q6_K,
+           "blk.0.ffn_down.weight": Q.Q6_K}
+    path = tmp_path / "q4km.gguf"
+    written = write_gguf(path, dtype=Q.Q4_K, types=mix, file_type=int(gguf.LlamaFileType.MOSTLY_Q4_K_M), **BIG)
+    loaded = load_gguf(path)
+    assert loaded.exact_weight_bytes == (float(written["bytes"]), "measured: GGUF tensor sizes (Q4_K_M)")
+    fig = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+    embd = written["sizes"]["token_embd.weight"]
+    assert embd == 512 * 144  # one Q4_K block (144 B) per 256-wide row
+    assert weight_bytes_read_per_step(fig, 1) == pytest.approx(written["bytes"] - embd + 144)
+
+
+def test_tied_gguf_reads_the_whole_table_as_the_head(tmp_path):
+    path = tmp_path / "tied-q8.gguf"
+    written = write_gguf(path, dtype=Q.Q8_0, tied=True)
+    loaded = load_gguf(path)
+    fig = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+    assert fig.gathered_bytes == 0
+    assert weight_bytes_read_per_step(fig, 1) == written["bytes"]
+
+
+def test_a_programming_error_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
+    """Only what a damaged header can raise becomes "corrupt GGUF"; a bug must fail loudly."""
+    path = tmp_path / "ok.gguf"
+    write_gguf(path)
+
+    def broken(*args, **kwargs):
+        return undefined_name  # noqa: F821 - the point of the test
+
+    monkeypatch.setattr(gguf_loader, "_vocab_size", broken)
+    with pytest.raises(NameError):
+        load_gguf(path)

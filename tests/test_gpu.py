@@ -45,7 +45,25 @@ def test_peaks_are_dense_not_sparse():
     assert lookup_gpu("a100").peak_flops["bf16"] == pytest.approx(312e12)
     assert lookup_gpu("a10").peak_flops["fp16"] == pytest.approx(125e12)
     assert lookup_gpu("a10").bandwidth_bytes_per_s == pytest.approx(600e9)
-    assert lookup_gpu("a10").memory_bytes == pytest.approx(24e9)
+    assert lookup_gpu("a10").datasheet_memory_bytes == pytest.approx(24e9)
+
+
+def test_memory_is_what_nvml_reports_with_the_datasheet_beside_it():
+    """NVML's memory.total (MiB × 2^20) is what engines size their KV cache from and what the live view reads."""
+    h100 = lookup_gpu("h100-sxm")
+    assert h100.reported_memory_bytes == 81_559 * 2**20 == h100.memory_bytes
+    assert h100.memory_bytes == pytest.approx(85.52e9, rel=1e-4)
+    assert h100.datasheet_memory_bytes == 80e9
+    assert lookup_gpu("a10").memory_bytes == 23_028 * 2**20
+    assert lookup_gpu("h200").memory_bytes == 143_771 * 2**20
+    assert lookup_gpu("l4").memory_bytes == 23_034 * 2**20
+    assert "81,559 MiB" in h100.memory_source
+    for gpu in GPUS:
+        # The reported size is within a few percent of the marketing one (ECC, reserved, GiB vs GB).
+        if gpu.reported_memory_bytes is not None:
+            assert 0.93 < gpu.reported_memory_bytes / gpu.datasheet_memory_bytes < 1.12, gpu.name
+        else:
+            assert gpu.memory_bytes == gpu.datasheet_memory_bytes and "datasheet" in gpu.memory_source
 
 
 def test_mig_names_are_recognised():
