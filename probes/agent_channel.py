@@ -230,6 +230,18 @@ def channels_of(pid: int) -> tuple[int, tuple[str, ...]]:
     return uid, places
 
 
+_fallback_scans: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+
+def _fallbacks_cached(parent: str, uid: int) -> list[str]:
+    """:func:`fallback_channels`, listed again only every LOCATION_TTL_S (a temp dir may be large)."""
+    now = time.monotonic()
+    known = _fallback_scans.get((parent, uid))
+    if known is None or now - known[0] >= (LOCATION_TTL_S if known[1] else 1.0):  # none yet: soon again
+        known = _fallback_scans[(parent, uid)] = (now, fallback_channels(parent, uid))
+    return known[1]
+
+
 class _Channels:
     """The channel directories of one reading, each checked and opened once."""
 
@@ -250,7 +262,7 @@ class _Channels:
                 notice = f"agent channel {_why_unusable(path, exc)}: refused"
                 if os.path.basename(path) == f"infermon-{uid}":
                     # Agents that found it so publish in private directories of their own beside it.
-                    self.fallbacks[key] = fallback_channels(os.path.dirname(path), uid)
+                    self.fallbacks[key] = _fallbacks_cached(os.path.dirname(path), uid)
                     notice += (f"; agents publish in private directories instead "
                                f"({os.path.join(os.path.dirname(path), fallback_prefix(uid))}…)")
                 self.notices.append(notice)

@@ -93,7 +93,7 @@ def test_attach_and_detach_a_running_script(env):
     try:
         time.sleep(2.0)  # let it import torch and start generating
         attached = infermon("attach", str(target.pid), "--yes", "--interval", "0.3", env=env)
-        if "refused ptrace" in attached.stderr or "cannot call functions" in attached.stderr:
+        if "refused ptrace" in attached.stderr or "extended register state" in attached.stderr:
             pytest.skip(f"gdb cannot inject here: {attached.stderr.strip()}")
         assert attached.returncode == 0, attached.stderr
         assert "agent running" in attached.stdout or "injected" in attached.stdout
