@@ -205,6 +205,16 @@ def test_a_squatted_channel_falls_back_to_a_private_directory_and_the_monitor_fi
     assert list(shared.iterdir()) == []  # nothing written into the squatter's directory
 
 
+def test_attach_and_detach_with_a_squatted_channel_are_one_line(env, sleeper):
+    """attach used to end in a traceback when someone else owned the channel."""
+    env = {**env}
+    del env["XDG_RUNTIME_DIR"]
+    _squat(Path(env["TMPDIR"]) / f"infermon-{os.getuid()}")
+    target = sleeper(["sleep", "60"])
+    assert "not a CPython process" in one_line(infermon("attach", str(target.pid), "--yes", env=env), 1)
+    assert "no running agent" in one_line(infermon("detach", str(target.pid), env=env), 2)
+
+
 def test_count_tokens_stays_silent_when_no_channel_can_be_made(tmp_path, monkeypatch, capfd):
     import tempfile
 
