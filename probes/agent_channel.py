@@ -212,10 +212,11 @@ def _environment_channels(pid: int) -> tuple[int, tuple[str, ...]]:
 _locations: dict[int, tuple[float, int, tuple[str, ...]]] = {}
 
 
-def channels_of(pid: int) -> tuple[int, tuple[str, ...]]:
+def channels_of(pid: int, own: list[str] | None = None) -> tuple[int, tuple[str, ...]]:
     """(uid, shared channels) where ``pid``'s agent publishes: ours first when it is our process
     (it inherited our environment, as under ``infermon run``), then what its own environment
-    names (looked up once per LOCATION_TTL_S: /proc/PID/environ is read then)."""
+    names (looked up once per LOCATION_TTL_S: /proc/PID/environ is read then). ``own``: our
+    channels, when the caller has them already."""
     now = time.monotonic()
     known = _locations.get(pid)
     if known is not None and now - known[0] < LOCATION_TTL_S:
@@ -226,7 +227,7 @@ def channels_of(pid: int) -> tuple[int, tuple[str, ...]]:
         uid, places = _environment_channels(pid)
         _locations[pid] = (now, uid, places)
     if uid == os.getuid():
-        places = tuple(dict.fromkeys(_own_channels() + list(places)))
+        places = tuple(dict.fromkeys((own if own is not None else _own_channels()) + list(places)))
     return uid, places
 
 
@@ -249,6 +250,7 @@ class _Channels:
         self.open: dict[tuple[str, int], int | None] = {}
         self.notices: list[str] = []
         self.fallbacks: dict[tuple[str, int], list[str]] = {}
+        self.listed: dict[int, set[str]] = {}
 
     def descriptor(self, path: str, uid: int) -> int | None:
         key = (path, uid)
@@ -267,6 +269,16 @@ class _Channels:
                                f"({os.path.join(os.path.dirname(path), fallback_prefix(uid))}…)")
                 self.notices.append(notice)
         return self.open[key]
+
+    def names(self, fd: int) -> set[str]:
+        """The entries of an open channel, listed once per reading: one listing instead of a failed
+        lookup per process of the tree."""
+        if fd not in self.listed:
+            try:
+                self.listed[fd] = set(os.listdir(fd))
+            except OSError:
+                self.listed[fd] = set()
+        return self.listed[fd]
 
     def places(self, shared: tuple[str, ...], uid: int) -> list[tuple[str, int]]:
         """(path, descriptor) of every usable channel among ``shared`` and their fallbacks."""
@@ -301,15 +313,18 @@ def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = 
     now = time.time() if now is None else now
     channels = _Channels()
     agents, why, where = [], {}, {}
+    own = _own_channels() if channel is None else None
     try:
         for pid in sorted(pids):
             if channel is not None:
                 uid, shared = os.getuid(), (channel,)
             else:
-                uid, shared = channels_of(pid)
+                uid, shared = channels_of(pid, own)
             best, reason = None, None
+            name = f"agent-{pid}.json"
             for path, fd in channels.places(shared, uid):
-                name = f"agent-{pid}.json"
+                if name not in channels.names(fd):
+                    continue
                 try:
                     record = _read_record(name, dir_fd=fd, uid=uid)
                     _check_record(record)
