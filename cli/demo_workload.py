@@ -139,15 +139,43 @@ class DemoDecoder(torch.nn.Module):
         return self.lm_head(self.norm(x))
 
 
-def generate_round(model: DemoDecoder, batch: int, prompt_len: int, new_tokens: int, device: str) -> None:
-    """One round: a prefill of ``batch`` prompts, then ``new_tokens`` decode steps sharing a KV cache."""
+def generate_round(model: DemoDecoder, batch: int, prompt_len: int, new_tokens: int, device: str,
+                   agent=None) -> None:
+    """One round: a prefill of ``batch`` prompts, then ``new_tokens`` decode steps sharing a KV cache.
+
+    With ``agent`` (infermon's agent module, running in this process), the round reports what a
+    server's loop would: the requests' start, each step's tokens as they reach the host (time to
+    first token, inter-token latency) and the tokens the KV cache holds."""
     caches = [[] for _ in model.layers]
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len), device=device)
+    request = agent.request(batch, prompt_tokens=batch * prompt_len) if agent is not None else None
     logits = model(ids, torch.arange(prompt_len, device=device), caches)
+    next_ids = logits[:, -1].argmax(-1, keepdim=True)
+    if request is not None:
+        next_ids.cpu()  # the tokens reach the host, as a server's would
+        request.tokens()
+        agent.kv_tokens(batch * prompt_len)
     for step in range(new_tokens - 1):
-        next_ids = logits[:, -1].argmax(-1, keepdim=True)
         position = torch.tensor([prompt_len + step], device=device)
         logits = model(next_ids, position, caches)
+        next_ids = logits[:, -1].argmax(-1, keepdim=True)
+        if request is not None:
+            next_ids.cpu()
+            request.tokens()
+            agent.kv_tokens(batch * (prompt_len + step + 1))
+    if request is not None:
+        request.finish()
+        agent.kv_tokens(0)  # the round's cache is dropped
+
+
+def running_agent():
+    """infermon's agent module when an agent runs in this process (``infermon demo`` and
+    ``infermon run`` load one), else None: run alone, the workload reports nothing."""
+    try:
+        import infermon.probes.agent as agent
+    except ImportError:
+        return None
+    return agent if agent.running() else None
 
 
 def main(argv=None) -> int:
@@ -167,15 +195,18 @@ def main(argv=None) -> int:
     rng = random.Random(0)
     with torch.device(args.device):
         model = DemoDecoder(args.size, args.dtype).to(DTYPES[args.dtype]).eval()
+    agent = running_agent()
+    if agent is not None:
+        agent.watch(model)  # steps and batch from the hooks, from the first call on
     deadline = time.monotonic() + args.seconds
     round_index = 0
     with torch.inference_mode():
         while time.monotonic() < deadline:
             if args.batch:
-                generate_round(model, args.batch, args.prompt or 32, args.new or 128, args.device)
+                generate_round(model, args.batch, args.prompt or 32, args.new or 128, args.device, agent)
             else:
                 batch = BATCHES[round_index % len(BATCHES)]
-                generate_round(model, batch, rng.randint(16, 64), rng.randint(32, 96), args.device)
+                generate_round(model, batch, rng.randint(16, 64), rng.randint(32, 96), args.device, agent)
             round_index += 1
     return 0
 

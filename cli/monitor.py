@@ -206,7 +206,12 @@ def _record(sampler, live, args) -> int:
             while True:
                 snapshot = sampler.tick()
                 view = live.update(snapshot)
-                if snapshot.tree is not None and not snapshot.tree.alive:
+                exited = snapshot.tree is not None and not snapshot.tree.alive
+                if exited and snapshot.agents:
+                    # The agents' final records: the counts of the last interval before the exit.
+                    writer.write(view)
+                    lines += 1
+                if exited:
                     reason = snapshot.tree.why.get("process", "the process exited")
                     writer.write_event({"event": "exited", "time": snapshot.time, "pid": args.pid, "why": reason})
                     print(f"infermon: {reason}; {lines} samples in {args.record}", file=sys.stderr)

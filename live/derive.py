@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA, Figure, figure
 from infermon.live.history import History, LatencyWindow
+from infermon.live.inside import agent_kv, agent_memory
 from infermon.live.rates import Rate, SourceRates
 from infermon.live.summary import SummaryAccumulator
 from infermon.live.verdict import IDLE_TOKENS_PER_S, VerdictInputs, verdict as make_verdict
@@ -21,7 +22,11 @@ from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, Mod
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
 from infermon.model.gpu import GpuLookupError, Hardware, combine, find_gpu, lookup_gpu
-from infermon.model.loaders import ModelLoadError, load_model
+from infermon.model.levers import Levers, OperatingPoint, Speculation, acceptance_from_rate, levers as model_levers
+from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
+from infermon.model.parallel import Parallelism
+from infermon.model.plausibility import warnings as plausibility_warnings
+from infermon.model.serving import serve
 from infermon.model.roofline import DEFAULT_MEMORY_UTILIZATION, ceilings, critical_batch, decode_step, ops_per_byte
 from infermon.model.work import modeled_bandwidth, modeled_flops, step_bytes
 from infermon.probes.agent_channel import engine_from_agents
@@ -29,8 +34,10 @@ from infermon.probes.snapshot import AgentSample, DeviceSample, EngineSample, Sn
 
 # Counters read from an engine sample, by the name its rate goes under.
 ENGINE_COUNTERS = ("generation", "prompt", "preemptions", "steps", "step_tokens", "est_flops", "est_read_bytes",
-                   "prefix_hits", "prefix_queries")
+                   "prefix_hits", "prefix_queries", "spec_drafts", "spec_draft_tokens", "spec_accepted")
 AGENT_COUNTERS = ("generation", "prompt", "steps")
+# Engines that pick a checkpoint's serving dtype themselves (vLLM's dtype=auto rule and its kin).
+SERVING_ENGINES = frozenset({"vllm", "sglang", "tgi", "tensorrt-llm"})
 
 
 def _engine_counters(engine: EngineSample) -> dict[str, float | None]:
@@ -48,14 +55,19 @@ def _engine_counters(engine: EngineSample) -> dict[str, float | None]:
         "est_read_bytes": engine.estimated_read_bytes_total,
         "prefix_hits": engine.prefix_cache_hits_total,
         "prefix_queries": engine.prefix_cache_queries_total,
+        "spec_drafts": engine.spec_drafts_total,
+        "spec_draft_tokens": engine.spec_draft_tokens_total,
+        "spec_accepted": engine.spec_accepted_tokens_total,
     }
 
 
 def _agent_counts_tokens(agent: AgentSample) -> bool:
-    """An agent is a token source only where it watches something that generates: a model it hooked,
-    a generate() it wrapped, or tokens the script counted itself. (Inside an engine's worker that
-    calls its model with flattened token ids, it sees none of these and must not read as idle.)"""
-    return bool(agent.params or agent.hf_generate_hooked or agent.generation_tokens_total or agent.decode_steps_total)
+    """An agent is a token source only where it watches something that generates: a model it hooked
+    (a wrapped generate() hooks the model it is called on), or tokens the script counted itself.
+    (Inside an engine's worker that calls its model with flattened token ids, it sees none of these
+    and must not read as idle; such a worker imports transformers, so generate() is wrapped there
+    without ever being called.)"""
+    return bool(agent.params or agent.weights_bytes or agent.generation_tokens_total or agent.decode_steps_total)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,13 @@ class Deriver:
         self.model_why: str | None = None
         self.warnings: tuple[str, ...] = ()
         self._tried_model: str | None = None
+        self._loaded: LoadedModel | None = None
+        self._checkpoint_figures: ModelFigures | None = None
+        self._served_on: str | None = None
+        self.serving_notes: tuple[str, ...] = ()
+        self.parallel: Parallelism | None = None
+        self._levers_key: tuple | None = None
+        self._levers: Levers | None = None
         self._engine_rates: SourceRates | None = None
         self._engine_key: tuple | None = None
         self._agent_rates: dict[int, SourceRates] = {}
@@ -125,6 +144,7 @@ class Deriver:
             self.model_why = f"model {argument!r} not resolved: {exc} (give --model)"
             return
         self.figures = model_figures(loaded.spec, exact_weight_bytes=loaded.exact_weight_bytes, stored=loaded.stored)
+        self._loaded, self._checkpoint_figures, self._served_on = loaded, self.figures, None
         self.model_source = loaded.source
         self.model_why = None
         self.warnings = loaded.warnings
@@ -151,8 +171,9 @@ class Deriver:
         """(arithmetic hardware, what views show of it, why it is missing): the tree's GPUs (table, or
         NVML-derived bandwidth), else the host CPU (calibrated or given)."""
         gpus = [d for d in snapshot.devices if d.kind == "gpu" and d.used_by_tree]
+        self.parallel = None
         if gpus:
-            return self._gpu_hardware(gpus)
+            return self._gpu_hardware(gpus, snapshot.tree)
         host = snapshot.host
         if host is None or not host.bandwidth_bytes_per_s:
             return None, None, (host.source if host else "no device used by the process tree")
@@ -167,7 +188,29 @@ class Deriver:
                             sources={"memory": MEASURED, "bandwidth": word, "peak_flops": word if host.peak_flops else NA})
         return hw, info, None
 
-    def _gpu_hardware(self, gpus: list[DeviceSample]):
+    def _serve(self, spec, framework: str) -> str | None:
+        """The figures an engine serves the checkpoint with on this GPU (its dtype=auto rule); returns the
+        compute dtype, or None where the checkpoint's own dtype stands (a script, llama.cpp, the agent)."""
+        if self._loaded is None or framework not in SERVING_ENGINES:
+            return None
+        if self._served_on != spec.name:
+            served = serve(self._loaded, set(spec.peak_flops), gpu_name=spec.name)
+            self.figures, self.serving_notes, self._served_on = served.figures, served.notes, spec.name
+            self._served_compute = served.compute_dtype
+        return self._served_compute
+
+    def _split(self, count: int, tree) -> str | None:
+        """The tensor/pipeline split of ``count`` GPUs, from the engine's command line; why when it cannot be."""
+        tp = tree.tensor_parallel if tree is not None else None
+        pp = tree.pipeline_parallel if tree is not None else None
+        try:
+            self.parallel = Parallelism.for_gpus(count, tp=tp, pp=pp)
+        except ValueError as exc:
+            self.parallel = None
+            return f"{exc}: the GPUs are taken as one device"
+        return None
+
+    def _gpu_hardware(self, gpus: list[DeviceSample], tree=None):
         totals = [d.memory_total_bytes for d in gpus]
         nvml_memory = float(totals[0]) if all(t is not None for t in totals) else None
         if self.gpu_name:
@@ -178,15 +221,19 @@ class Deriver:
         else:
             spec = find_gpu(gpus[0].name or "")
         if spec is not None:
-            compute = pick_compute_dtype(self.figures, set(spec.peak_flops)) if self.figures else "bf16"
+            compute = self._serve(spec, tree.framework if tree is not None else "unknown")
+            if compute is None:
+                compute = pick_compute_dtype(self.figures, set(spec.peak_flops)) if self.figures else "bf16"
             # Memory as NVML reports it (what the allocator can use), not the marketing figure.
             hw = combine(spec, len(gpus), compute, memory_bytes=nvml_memory)
+            split_why = self._split(len(gpus), tree)
             info = HardwareInfo(name=spec.name, kind="gpu", count=len(gpus), memory_bytes=hw.memory_bytes,
                                 bandwidth_bytes_per_s=hw.bandwidth_bytes_per_s, peak_flops=hw.peak_flops,
                                 compute_dtype=compute, source=f"{len(gpus)} × {spec.name} (datasheet)",
                                 sources={"memory": MEASURED if nvml_memory else DATASHEET, "bandwidth": DATASHEET,
-                                         "peak_flops": DATASHEET if hw.peak_flops else NA})
-            return hw, info, None
+                                         "peak_flops": DATASHEET if hw.peak_flops else NA},
+                                split=_split_words(self.parallel))
+            return hw, info, split_why
         derived = gpus[0].derived_bandwidth_bytes_per_s
         name = gpus[0].name or "unknown GPU"
         why = f"{name} is not in the GPU table: FLOP peak unknown (give --gpu)"
@@ -231,7 +278,11 @@ class Deriver:
             first = tracker._last is None
             counters = {"generation": agent.generation_tokens_total, "prompt": agent.prompt_tokens_total,
                         "steps": agent.decode_steps_total}
+            finished = agent.final and tracker._last is not None and tracker._last.time == agent.time
             rates = tracker.update(agent.time, counters, now)
+            if finished:
+                # The agent's final record, read again: it has counted all there was. Idle, not held.
+                rates = {name: Rate(0.0, 0.0, why="the agent has finished (its final record)") for name in rates}
             if first and self.count_from_start:
                 # Started by infermon: the counters began at zero with the process.
                 rates = {k: Rate(None, delta=v, why=r.why) for (k, r), v in zip(rates.items(), counters.values())}
@@ -264,6 +315,7 @@ class Deriver:
         if hw_why:
             why["hardware"] = hw_why
         fig = self.figures
+        par = self.parallel
         interval = snapshot.interval_s
         now = snapshot.monotonic
 
@@ -328,10 +380,16 @@ class Deriver:
             capacity_source = ENGINE if gauges.kind != "agent" else MODELED
         ceil = None
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s and hw.memory_bytes:
-            ceil, _ = ceilings(fig, hw)
+            ceil, _ = ceilings(fig, hw, parallel=par)
             if capacity is None and gauges is None:
                 capacity, capacity_source = float(ceil.kv_capacity_tokens), MODELED
                 capacity_note = f"if {DEFAULT_MEMORY_UTILIZATION:.0%} of device memory held weights and KV"
+        inside = None
+        if gauges is not None and gauges.kind == "agent" and capacity is None:
+            # No KV pool to read under the agent: the capacity is modeled from the free memory.
+            inside = agent_kv(snapshot.agents, snapshot.devices, fig.kv_bytes_per_token if fig is not None else None)
+            if inside.capacity_tokens is not None:
+                capacity, capacity_source, capacity_note = inside.capacity_tokens, MODELED, inside.note
         resident = resident_source = usage = usage_source = None
         if gauges is not None and gauges.kv_usage is not None:
             usage, usage_source = gauges.kv_usage, ENGINE if gauges.kind != "agent" else MEASURED
@@ -350,9 +408,9 @@ class Deriver:
         bytes_step = bandwidth = flops = ceiling = crit = None
         bandwidth_note = None
         if fig is not None and batch and batch > 0:
-            bytes_step = step_bytes(fig, batch, context or 0.0)
+            bytes_step = step_bytes(fig, batch, context or 0.0, parallel=par)
             if gen is not None and steps is not None:
-                bandwidth = modeled_bandwidth(fig, steps, batch, gen, context or 0.0)
+                bandwidth = modeled_bandwidth(fig, steps, batch, gen, context or 0.0, parallel=par)
                 if context is None:
                     bandwidth_note = "weights only: KV reads not included (context unknown)"
         flops_note = None
@@ -366,8 +424,8 @@ class Deriver:
             flops = modeled_flops(fig, gen or 0.0, computed_prompt or 0.0, context or 0.0)
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s:
             b = max(1, round(batch or 1))
-            ceiling = decode_step(fig, hw, b, round(context or 0)).tokens_per_s
-            crit = critical_batch(fig, hw, round(context or 0))
+            ceiling = decode_step(fig, hw, b, round(context or 0), parallel=par).tokens_per_s
+            crit = critical_batch(fig, hw, round(context or 0), parallel=par)
         measured, measured_why = measured_bandwidth(snapshot.devices, hw)
 
         engine_bw = engine_flops = None
@@ -443,7 +501,10 @@ class Deriver:
                 stale_flag: bool = False) -> None:
             F[name] = figure(value, FIGURE_INFO[name][0], source, why_text, note, stale_flag)
 
-        held_note = "last reading (the source has not published since)" if rate("generation") and rate("generation").held and not stale else None
+        held_note = None
+        if rate("generation") is not None and rate("generation").held and not stale:
+            held_why = rate("generation").why or ""
+            held_note = held_why if held_why.startswith("between") else "last reading (the source has not published since)"
         put("generation_tokens_per_s", gen, label, gen_why, held_note, stale)
         put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why), held_note, stale)
         put("requests_running", gauges.requests_running if gauges else None, ENGINE if tokens.source != "agent" else MEASURED,
@@ -471,6 +532,11 @@ class Deriver:
             hit_note = "since the engine started"
         put("prefix_cache_hit_rate", hit_rate, ENGINE, _gauge_why(gauges, "prefix_cache_queries_total", why)
             if gauges is not None else "no engine metrics", hit_note)
+        drafted, accepted = rate("spec_draft_tokens"), rate("spec_accepted")
+        acceptance = accepted.delta / drafted.delta if drafted and accepted and drafted.delta and accepted.delta is not None else None
+        put("spec_acceptance_rate", acceptance, ENGINE, "no speculative decoding in the interval (the engine drafts nothing)"
+            if tokens.source == "engine" else "needs an engine that drafts (vLLM's spec_decode metrics)",
+            "over the last interval" if acceptance is not None else None)
         put("preemptions_total", gauges.preemptions_total if gauges else None, ENGINE, _gauge_why(gauges, "preemptions_total", why))
         pre = rate("preemptions")
         put("preemptions_per_s", pre.per_s if pre else None, ENGINE, (pre.why if pre else None) or _gauge_why(gauges, "preemptions_total", why))
@@ -511,12 +577,18 @@ class Deriver:
             f"{fig.spec.attention_kind.upper()}, {fig.kv_dtype}" if fig else None)
         cap_why = _gauge_why(gauges, "kv_capacity_tokens", why) if gauges is not None else (
             model_why if fig is None else hw_missing)
+        if inside is not None and capacity is None:
+            cap_why = inside.why.get("kv_capacity_tokens", cap_why)
         put("kv_capacity_tokens", capacity, capacity_source or NA, cap_why, capacity_note)
         put("kv_pool_bytes", capacity * fig.kv_bytes_per_token if capacity is not None and fig is not None else None,
             MODELED, "needs the KV capacity and the model")
         usage_why = _gauge_why(gauges, "kv_usage", why) if gauges is not None else "no engine metrics"
         put("kv_usage", usage, usage_source or NA, usage_why)
-        put("kv_resident_tokens", resident, resident_source or NA, usage_why if usage is None else "needs the KV capacity")
+        resident_why = usage_why if usage is None else "needs the KV capacity"
+        if gauges is not None and gauges.kind == "agent" and resident is None:
+            resident_why = gauges.why.get("kv_tokens_resident", resident_why)
+        put("kv_resident_tokens", resident, resident_source or NA, resident_why,
+            inside.source if inside is not None and resident is not None else None)
         put("context_tokens", context, MODELED, F["kv_resident_tokens"].why if resident is None else "needs the running requests")
         headroom = capacity - resident if capacity is not None and resident is not None else None
         headroom_why = (F["kv_resident_tokens"].why if resident is None else F["kv_capacity_tokens"].why)
@@ -524,8 +596,14 @@ class Deriver:
         fits = headroom / context if headroom is not None and context else None
         put("sequences_fit", fits, MODELED, headroom_why if headroom is None else "needs the mean context",
             f"at the mean context {context:,.0f}" if fits is not None else None)
-        put("weight_bytes", fig.weight_bytes if fig else None, MEASURED if fig and fig.weight_bytes_source.startswith(("measured", "safetensors", "GGUF")) else MODELED,
-            model_why, fig.weight_bytes_source if fig else None)
+        inside_memory = agent_memory(snapshot.agents) if snapshot.agents else None
+        if inside_memory is not None and inside_memory.weights_bytes is not None:
+            # What the watched models' parameters occupy, counted inside the process.
+            put("weight_bytes", inside_memory.weights_bytes, MEASURED, None,
+                "the watched models' parameters (agent)")
+        else:
+            put("weight_bytes", fig.weight_bytes if fig else None, MEASURED if fig and fig.weight_bytes_source.startswith(("measured", "safetensors", "GGUF")) else MODELED,
+                model_why, fig.weight_bytes_source if fig else None)
         put("tree_rss_bytes", tree_rss, MEASURED, "no process readable")
         put("tree_gpu_memory_bytes", tree_gpu_total, MEASURED, why.get("devices", "no GPU lists the process tree"))
         put("torch_allocated_bytes", allocated, MEASURED, torch_why)
@@ -547,7 +625,8 @@ class Deriver:
                 prompt_delta=rate("prompt").delta if rate("prompt") else None, generation_rate=gen, mbu=mbu, busy=busy,
                 device_memory=tree_gpu_total, torch_allocated=allocated, torch_reserved=reserved, rss=tree_rss,
                 model_name=fig.name if fig else None, flops_per_token=fig.flops_per_token if fig else None,
-                token_source=_token_source_words(tokens, real_engine), flops=flops)
+                token_source=_token_source_words(tokens, real_engine), flops=flops,
+                weights=inside_memory.weights_bytes if inside_memory is not None else None)
         trend = Trend(generation=self.history.buckets(self.history.generation),
                       prompt=self.history.buckets(self.history.prompt),
                       peak_generation_tokens_per_s=self.history.peak_generation, peak_mbu=self.history.peak_mbu,
@@ -555,11 +634,15 @@ class Deriver:
         if gauges is not None:
             notes.extend(gauges.hints)
         notes.extend(r.why for name, r in tokens.rates.items() if r.why and "backwards" in r.why)
-        warnings = tuple(self.warnings)
-        for name, value in (("bandwidth", mbu), ("FLOP/s", mfu)):
-            if value is not None and value > 1.0:
-                warnings += (f"modeled {name} is {value:.0%} of the device peak: the model, batch or device figures "
-                             "do not match this process",)
+        warnings = tuple(dict.fromkeys((*self.warnings, *plausibility_warnings(
+            fig, hw if hw is not None and hw.bandwidth_bytes_per_s else None, context=context, batch=running,
+            kv_capacity_tokens=capacity, mbu=mbu, mfu=mfu, parallel=par))))
+        notes.extend(self.serving_notes)
+        speculation = _speculation(rate("spec_drafts"), rate("spec_draft_tokens"), rate("spec_accepted"))
+        found_levers, levers_why = self._operating_levers(fig, hw, par, batch, context, gen, capacity, verdict.phase,
+                                                          speculation)
+        if levers_why:
+            why["levers"] = levers_why
         engine_out = _slim_engine(real_engine if tokens.source != "agent" else agent_engine)
         if not alive and self._last_alive is not None:
             # The process has exited: its last figures stay what every view shows, with the exit and the
@@ -569,12 +652,42 @@ class Deriver:
         view = LiveView(
             time=snapshot.time, monotonic=snapshot.monotonic, interval_s=interval, figures=figures, verdict=verdict,
             tree=tree, devices=snapshot.devices, engine=engine_out,
-            agents=tuple(replace(a, model_config=None) for a in snapshot.agents), host=snapshot.host,
+            agents=tuple(replace(a, model_config=None, ttft=None, inter_token=None) for a in snapshot.agents),
+            host=snapshot.host,
             model=_model_info(fig, self.model_source), hardware=hw_info, trend=trend,
-            summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why)
+            summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why,
+            levers=found_levers)
         if alive:
             self._last_alive = view
         return view
+
+    def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase, speculation=None):
+        """What each lever would give at this operating point (model.levers), or why there are none.
+
+        Recomputed only when the point moves (batch, context and rate to two significant digits):
+        the levers are a few dozen decode steps of arithmetic, not worth redoing for jitter.
+        """
+        if fig is None or hw is None or not hw.bandwidth_bytes_per_s:
+            return None, "needs the model and the device's peaks"
+        if hw.count > 1 and par is None:
+            return None, "the GPUs' split is unknown"
+        b = max(1.0, batch or 1.0)
+        c = context or 0.0
+        measured = generation if phase in ("decode", "mixed") and generation else None
+        key = (id(fig), hw.name, hw.count, par, _two_digits(b), _two_digits(c), _two_digits(measured),
+               _two_digits(capacity), speculation)
+        if key != self._levers_key:
+            self._levers_key = key
+            try:
+                found = model_levers(fig, hw, OperatingPoint(batch=b, context=c, measured_tokens_per_s=measured,
+                                                             kv_capacity_tokens=capacity, parallel=par), speculation)
+                # The worked formulas are calc --levers --explain's; a live view carries the figures.
+                self._levers = replace(found, baseline=replace(found.baseline, formula=""),
+                                       levers=tuple(replace(lever, formula="") for lever in found.levers))
+            except (ValueError, ZeroDivisionError, OverflowError) as exc:
+                self._levers = None
+                return None, f"levers not computed: {exc}"
+        return self._levers, None
 
     def _latencies(self, gauges: EngineSample | None, now: float) -> dict[str, tuple]:
         """(p50, p95) or None, source word, reason, window for ttft, inter_token and queue_time."""
@@ -600,6 +713,34 @@ class Deriver:
 
 # The name callers used before the derivation layer had its own package.
 LiveModel = Deriver
+
+
+def _speculation(drafts: Rate | None, draft_tokens: Rate | None, accepted: Rate | None) -> Speculation | None:
+    """The engine's own speculative decoding over the interval (k draft tokens a draft, α per token), for the
+    speculative lever; None where the engine drafts nothing (the lever then assumes k and α, and says so)."""
+    if not (drafts and draft_tokens and accepted) or not drafts.delta or not draft_tokens.delta or accepted.delta is None:
+        return None
+    k = max(1, round(draft_tokens.delta / drafts.delta))
+    rate = min(1.0, accepted.delta / draft_tokens.delta)
+    return Speculation(draft_tokens=k, acceptance=_two_digits(acceptance_from_rate(rate, k)) or 0.0,
+                       acceptance_source="engine-reported")
+
+
+def _two_digits(value: float | None) -> float | None:
+    """``value`` to two significant digits (a cache key that ignores jitter)."""
+    if value is None or value == 0:
+        return value
+    from math import floor, log10
+
+    return round(value, 1 - int(floor(log10(abs(value)))))
+
+
+def _split_words(parallel: Parallelism | None) -> str | None:
+    if parallel is None or parallel.trivial:
+        return None
+    parts = [f"TP {parallel.tp}"] + ([f"PP {parallel.pp}"] if parallel.pp > 1 else []) + (
+        [f"{parallel.dp} replicas"] if parallel.dp > 1 else [])
+    return " × ".join(parts)
 
 
 def _rate_why(rate: Rate | None, tokens: _Tokens, why: dict[str, str]) -> str:

@@ -6,6 +6,12 @@ interval turns a record that slipped behind into a whole second of "idle" and th
 Here a rate is ``(counter now − counter then) ÷ (source time now − source time then)``; a source
 that has not published since the last tick keeps its last rate (never zero), marked stale once it
 has been silent for :data:`STALE_INTERVALS` intervals.
+
+A counter that moves in steps coarser than the interval (an agent's decode steps on a slow
+device, a server counting a request's tokens when it finishes) reads zero between its increases.
+While such a pause is shorter than :data:`GAP_SLACK` × the time between its last two increases, the
+last rate is held ("between increases"), and the next increase is spread over the whole time since
+the previous one; a longer pause is a real zero.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass
 
 # A source silent for this many intervals has its last rates marked stale.
 STALE_INTERVALS = 3.0
+# A pause in a counter's increases shorter than this many of its usual gaps is not idleness.
+GAP_SLACK = 1.5
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class _Last:
     counters: dict[str, float | None]
     rates: dict[str, Rate]
     seen_at: float
+    # Per counter: (source time, value) of its last increase, and the time between its last two.
+    increases: dict[str, tuple[float, float, float | None]] | None = None
 
 
 class SourceRates:
@@ -63,7 +73,8 @@ class SourceRates:
             return {name: Rate(None, why="the source gave no time for its counters") for name in counters}
         if last is None or source_time < last.time:
             why = "needs two readings of the counter" if last is None else "the source's clock went backwards"
-            self._last = _Last(source_time, dict(counters), {}, now)
+            self._last = _Last(source_time, dict(counters), {}, now,
+                               {name: (source_time, value, None) for name, value in counters.items() if value is not None})
             return {name: Rate(None, why=why) for name in counters}
         if source_time == last.time:
             # Nothing new published: keep the last rates; they are not an idle source.
@@ -77,15 +88,35 @@ class SourceRates:
             return held
         seconds = source_time - last.time
         rates: dict[str, Rate] = {}
+        increases = dict(last.increases or {})
         for name, value in counters.items():
             before = last.counters.get(name)
+            previous = last.rates.get(name)
             if value is None:
                 rates[name] = Rate(None, why="the source does not report it")
             elif before is None:
                 rates[name] = Rate(None, why="needs two readings of the counter")
+                increases[name] = (source_time, value, None)
             elif value < before:
                 rates[name] = Rate(None, why="the counter went backwards (restarted?): rate skipped this tick")
+                increases.pop(name, None)
+            elif value > before:
+                since = increases.get(name)
+                if previous is not None and previous.held and previous.delta == 0 and since is not None:
+                    # The end of a pause between increases: spread it over the whole time since the last one.
+                    rate = (value - since[1]) / (source_time - since[0])
+                else:
+                    rate = (value - before) / seconds
+                increases[name] = (source_time, value, source_time - since[0] if since is not None else None)
+                rates[name] = Rate(rate, value - before)
             else:
-                rates[name] = Rate((value - before) / seconds, value - before)
-        self._last = _Last(source_time, dict(counters), rates, now)
+                since = increases.get(name)
+                gap = since[2] if since is not None else None
+                if (previous is not None and previous.per_s and gap
+                        and source_time - since[0] < GAP_SLACK * gap):
+                    rates[name] = Rate(previous.per_s, 0.0, held=True,
+                                       why=f"between increases: the counter moves every {gap:.1f} s")
+                else:
+                    rates[name] = Rate(0.0, 0.0)
+        self._last = _Last(source_time, dict(counters), rates, now, increases)
         return rates

@@ -31,6 +31,7 @@ class RunSummary:
     model_name: str | None = None
     flops_per_token: float | None = None
     token_source: str | None = None
+    weights_bytes: int | None = None
 
 
 class SummaryAccumulator:
@@ -56,6 +57,7 @@ class SummaryAccumulator:
         self.flops_per_token: float | None = None
         self.token_source: str | None = None
         self.flops_sum: float | None = None
+        self.weights: int | None = None
 
     @staticmethod
     def _max(current: int | float | None, value: int | float | None):
@@ -66,7 +68,8 @@ class SummaryAccumulator:
     def add(self, monotonic: float, *, generation_delta: float | None, prompt_delta: float | None,
             generation_rate: float | None, mbu: float | None, busy: bool, device_memory: int | None,
             torch_allocated: int | None, torch_reserved: int | None, rss: int | None, model_name: str | None,
-            flops_per_token: float | None, token_source: str | None, flops: float | None = None) -> None:
+            flops_per_token: float | None, token_source: str | None, flops: float | None = None,
+            weights: int | None = None) -> None:
         if self.first_time is None:
             self.first_time = monotonic
         if flops is not None and self.last_time is not None:
@@ -86,6 +89,7 @@ class SummaryAccumulator:
         self.max_allocated = self._max(self.max_allocated, torch_allocated)
         self.max_reserved = self._max(self.max_reserved, torch_reserved)
         self.max_rss = self._max(self.max_rss, rss)
+        self.weights = self._max(self.weights, weights)
         if model_name is not None:
             self.model_name, self.flops_per_token = model_name, flops_per_token
         if token_source is not None:
@@ -104,7 +108,7 @@ class SummaryAccumulator:
             mean_mbu=self.mbu_sum / self.mbu_count if self.mbu_count else None,
             max_device_memory_bytes=self.max_device_memory, max_torch_allocated_bytes=self.max_allocated,
             max_torch_reserved_bytes=self.max_reserved, max_rss_bytes=self.max_rss, model_name=self.model_name,
-            flops_per_token=self.flops_per_token, token_source=self.token_source)
+            flops_per_token=self.flops_per_token, token_source=self.token_source, weights_bytes=self.weights)
 
 
 def format_summary(summary: RunSummary | None) -> str:
@@ -141,4 +145,6 @@ def format_summary(summary: RunSummary | None) -> str:
     lines.append(f"Max memory allocated (torch): {gb(summary.max_torch_allocated_bytes)}")
     lines.append(f"Max memory reserved (torch): {gb(summary.max_torch_reserved_bytes)}")
     lines.append(f"Max resident memory of the process tree (host): {gb(summary.max_rss_bytes)}")
+    if summary.weights_bytes is not None:
+        lines.append(f"Model weights (the watched models' parameters, agent): {gb(summary.weights_bytes)}")
     return "\n".join(lines)

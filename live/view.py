@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from infermon.live.figure import Figure
 from infermon.live.summary import RunSummary
+from infermon.model.levers import Levers
 from infermon.probes.snapshot import AgentSample, DeviceSample, EngineSample, HostCeilings, ProcessTree
 
 SCHEMA = 2
@@ -35,6 +36,7 @@ FIGURE_INFO: dict[str, tuple[str, str]] = {
     "queue_time_p50_s": ("s", "time requests wait in the queue, median"),
     "queue_time_p95_s": ("s", "time requests wait in the queue, 95th percentile"),
     "prefix_cache_hit_rate": ("fraction", "share of prompt tokens served from the prefix cache"),
+    "spec_acceptance_rate": ("fraction", "speculative decoding: draft tokens the target accepted ÷ draft tokens"),
     "preemptions_total": ("preemptions", "requests preempted since the engine started"),
     "preemptions_per_s": ("preemptions/s", "preemptions per second"),
     # roofline
@@ -95,6 +97,7 @@ class Figures:
     queue_time_p50_s: Figure
     queue_time_p95_s: Figure
     prefix_cache_hit_rate: Figure
+    spec_acceptance_rate: Figure
     preemptions_total: Figure
     preemptions_per_s: Figure
     peak_bandwidth_bytes_per_s: Figure
@@ -191,6 +194,7 @@ class HardwareInfo:
     compute_dtype: str
     source: str
     sources: dict[str, str] = field(default_factory=dict)
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,9 @@ class LiveView:
 
     ``tree``, ``devices``, ``engine``, ``agents`` and ``host`` are what the probes saw (per-process
     GPU memory filled in, latency histograms and model configs left out: their figures are in
-    ``figures``). ``why`` holds reasons for whole sections (engine, devices, model, hardware).
+    ``figures``). ``why`` holds reasons for whole sections (engine, devices, model, hardware,
+    levers). ``levers``: what each lever would give at this operating point (modeled, and with the
+    measured efficiency applied; :mod:`infermon.model.levers`).
     """
 
     time: float
@@ -231,6 +237,7 @@ class LiveView:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
+    levers: Levers | None = None
     schema: int = SCHEMA
 
     @property

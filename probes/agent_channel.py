@@ -12,13 +12,14 @@ monitor. Root reads other users' channels this way too, read-only.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 from dataclasses import dataclass
 
 from infermon.probes import bounded
 from infermon.probes.agent import PROTOCOL, channel_dir, channel_problem, fallback_channels, fallback_prefix
-from infermon.probes.snapshot import AgentSample, EngineSample
+from infermon.probes.snapshot import AgentModel, AgentSample, EngineSample, Histogram
 
 MAX_RECORD_BYTES = 64 * 1024
 MAX_RECORD_DEPTH = 32
@@ -32,6 +33,8 @@ MAX_COUNT = float(2**63)
 # Data errors a record can cause while it is checked and turned into a sample: each skips that
 # record with a reason. Programming errors (NameError, ImportError…) are not caught.
 RECORD_ERRORS = (OSError, ValueError, TypeError, ArithmeticError, RecursionError, LookupError, AttributeError)
+# A final record (left at exit) older than this belongs to an earlier process (s).
+FINAL_RECORD_MAX_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,104 @@ def _sample(record: dict, pid: int) -> AgentSample:
         device_total_bytes=_int(torch.get("device_total_bytes")),
         hf_generate_hooked=bool(record.get("hf_generate_hooked")), errors=_int(record.get("errors"), 0),
         params=_int(record.get("params")),
-        model_config=record.get("model_config") if isinstance(record.get("model_config"), dict) else None, why=why)
+        model_config=record.get("model_config") if isinstance(record.get("model_config"), dict) else None, why=why,
+        **_inside_figures(record, why))
+
+
+# -- what the agent sees inside the process: clocks, KV cache, latencies, memory -----------------
+
+
+def _count(value) -> int | None:
+    """A finite, non-negative integer count, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
+
+
+def _seconds(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _agent_histogram(value) -> Histogram | None:
+    """The agent's cumulative latency histogram (``le`` bounds in s, ``cumulative`` counts, ``sum``,
+    ``count``), checked: bounds finite and increasing, counts never decreasing, at most 200
+    buckets. Anything else is None."""
+    if not isinstance(value, dict):
+        return None
+    bounds, counts = value.get("le"), value.get("cumulative")
+    total, count = _seconds(value.get("sum")), _count(value.get("count"))
+    if not isinstance(bounds, list) or not isinstance(counts, list) or len(bounds) != len(counts):
+        return None
+    if not bounds or len(bounds) > 200 or total is None or count is None:
+        return None
+    buckets, previous_bound, previous_count = [], 0.0, 0
+    for bound, cumulative in zip(bounds, counts):
+        bound, cumulative = _seconds(bound), _count(cumulative)
+        if bound is None or cumulative is None or bound <= previous_bound or cumulative < previous_count:
+            return None
+        buckets.append((bound, float(cumulative)))
+        previous_bound, previous_count = bound, cumulative
+    if count < previous_count:
+        return None
+    return Histogram(buckets=tuple(buckets), sum=total, count=float(count))
+
+
+def _agent_models(value) -> tuple[AgentModel, ...]:
+    if not isinstance(value, list):
+        return ()
+    models = []
+    for entry in value[:16]:
+        if not isinstance(entry, dict):
+            continue
+        models.append(AgentModel(
+            name=str(entry.get("name") or "?")[:200], alive=bool(entry.get("alive", True)),
+            weights_bytes=_count(entry.get("weights_bytes")), params=_count(entry.get("params")),
+            batch=_count(entry.get("batch")) or 0, kv_tokens_resident=_count(entry.get("kv_tokens_resident")),
+            kv_bytes_resident=_count(entry.get("kv_bytes_resident")),
+            generation_tokens_total=float(_count(entry.get("generation_tokens_total")) or 0),
+            prompt_tokens_total=float(_count(entry.get("prompt_tokens_total")) or 0)))
+    return tuple(models)
+
+
+def _inside_figures(record: dict, why: dict) -> dict:
+    """The fields of an agent record beyond the token counters, each checked; a missing or bad one
+    is None, with its reason added to ``why``."""
+    monotonic = record.get("monotonic")
+    monotonic = float(monotonic) if isinstance(monotonic, (int, float)) and not isinstance(monotonic, bool) \
+        and math.isfinite(monotonic) else None
+    kv_source = record.get("kv_source") if record.get("kv_source") in ("cache", "reported") else None
+    kv_tokens = _count(record.get("kv_tokens_resident")) if kv_source else None
+    if kv_tokens is None:
+        why["kv_tokens_resident"] = str(record.get("kv_why") or "the agent reports no KV cache")[:200]
+    rss = _count(record.get("rss_bytes"))
+    if rss is None:
+        why["rss_bytes"] = str(record.get("rss_why") or "the agent reports no process RSS")[:200]
+    ttft, inter_token = _agent_histogram(record.get("ttft")), _agent_histogram(record.get("inter_token"))
+    for name, value in (("ttft", ttft), ("inter_token", inter_token)):
+        if value is None:
+            why[name] = "the agent's latency histogram is missing or malformed"
+    counting = record.get("counting") if record.get("counting") in ("hooks", "reported") else None
+    return dict(monotonic=monotonic, seq=_count(record.get("seq")), final=record.get("final") is True,
+                requests_total=_count(record.get("requests_total")), counting=counting,
+                kv_tokens_resident=kv_tokens, kv_bytes_resident=_count(record.get("kv_bytes_resident")),
+                kv_source=kv_source if kv_tokens is not None else None, models=_agent_models(record.get("models")),
+                ttft=ttft, inter_token=inter_token, rss_bytes=rss)
+
+
+def merge_histograms(histograms) -> Histogram | None:
+    """The sum of cumulative histograms with the same bounds (the agents' over a process tree);
+    None if there are none or their bounds differ."""
+    histograms = [h for h in histograms if h is not None]
+    if not histograms:
+        return None
+    bounds = [b for b, _ in histograms[0].buckets]
+    if any([b for b, _ in h.buckets] != bounds for h in histograms[1:]):
+        return None
+    counts = [sum(h.buckets[i][1] for h in histograms) for i in range(len(bounds))]
+    return Histogram(buckets=tuple(zip(bounds, counts)), sum=sum(h.sum for h in histograms),
+                     count=sum(h.count for h in histograms))
 
 
 def process_owner(pid: int) -> int | None:
@@ -309,18 +409,20 @@ def _fresh(sample: AgentSample, now: float) -> str | None:
     return None
 
 
-def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = False):
+def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = False, exited=(),
+            consume_final: bool = False):
     now = time.time() if now is None else now
     channels = _Channels()
     agents, why, where = [], {}, {}
     own = _own_channels() if channel is None else None
+    gone = set(exited) - set(pids)
     try:
-        for pid in sorted(pids):
+        for pid in sorted(set(pids) | gone):
             if channel is not None:
                 uid, shared = os.getuid(), (channel,)
             else:
                 uid, shared = channels_of(pid, own)
-            best, reason = None, None
+            best, best_at, reason = None, None, None
             name = f"agent-{pid}.json"
             for path, fd in channels.places(shared, uid):
                 if name not in channels.names(fd):
@@ -336,17 +438,32 @@ def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = 
                     # so anything unreadable here is garbage or someone else's: skip it and say so.
                     reason = f"agent record skipped: {exc}"
                     continue
-                stale = _fresh(sample, now)
-                if stale:
-                    reason = reason or stale
+                if sample.final:
+                    if now - sample.time > FINAL_RECORD_MAX_AGE_S:
+                        reason = reason or "agent record is a final one left by an earlier process"
+                        continue
+                elif pid in gone:
                     continue
+                else:
+                    stale = _fresh(sample, now)
+                    if stale:
+                        reason = reason or stale
+                        continue
                 if best is None or sample.time > best.time:
-                    best = sample
-                    where[pid] = (path, uid)
-            if best is not None:
-                agents.append(best)
-            elif reason:
-                why[pid] = reason
+                    best, best_at = sample, (path, fd, uid)
+            if best is None:
+                if reason:
+                    why[pid] = reason
+                continue
+            agents.append(best)
+            where[pid] = (best_at[0], best_at[2])
+            # The monitor removes a final record once read; another user's is left alone (root only
+            # reads their channels: their next agent sweeps it a minute later).
+            if best.final and consume_final and best_at[2] == os.getuid():
+                try:
+                    os.unlink(name, dir_fd=best_at[1])
+                except OSError:
+                    pass
     finally:
         channels.close()
     notices = tuple(dict.fromkeys(channels.notices))
@@ -356,13 +473,17 @@ def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = 
     return (reading, where) if keep_location else reading
 
 
-def read_agents(pids, channel: str | None = None, now: float | None = None) -> ChannelReading:
+def read_agents(pids, channel: str | None = None, now: float | None = None, exited=(),
+                consume_final: bool = False) -> ChannelReading:
     """Records of the agents among ``pids`` (skipping stale, foreign or garbled ones, with reasons).
 
     ``channel``: read only that directory (as ours). Otherwise each pid's agent is looked for
     where it publishes: see :func:`channels_of`, plus the private fallback directories when a
-    shared channel was refused. Never raises for anything a record or a directory holds."""
-    return _lookup(pids, channel, now)
+    shared channel was refused. ``exited``: pids seen before that are gone now; only the final
+    record their agent left at exit is read for them. ``consume_final``: remove a final record of
+    ours once read (the monitor does; a record nobody reads is removed by the next agent to start,
+    a minute later). Never raises for anything a record or a directory holds."""
+    return _lookup(pids, channel, now, exited=exited, consume_final=consume_final)
 
 
 def find_agent(pid: int, now: float | None = None) -> tuple[AgentSample | None, str | None, str | None]:
@@ -370,25 +491,42 @@ def find_agent(pid: int, now: float | None = None) -> tuple[AgentSample | None, 
     valid and not a final one left at exit. A stale record is no running agent."""
     reading, where = _lookup({pid}, None, now, keep_location=True)
     for sample in reading.agents:
-        if not getattr(sample, "final", False):
+        if not sample.final:
             return sample, where[pid][0], None
         return None, None, "its agent has exited"
     return None, None, reading.why.get(pid) or reading.why.get(0)
 
 
 def engine_from_agents(agents: tuple[AgentSample, ...]) -> EngineSample | None:
-    """The agents' counters as an engine sample (kind ``agent``): sums over the tree's processes."""
+    """The agents' counters as an engine sample (kind ``agent``): sums over the tree's processes.
+
+    Resident KV tokens are the sum of what the agents report (None, with a reason, when none
+    does); the latency histograms are the agents' merged. The agent sees no KV pool: its
+    capacity is modeled from free memory by the derivation layer."""
     if not agents:
         return None
     batch = sum(a.batch for a in agents)
+    why = {"requests_waiting": "the agent sees no request queue",
+           "kv_usage": "the agent sees the tokens its caches hold, not a KV pool's share",
+           "kv_capacity_tokens": "the agent sees no KV pool: capacity is modeled from free memory",
+           "preemptions_total": "the agent sees no scheduler"}
+    resident = [a.kv_tokens_resident for a in agents if a.kv_tokens_resident is not None]
+    if not resident:
+        why["kv_tokens_resident"] = next((a.why["kv_tokens_resident"] for a in agents if "kv_tokens_resident" in a.why),
+                                         "the agent reports no KV cache")
+    ttft = merge_histograms([a.ttft for a in agents])
+    inter_token = merge_histograms([a.inter_token for a in agents])
+    if ttft is None or ttft.count == 0:
+        ttft, why["ttft"] = None, "the agent has timed no generate() call or agent.request() yet"
+    if inter_token is None or inter_token.count == 0:
+        inter_token, why["inter_token"] = None, "the agent has timed no second token yet"
     return EngineSample(
         kind="agent", url=None,
         generation_tokens_total=sum(a.generation_tokens_total for a in agents),
         prompt_tokens_total=sum(a.prompt_tokens_total for a in agents),
         requests_running=float(batch), batch=float(batch),
-        why={"requests_waiting": "the agent sees no request queue", "kv_usage": "the agent sees no KV cache",
-             "kv_capacity_tokens": "the agent sees no KV cache", "preemptions_total": "the agent sees no scheduler",
-             "ttft": "the agent measures no latencies", "inter_token": "the agent measures no latencies"})
+        kv_tokens_resident=float(sum(resident)) if resident else None,
+        ttft=ttft, inter_token=inter_token, why=why)
 
 
 def request_stop(pid: int) -> None:

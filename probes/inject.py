@@ -167,13 +167,68 @@ def bootstrap_code(folder: str, interval_s: float) -> str:
     )
 
 
+# The target is stopped from gdb's attach to its detach, and reading every shared library's symbols
+# happens in between: a process that maps torch stayed stopped for seconds (35 s on a busy 2-core
+# host, where a vLLM worker generated nothing meanwhile and its engine core gave up on it). gdb
+# reads the executable before it attaches and, once attached, only libc's and libpython's symbols
+# (mmap, Py_AddPendingCall, PyRun_SimpleString): about a second in all on that host.
+ONLY_NEEDED_SYMBOLS = "sharedlibrary libc[.]so|libpython"
+
+
+def quick_attach_options(pid: int) -> list[str]:
+    """gdb options that keep the target stopped as briefly as possible (see ONLY_NEEDED_SYMBOLS)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ["-iex", "set auto-solib-add off"]
+    return ["-iex", "set auto-solib-add off", exe]
+
+
+_CALL_PROBLEMS: dict[str, str | None] = {}
+
+
+def gdb_call_problem(gdb: str, timeout_s: float = 20.0) -> str | None:
+    """Why gdb cannot call a function in a process and hand it back intact on this machine, or None.
+
+    Tried once per gdb on a throwaway child (``sleep``): gdb 13 cannot write back the extended
+    register state of CPUs with AMX tiles ("Couldn't write extended state status"), and a call
+    that fails that way leaves the process with broken registers (a syscall it was in returns
+    error 514 to Python). Attaching then would harm the target; refusing does not.
+    """
+    if gdb in _CALL_PROBLEMS:
+        return _CALL_PROBLEMS[gdb]
+    sleeper = shutil.which("sleep")
+    if sleeper is None:
+        return None
+    child = subprocess.Popen([sleeper, "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        result = subprocess.run([gdb, "-nx", "-batch", "-q", "-iex", "set auto-load off", *quick_attach_options(child.pid),
+                                 "-p", str(child.pid), "-ex", "sharedlibrary libc[.]so",
+                                 "-ex", "print (int)getpid()", "-ex", "detach", "-ex", "quit"],
+                                capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        output = result.stdout + result.stderr
+    except (OSError, subprocess.TimeoutExpired):
+        output = ""
+    finally:
+        child.kill()
+        child.wait()
+    problem = None
+    if "extended state" in output:
+        problem = ("this gdb cannot restore this CPU's extended register state (AMX) after calling into a "
+                   "process, which would corrupt it: start the program with `infermon run -- …`, or use "
+                   "Python 3.14+ (sys.remote_exec) or a newer gdb")
+    _CALL_PROBLEMS[gdb] = problem
+    return problem
+
+
 def gdb_script(code: str) -> str:
     """gdb commands that queue ``code`` as a pending call without using the target's malloc."""
     data = code.encode() + b"\0"
     if len(data) > 4096:
         raise InjectError("bootstrap code too long")
     data += b"\0" * (-len(data) % 8)
-    lines = ["set pagination off", "set confirm off", "set unwindonsignal on",
+    lines = ["set pagination off", "set confirm off", "set unwindonsignal on", ONLY_NEEDED_SYMBOLS,
              "set $buf = ((void* (*)(void*, unsigned long, int, int, int, long))mmap)(0, 4096, 3, 34, -1, 0)",
              'if $buf == (void*)-1\n  echo INFERMON-MMAP-FAILED\\n\n  detach\n  quit\nend']
     for offset in range(0, len(data), 8):
@@ -206,6 +261,9 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
     if gdb is None:
         raise InjectError("gdb is not installed (e.g. `apt-get install gdb`), or start the program with "
                           "`infermon run -- …`")
+    problem = gdb_call_problem(gdb)
+    if problem:
+        raise InjectError(problem)
     with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as handle:
         handle.write(gdb_script(code))
         script = handle.name
@@ -213,7 +271,7 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
         # gdb must load nothing the target's owner controls: no auto-loaded scripts or
         # libthread_db from the target's directories (we may be root), no debuginfod download.
         result = subprocess.run([gdb, "-nx", "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
-                                 "-p", str(pid), "-batch", "-q", "-x", script],
+                                 *quick_attach_options(pid), "-p", str(pid), "-batch", "-q", "-x", script],
                                 capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise InjectError(f"gdb did not finish within {timeout_s:.0f} s") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from infermon.probes.engines.registry import engine, engine_for_launcher, parallelism, role_for_launcher
 from infermon.probes.snapshot import ProcessInfo, ProcessTree
 
 _TITLE = re.compile(r"^[A-Za-z][\w.-]*::\S+$")
@@ -19,15 +20,11 @@ _TITLE = re.compile(r"^[A-Za-z][\w.-]*::\S+$")
 # walks every file descriptor of every process in the tree.
 PORT_REFRESH_S = 5.0
 
-# (framework, pattern over a process's launcher: its program, python module or script, or title).
-_FRAMEWORK_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("vllm", re.compile(r"^(vllm(\s|$|\.)|VLLM::)", re.IGNORECASE)),
-    ("sglang", re.compile(r"^(sglang(\s|$|\.|::))", re.IGNORECASE)),
-    ("tgi", re.compile(r"^text-generation-(launcher|server|router)")),
-    ("llamacpp", re.compile(r"^(llama-server|llama-cli|llama_cpp\.server)")),
-    ("tensorrt-llm", re.compile(r"^(trtllm-serve|tensorrt_llm|tritonserver)", re.IGNORECASE)),
+# Processes of no engine that engines start anyway (multiprocessing's helper), by command line.
+_GENERIC_ROLES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"multiprocessing\.resource_tracker"), "resource tracker"),
+    (re.compile(r"multiprocessing\.forkserver"), "fork server"),
 )
-
 
 
 class TargetError(Exception):
@@ -147,9 +144,9 @@ def detect_framework(cmdlines: list[tuple[str, ...]]) -> tuple[str, str | None]:
     """
     launchers = [launcher(c) for c in cmdlines]
     for text in launchers:
-        for framework, pattern in _FRAMEWORK_PATTERNS:
-            if pattern.search(text):
-                return framework, text
+        module = engine_for_launcher(text)
+        if module is not None:
+            return module.NAME, text
     for cmdline in cmdlines:
         if cmdline and re.search(r"(^|/)python[0-9.]*$", cmdline[0]):
             return "python", " ".join(cmdline)[:120]
@@ -223,7 +220,21 @@ class _Member:
     cpu_read_at: float = 0.0
 
 
-def _role(cmdline: tuple[str, ...]) -> str | None:
+def clean_cmdline(argv) -> tuple[str, ...]:
+    """A command line without the empty strings a renamed process pads its title with.
+
+    setproctitle writes the new title over the old argv area and fills the rest
+    with NULs, so ``/proc/PID/cmdline`` reads as the title and dozens of empty
+    arguments (vLLM's ``VLLM::EngineCore``). Only trailing empty strings go: an
+    empty argument between others was given on purpose.
+    """
+    args = list(argv)
+    while args and not args[-1]:
+        args.pop()
+    return tuple(args)
+
+
+def _title(cmdline: tuple[str, ...]) -> str | None:
     """The process title an engine set (``VLLM::EngineCore``), if argv[0] is one."""
     if not cmdline:
         return None
@@ -234,6 +245,48 @@ def _role(cmdline: tuple[str, ...]) -> str | None:
         # setproctitle may leave one argv string with spaces in it.
         return first.split()[0]
     return None
+
+
+def role_of(cmdline: tuple[str, ...]) -> str | None:
+    """What a process does: the title its engine set, else what its launcher is in its engine's
+    tree (``vllm serve`` → ``API server``), else a known helper (``resource tracker``)."""
+    title = _title(cmdline)
+    if title:
+        return title
+    text = launcher(cmdline)
+    role = role_for_launcher(engine_for_launcher(text), text)
+    if role:
+        return role
+    joined = " ".join(cmdline)
+    return next((name for pattern, name in _GENERIC_ROLES if pattern.search(joined)), None)
+
+
+_PARALLEL_FIELDS = ("tensor_parallel", "pipeline_parallel", "data_parallel")
+
+
+def tree_parallelism(framework: str, cmdlines: list[tuple[str, ...]]) -> tuple[dict[str, int | None], dict[str, str]]:
+    """Tensor / pipeline / data-parallel degrees from the engine's command line (the first process
+    of the tree launched as that engine that gives one), with reasons for those not given."""
+    module = engine(framework)
+    if module is None:
+        reason = "not an inference engine's process tree"
+        return dict.fromkeys(_PARALLEL_FIELDS), dict.fromkeys(_PARALLEL_FIELDS, reason)
+    degrees: dict[str, int | None] = {}
+    why: dict[str, str] = {}
+    launched = [c for c in cmdlines if engine_for_launcher(launcher(c)) is module and not _title(c)]
+    for name in _PARALLEL_FIELDS:
+        reasons = []
+        for cmdline in launched or [()]:
+            found, reason = parallelism(module, cmdline)
+            if found[name] is not None:
+                degrees[name] = found[name]
+                break
+            reasons.append(reason[name])
+        else:
+            degrees[name] = None
+            # A malformed value says more than "not given".
+            why[name] = next((r for r in reasons if "is not" in r), reasons[0])
+    return degrees, why
 
 
 class ProcessProbe:
@@ -257,7 +310,24 @@ class ProcessProbe:
         self._scanned_at = -1e18
         self._framework: tuple[str, str | None] | None = None
         self._model_argument: str | None = None
+        self._parallel: tuple[dict[str, int | None], dict[str, str]] = ({}, {})
         self._cmdlines_changed = False
+
+    def engine_ancestor_ports(self) -> tuple[int, ...]:
+        """Listening ports of the target's ancestors of the same engine, when the target is one of an
+        engine's renamed children (``--pid`` of a ``VLLM::Worker``): its API server is a parent."""
+        ports: list[int] = []
+        try:
+            module = engine_for_launcher(_title(clean_cmdline(self._root.cmdline())) or "")
+            if module is None:
+                return ()
+            for parent in self._root.parents():
+                if engine_for_launcher(launcher(clean_cmdline(parent.cmdline()))) is not module:
+                    break
+                ports.extend(_listening_ports(parent))
+        except psutil.Error:
+            pass
+        return tuple(dict.fromkeys(ports))
 
     def _exited_tree(self, reason: str) -> ProcessTree:
         return ProcessTree(root_pid=self.pid, processes=(), alive=False, why={"process": reason})
@@ -316,21 +386,26 @@ class ProcessProbe:
                 if found:
                     self._model_argument = _resolve_relative(found, self._root)
                     break
-        why = {}
+        if self._cmdlines_changed:
+            self._parallel = tree_parallelism(framework, [i.cmdline for i in infos])
+        degrees, why = self._parallel[0], dict(self._parallel[1])
         if self._model_argument is None:
             why["model_argument"] = "no --model/-m on the command line (give --model)"
         return ProcessTree(root_pid=self.pid, processes=tuple(infos), framework=framework,
-                           framework_evidence=evidence, model_argument=self._model_argument, why=why)
+                           framework_evidence=evidence, model_argument=self._model_argument,
+                           tensor_parallel=degrees.get("tensor_parallel"),
+                           pipeline_parallel=degrees.get("pipeline_parallel"),
+                           data_parallel=degrees.get("data_parallel"), why=why)
 
     def _read(self, member: _Member, now: float) -> ProcessInfo | None:
         proc = member.proc
         try:
             if now - member.static_read_at >= PORT_REFRESH_S:
                 with proc.oneshot():
-                    member.cmdline = tuple(proc.cmdline())
+                    member.cmdline = clean_cmdline(proc.cmdline())
                     member.name = proc.name()
                     member.ppid = proc.ppid()
-                    member.role = _role(member.cmdline)
+                    member.role = role_of(member.cmdline)
                     member.ports = _listening_ports(proc)
                     member.static_read_at = now
                     self._cmdlines_changed = True

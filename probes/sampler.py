@@ -12,10 +12,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from infermon.probes.process import ProcessProbe
-from infermon.probes.snapshot import EngineSample, Snapshot
+from infermon.probes.snapshot import AgentSample, EngineSample, ProcessTree, Snapshot
 
 # While no metrics endpoint answers, look again this often (servers take a while to start).
 REDISCOVER_S = 10.0
+
+
+def agent_counts_tokens(agent: AgentSample) -> bool:
+    """Whether an agent's token counters mean anything: it watches a model, or has counted tokens."""
+    return bool(agent.params or agent.weights_bytes or agent.generation_tokens_total or agent.decode_steps_total)
+
+
+def agents_not_counting(agents: tuple[AgentSample, ...]) -> str:
+    """Why agents in the tree give no token rate (in the agent's own words where it says)."""
+    pids = ", ".join(str(a.pid) for a in agents)
+    said = next((a.why["tokens"] for a in agents if a.why.get("tokens")), None)
+    return (f"the agent in pid {pids} counts no tokens: "
+            + (said or "it watches no model (an engine worker calls its model with flattened token ids)")
+            + "; its torch figures still show")
 
 
 @dataclass(frozen=True)
@@ -54,19 +68,23 @@ class Sampler:
         self._last_discovery = -1e9
         self._host = None
         self._executor = None
+        # Pids whose agent published last tick: when one exits, its final record is read once more.
+        self._agent_pids: frozenset[int] = frozenset()
+        # Final records read (and removed): they stand for their process until it leaves the tree.
+        self._final_agents: dict[int, object] = {}
 
     @property
     def engine_timeout_s(self) -> float:
         """Never wait on an endpoint longer than most of one interval (and never more than 2 s)."""
         return max(0.2, min(2.0, 0.8 * self.config.interval_s))
 
-    def _engine_probe(self, ports: tuple[int, ...], framework: str):
-        from infermon.probes.engines import EngineProbe, discover
+    def _engine_probe(self, tree: ProcessTree):
+        from infermon.probes.engines import EngineProbe, discover, engine
 
         factory = self._engine_factory or EngineProbe
         if self._engine is not None:
             return self._engine
-        kind = framework if framework in ("vllm", "sglang", "tgi", "llamacpp") else None
+        kind = tree.framework if engine(tree.framework) is not None else None
         if self.config.metrics_url:
             self._engine = factory(self.config.metrics_url, kind=kind, timeout_s=self.engine_timeout_s)
             return self._engine
@@ -74,7 +92,15 @@ class Sampler:
         if now - self._last_discovery < REDISCOVER_S:
             return None
         self._last_discovery = now
-        url, reason = discover(ports, framework, self.engine_timeout_s, budget_s=max(1.0, 2 * self.config.interval_s))
+        # The API server's port first: an engine's workers listen on many ephemeral ports (gloo, ZMQ)
+        # that never answer HTTP. Watching a worker, the API server is an ancestor.
+        ancestors = self.process.engine_ancestor_ports()
+        # The worker's own ports are no API server's: only its ancestors' then.
+        primary = ancestors or (tree.root.listening_ports if tree.root is not None else ())
+        ports = tuple(dict.fromkeys(primary + tuple(sorted({p for proc in tree.processes
+                                                            for p in proc.listening_ports}))))
+        url, reason = discover(ports, tree.framework, self.engine_timeout_s,
+                               budget_s=max(1.0, 2 * self.config.interval_s), primary=primary)
         if url is None:
             self._engine_why = reason
             return None
@@ -108,8 +134,7 @@ class Sampler:
                 # When the answer was in hand: the clock its counters are differenced over.
                 engine = replace(engine, source_time=self._clock())
         elif tree.alive:
-            ports = tuple(sorted({p for proc in tree.processes for p in proc.listening_ports}))
-            probe = self._engine_probe(ports, tree.framework)
+            probe = self._engine_probe(tree)
             if probe is not None:
                 engine = probe.sample()
                 if engine.source_time is None and "engine" not in engine.why:
@@ -121,17 +146,27 @@ class Sampler:
             why["engine"] = "the process has exited"
 
         agents: tuple = ()
-        if tree.alive:
+        if tree.alive or self._agent_pids or self._final_agents:
             from infermon.probes.agent_channel import engine_from_agents, read_agents
 
-            reading = read_agents(tree.pids)
+            live_pids = tree.pids if tree.alive else frozenset()
+            reading = read_agents(live_pids, exited=self._agent_pids, consume_final=True)
             agents = reading.agents
             if reading.notices:
                 why["agent_channel"] = "; ".join(reading.notices)
-            if engine is None and agents:
-                engine = engine_from_agents(agents)
+            self._agent_pids = frozenset(a.pid for a in agents if not a.final)
+            agents = self._with_final_agents(agents, live_pids, tree.alive)
+            # Engine counters win. The agents' token counters are a rate only where no endpoint
+            # answers and an agent counts tokens: one that watches no model (a vLLM worker, whose
+            # model takes flattened token ids) would read as 0 tokens/s while the server generates.
+            counting = tuple(a for a in agents if agent_counts_tokens(a))
+            if engine is None and counting:
+                # An exited process's agent left its last counts: they end the run's totals.
+                engine = engine_from_agents(counting)
                 why.pop("engine", None)
-            elif not agents and engine is None:
+            elif engine is None and agents:
+                why["agent"] = agents_not_counting(agents)
+            elif not agents and engine is None and tree.alive:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
             elif not agents and reading.why:
                 why["agent"] = next(iter(reading.why.values()))  # a record skipped, beside the engine's figures
@@ -144,6 +179,22 @@ class Sampler:
             devices = devices + (host_device_sample(host),)
         return Snapshot(time=started_wall, monotonic=started, interval_s=self.config.interval_s, tree=tree,
                         devices=devices, engine=engine, host=host, why=why, agents=agents)
+
+    def _with_final_agents(self, agents: tuple, live_pids: frozenset[int], alive: bool) -> tuple:
+        """An agent that left its final record has counted everything its process made: that
+        record stands (its counters no longer move) while the process lingers, and once more in
+        the tick that sees the tree gone."""
+        for agent in agents:
+            if agent.final:
+                self._final_agents[agent.pid] = agent
+        seen = {agent.pid for agent in agents}
+        extra = []
+        for pid, final in list(self._final_agents.items()):
+            if pid not in seen and (pid in live_pids or not alive):
+                extra.append(final)
+            if not alive or pid not in live_pids:
+                del self._final_agents[pid]
+        return tuple(sorted(agents + tuple(extra), key=lambda a: a.pid))
 
     def _pool(self):
         if self._executor is None:

@@ -15,7 +15,9 @@ from typing import Any
 @dataclass(frozen=True)
 class ProcessInfo:
     """One process of the watched tree. ``role`` is its process title where the engine sets one
-    (``VLLM::EngineCore``, ``VLLM::Worker_TP1``, ``sglang::scheduler_TP0``)."""
+    (``VLLM::EngineCore``, ``VLLM::Worker_TP1``, ``sglang::scheduler_TP0``), else what its launcher
+    makes it in the engine's tree (``API server``). ``cmdline`` never carries the empty strings a
+    renamed process pads its title with."""
 
     pid: int
     ppid: int | None
@@ -33,7 +35,9 @@ class ProcessInfo:
 @dataclass(frozen=True)
 class ProcessTree:
     """The target and its descendants. ``framework`` is one of vllm, sglang, tgi, llamacpp,
-    tensorrt-llm, torch, python or unknown; ``model_argument`` what the cmdline names as the model."""
+    tensorrt-llm, torch, python or unknown; ``model_argument`` what the cmdline names as the model.
+    ``tensor_parallel`` / ``pipeline_parallel`` / ``data_parallel`` are the degrees the engine's
+    command line gives (None, with the reason in ``why``, when not given: engines default to 1)."""
 
     root_pid: int
     processes: tuple[ProcessInfo, ...]
@@ -149,6 +153,7 @@ class EngineSample:
     slots_decoded: float | None = None
     slots_processing: int | None = None
     batch: float | None = None
+    kv_tokens_resident: float | None = None
     hints: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
     source_time: float | None = None
@@ -162,11 +167,36 @@ class EngineSample:
     queue_time: Histogram | None = None
     requests_finished_total: float | None = None
     kv_tokens_resident: float | None = None
+    spec_drafts_total: float | None = None
+    spec_draft_tokens_total: float | None = None
+    spec_accepted_tokens_total: float | None = None
+
+
+@dataclass(frozen=True)
+class AgentModel:
+    """One torch module an agent watches: its size, its share of the counts, and the KV tokens
+    (and bytes) of the cache its last forward call returned, while that cache is alive."""
+
+    name: str
+    alive: bool = True
+    weights_bytes: int | None = None
+    params: int | None = None
+    batch: int = 0
+    kv_tokens_resident: int | None = None
+    kv_bytes_resident: int | None = None
+    generation_tokens_total: float = 0.0
+    prompt_tokens_total: float = 0.0
 
 
 @dataclass(frozen=True)
 class AgentSample:
-    """One process's in-process agent record (counters are cumulative; bytes; ``time`` wall-clock)."""
+    """One process's in-process agent record (counters are cumulative; bytes; s).
+
+    ``time`` (wall clock) and ``monotonic`` (the host's monotonic clock, comparable with the
+    monitor's) were taken when the agent read its counters: rates go over these. ``seq`` counts the
+    agent's records; ``final`` marks the one it left at exit. ``kv_tokens_resident`` is what the
+    watched models' caches hold now (``kv_source`` ``cache``) or what the script reported
+    (``reported``); ``ttft`` and ``inter_token`` are cumulative histograms since the agent started."""
 
     pid: int
     time: float
@@ -191,6 +221,18 @@ class AgentSample:
     params: int | None = None
     model_config: dict | None = None
     why: dict[str, str] = field(default_factory=dict)
+    monotonic: float | None = None
+    seq: int | None = None
+    final: bool = False
+    requests_total: float | None = None
+    counting: str | None = None
+    kv_tokens_resident: int | None = None
+    kv_bytes_resident: int | None = None
+    kv_source: str | None = None
+    models: tuple[AgentModel, ...] = ()
+    ttft: Histogram | None = None
+    inter_token: Histogram | None = None
+    rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)

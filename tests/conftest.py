@@ -42,3 +42,28 @@ def llama2_config(tmp_path):
     path.parent.mkdir()
     path.write_text(json.dumps(LLAMA2_7B))
     return path
+
+
+# ---------------------------------------------------------------- a real vLLM server, one per session
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the real vLLM server run last, and the server starts as soon as they are collected,
+    so its warm-up (a minute or more) overlaps the rest of the suite."""
+    wanting = [item for item in items if "vllm_server" in getattr(item, "fixturenames", ())]
+    if not wanting:
+        return
+    items[:] = [item for item in items if item not in wanting] + wanting
+    import vllm_fixture
+
+    vllm_fixture.start_session_server()
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """The session's ``vllm serve`` (see tests/vllm_fixture.py), ready; skipped only as the README says."""
+    import vllm_fixture
+
+    server = vllm_fixture.session_server()
+    yield server
+    vllm_fixture.stop_session_server()

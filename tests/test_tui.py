@@ -9,6 +9,7 @@ from infermon.tui.panels import Panel, ProcessesPanel
 from infermon.tui.screens import HelpScreen, SummaryScreen
 from infermon.live.derive import Deriver
 from infermon.tui.sources import LiveSource
+from infermon.tui.widgets import find_row
 
 
 def make_app(snapshots=None, **kwargs):
@@ -27,7 +28,13 @@ async def settle(pilot, sampler):
 
 
 def text_of(app, selector) -> str:
-    widget = app.query_one(selector)
+    """The text of a widget (``#header``, ``#verdict``), or of a panel's row by its key (``#gen``)."""
+    from textual.css.query import NoMatches
+
+    try:
+        widget = app.query_one(selector)
+    except NoMatches:
+        return find_row(app, selector.removeprefix("#"))
     rendered = widget.render()
     return str(getattr(rendered, "plain", rendered))
 
@@ -134,8 +141,8 @@ async def test_sort_processes():
         assert panel.sort_column == "CPU%"
         await pilot.press("o")
         assert panel.sort_column == "RSS"
-        rows = [line.render().plain for line in panel.query_one("RowTable").rows]
-        assert rows[0].strip().startswith("4250")  # the engine core has the largest RSS
+        rows = [panel.body.plain(key) for key in panel.body.keys]
+        assert rows[1].strip().startswith("4250")  # after the header  # the engine core has the largest RSS
 
 
 async def test_tiny_terminal_says_so_and_recovers():
@@ -168,30 +175,48 @@ async def test_quit_returns_and_summary_is_available():
     assert "Throughput:" in summary and "TFLOP/s" in summary
 
 
-def test_snapshot_wide(snap_compare):
-    app, source = make_app()
+# The four sizes the dashboard is designed for: an SSH default, a small window, the full layout,
+# a large screen. Scripted data and a clock that comes from it: the same screen every run.
+SIZES = ((80, 24), (100, 30), (120, 40), (200, 50))
+
+
+def _snapshot(snap_compare, size, keys=(), **kwargs):
+    app, source = make_app(**kwargs)
 
     async def run_before(pilot):
         await settle(pilot, source)
+        for key in keys:
+            await pilot.press(key)
+        await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before)
+    return snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_snapshot_narrow(snap_compare):
-    app, source = make_app()
+def test_snapshot_80x24(snap_compare):
+    assert _snapshot(snap_compare, (80, 24))
+
+
+def test_snapshot_100x30(snap_compare):
+    assert _snapshot(snap_compare, (100, 30))
+
+
+def test_snapshot_120x40(snap_compare):
+    assert _snapshot(snap_compare, (120, 40))
+
+
+def test_snapshot_200x50(snap_compare):
+    assert _snapshot(snap_compare, (200, 50))
+
+
+def test_snapshot_80x24_roofline(snap_compare):
+    assert _snapshot(snap_compare, (80, 24), keys=("2",))
+
+
+def test_snapshot_80x24_no_engine_no_gpu(snap_compare):
+    app, source = make_app(scripted.snapshots(4, with_engine=False, with_gpus=False))
 
     async def run_before(pilot):
         await settle(pilot, source)
-
-    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
-
-
-def test_snapshot_narrow_roofline(snap_compare):
-    app, source = make_app()
-
-    async def run_before(pilot):
-        await settle(pilot, source)
-        await pilot.press("2")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
@@ -208,3 +233,25 @@ async def test_resize_to_20x5_and_back():
         for _ in range(5):
             await pilot.pause(0.05)
         assert not app.has_class("tiny") and "pid 4242" in text_of(app, "#header")
+
+
+async def test_levers_screen_shows_each_lever_and_follows_new_samples():
+    from infermon.tui.screens import LeversScreen
+
+    app, source = make_app(scripted.snapshots(12))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("l")
+        assert isinstance(app.screen, LeversScreen)
+        view = app.screen.view
+        assert view is not None and view.levers is not None
+        from rich.console import Console
+
+        console = Console(record=True, width=118)
+        console.print(app.screen.shown)
+        text = console.export_text()
+        assert view.verdict.finding in text and "batch ×2" in text and "weights int4" in text
+        keys = {lever.key for lever in view.levers.levers}
+        assert {"batch_x2", "weights_int4", "kv_fp8", "speculative", "tensor_parallel"} <= keys
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LeversScreen)

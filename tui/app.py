@@ -17,22 +17,35 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container
 from textual.message import Message
-from textual.reactive import reactive
+from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Footer, Static
 
 from infermon.live.summary import format_summary
 from infermon.live.view import LiveView
-from infermon.tui.panels import PANELS, Panel, Paragraph, ProcessesPanel
-from infermon.tui.screens import HelpScreen, SummaryScreen
+from infermon.tui.overview import Overview
+from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, ProcessesPanel, RooflinePanel,
+                                 ThroughputPanel)
+from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
+from infermon.tui.text import fit
 
-# Below these sizes the panels are shown one at a time.
-NARROW_WIDTH = 120
-NARROW_HEIGHT = 34
+# The full layout (every panel at once) from this size up.
+FULL_WIDTH = 120
+FULL_HEIGHT = 34
+# Below the full layout, from this height the overview has one panel below it ("split");
+# below it the overview has the screen and the panels replace it one at a time ("narrow").
+SPLIT_HEIGHT = 28
 # Below this nothing fits: the screen says so until the terminal grows again.
 MIN_WIDTH = 60
 MIN_HEIGHT = 16
+# Kept for callers that knew the old name of the threshold.
+NARROW_WIDTH, NARROW_HEIGHT = FULL_WIDTH, FULL_HEIGHT
 PANEL_TITLES = ((1, "Throughput"), (2, "Roofline"), (3, "KV cache & memory"), (4, "Devices"), (5, "Processes"))
+TAB_TITLES = {0: "Overview", 1: "Throughput", 2: "Roofline", 3: "KV & memory", 4: "Devices", 5: "Processes"}
+# The panel below the overview until a number key picks another.
+DEFAULT_PANEL = 1
+LAYOUTS = ("full", "split", "narrow", "tiny")
 REPLAY_ACTIONS = frozenset({"replay_faster", "replay_slower", "replay_seek", "replay_to"})
 TONES = ("memory", "compute", "warning", "idle", "neutral")
 
@@ -75,16 +88,23 @@ def _duration(seconds: float) -> str:
 
 
 class InfermonApp(App[None]):
-    """``infermon --pid PID``: where the process sits against the roofline, right now."""
+    """``infermon --pid PID``: where the process sits against the roofline, right now.
+
+    Layouts by terminal size: ``full`` (every panel), ``split`` (the overview with one panel below
+    it), ``narrow`` (the overview, or one panel in its place), ``tiny`` (a notice). ``0``–``5``
+    pick the overview or a panel; in the full layout a number maximises its panel.
+    """
 
     TITLE = "infermon"
     CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
+        Binding("w", "why", "why"),
+        Binding("l", "levers", "levers"),
         Binding("p", "toggle_pause", "pause"),
-        Binding("r", "reset_peaks", "reset peaks"),
-        Binding("t", "next_theme", "theme"),
+        Binding("r", "reset_peaks", "reset"),
+        Binding("t", "next_theme", "theme", show=False),
         Binding("s", "summary", "summary"),
         Binding("o", "sort_processes", "sort", show=False),
         Binding("plus,equals_sign", "replay_faster", "faster"),
@@ -96,13 +116,16 @@ class InfermonApp(App[None]):
         Binding("home", "replay_to(0)", "start", show=False),
         Binding("end", "replay_to(-1)", "end", show=False),
         Binding("escape", "restore", "restore", show=False),
-        *[Binding(str(n), f"focus_panel({n})", f"panel {n}", show=False) for n in range(1, 6)],
+        *[Binding(str(n), f"focus_panel({n})", f"panel {n}", show=False) for n in range(0, 6)],
     ]
 
-    paused: reactive[bool] = reactive(False, init=False)
-    ended: reactive[str | None] = reactive(None, init=False)
-    current_panel: reactive[int] = reactive(1, init=False)
-    latest: reactive[LiveView | None] = reactive(None, init=False, always_update=True)
+    # App state. ``var``: changing it runs its watcher and nothing else (a plain reactive would
+    # repaint the whole screen on every sample).
+    paused: var[bool] = var(False, init=False)
+    ended: var[str | None] = var(None, init=False)
+    current_panel: var[int] = var(0, init=False)
+    layout_name: var[str] = var("", init=False)
+    latest: var[LiveView | None] = var(None, init=False, always_update=True)
 
     def __init__(self, source: ViewSource, theme: str | None = None, themes: list | None = None,
                  target: str = "", notices: tuple[str, ...] = ()) -> None:
@@ -116,9 +139,12 @@ class InfermonApp(App[None]):
         self._initial_theme = theme
         self._notices = notices
         self._drawn: LiveView | None = None
-        self._header_shown: str | None = None
+        self._header_shown: tuple | None = None
+        self._tabs_shown: tuple | None = None
         self._panels: list[Panel] = []
         self._header: HeaderBar | None = None
+        self._overview: Overview | None = None
+        self._width = 80
 
     # ------------------------------------------------------------------ layout
 
@@ -128,13 +154,23 @@ class InfermonApp(App[None]):
         self._verdict = Paragraph(id="verdict")
         self._advice = Paragraph(id="advice")
         self._tabs = Static("", id="tabs")
-        self._panels = [panel() for panel in PANELS]
+        self._overview = Overview()
+        throughput, roofline, memory = ThroughputPanel(), RooflinePanel(), MemoryPanel()
+        devices, processes = DevicesPanel(), ProcessesPanel()
+        self._panels = [throughput, roofline, memory, devices, processes]
         yield self._header
         yield self._verdict
         yield self._advice
+        yield self._overview
         yield self._tabs
         with Container(id="panels"):
-            yield from self._panels
+            with Vertical(id="left", classes="column"):
+                yield throughput
+                yield memory
+            with Vertical(id="right", classes="column"):
+                yield roofline
+                yield devices
+                yield processes
         yield Static(f"terminal too small: infermon needs at least {MIN_WIDTH}×{MIN_HEIGHT}", id="too-small")
         yield Footer()
 
@@ -155,28 +191,67 @@ class InfermonApp(App[None]):
     def on_resize(self, event) -> None:
         self._apply_size(event.size)
 
+    @staticmethod
+    def layout_for(width: int, height: int) -> str:
+        """The layout a terminal of this size gets."""
+        if width < MIN_WIDTH or height < MIN_HEIGHT:
+            return "tiny"
+        if width >= FULL_WIDTH and height >= FULL_HEIGHT:
+            return "full"
+        return "split" if height >= SPLIT_HEIGHT else "narrow"
+
     def _apply_size(self, size=None) -> None:
         size = size or self.size
-        narrow = size.width < NARROW_WIDTH or size.height < NARROW_HEIGHT
-        self.set_class(narrow, "narrow")
-        self.set_class(size.width < MIN_WIDTH or size.height < MIN_HEIGHT, "tiny")
-        self._mark_current()
-        self._show_again()
+        self._width = size.width
+        self.layout_name = self.layout_for(size.width, size.height)
+        self._set_header()
+        self._set_tabs()
+
+    def watch_layout_name(self) -> None:
+        self._arrange()
 
     def watch_current_panel(self) -> None:
-        self._mark_current()
+        self._arrange()
+
+    def shown_panel(self) -> int:
+        """The panel shown alone (split and narrow layouts): 0 is the overview."""
+        if self.layout_name == "split":
+            return self.current_panel or DEFAULT_PANEL
+        return self.current_panel
+
+    def _arrange(self) -> None:
+        """Classes that select the layout (``app.tcss``), the tab line, then draw what became visible."""
+        for name in LAYOUTS:
+            self.set_class(self.layout_name == name, name)
+        shown = self.shown_panel()
+        single = self.layout_name in ("split", "narrow")
+        self.set_class(single and shown != 0, "-panel")
+        for panel in self._panels:
+            panel.set_class(panel.number == shown, "-current")
+        for column in self.query(".column"):
+            column.set_class(any(p.number == shown for p in column.query(Panel)), "-current")
+        self._set_tabs()
         self._show_again()
 
-    def _mark_current(self) -> None:
-        for panel in self._panels:
-            panel.set_class(panel.number == self.current_panel, "-current")
+    def _set_tabs(self) -> None:
         if not self._panels:
             return
-        tabs = Text()
-        for panel in self._panels:
-            style = "reverse bold" if panel.number == self.current_panel else "dim"
-            tabs.append(f" {panel.number} {panel.title} ", style=style)
-        self._tabs.update(tabs)
+        shown = self.shown_panel()
+        numbers = range(1, 6) if self.layout_name == "split" else range(0, 6)
+        key = (tuple(numbers), shown, self._width)
+        if key == self._tabs_shown:
+            return
+        self._tabs_shown = key
+        tabs = Text(no_wrap=True, end="")
+        for number in numbers:
+            style = "reverse bold" if number == shown else "dim"
+            tabs.append(f" {number} {TAB_TITLES[number]} ", style=style)
+        if tabs.cell_len > max(1, self._width - 2):
+            tabs = Text(no_wrap=True, end="")
+            for number in numbers:
+                tabs.append(f" {number} ", style="reverse bold" if number == shown else "dim")
+            tabs.append(f" {TAB_TITLES[shown]}", style="bold")
+        self._tabs.update(tabs, layout=False)
 
     # ------------------------------------------------------------------ sampling (thread)
 
@@ -216,12 +291,14 @@ class InfermonApp(App[None]):
         self.latest = message.view
 
     def watch_latest(self, view: LiveView | None) -> None:
-        if view is None:
-            return
+        if view is None or not self.screen_stack or self._exit_renderables:
+            return  # a view that arrives while the app closes is not drawn
         if view.alive:
             self.last_alive = view
         if not self.paused:
             self._draw(view)
+            if isinstance(self.screen, LeversScreen):
+                self.screen.show(self.last_alive or view)
         else:
             self._set_header()
 
@@ -252,37 +329,67 @@ class InfermonApp(App[None]):
             self._verdict.set_class(verdict.tone == tone, f"-{tone}")
         self._verdict.set(Text(verdict.finding))
         self._advice.set(Text(verdict.advice) if verdict.advice else "")
-        for panel in self._panels:
+        for panel in self._all_panels():
             if self._visible(panel):
                 panel.stale = False
-                panel.show(view)
+                panel.draw(view)
             else:
                 panel.stale = True  # drawn when it is shown again
 
+    def _all_panels(self) -> list[Panel]:
+        return ([self._overview] if self._overview is not None else []) + self._panels
+
     def _visible(self, panel: Panel) -> bool:
-        """Hidden panels (narrow layout, or another one maximised) are not drawn: it costs CPU."""
+        """Hidden panels (another layout, another panel picked or maximised) are not drawn: it costs CPU."""
+        layout = self.layout_name
+        if layout == "tiny":
+            return False
+        if panel is self._overview:
+            return layout == "split" or (layout == "narrow" and self.current_panel == 0)
         maximized = self.screen.maximized
         if maximized is not None and maximized is not panel:
             return False
-        return not self.has_class("narrow") or panel.number == self.current_panel
+        return layout == "full" or panel.number == self.shown_panel()
 
     def _show_again(self) -> None:
         """Draw panels that were hidden when the last view came."""
         view = self.last_alive or self.latest
         if view is None:
             return
-        for panel in self._panels:
+        for panel in self._all_panels():
             if panel.stale and self._visible(panel):
                 panel.stale = False
-                panel.show(view)
+                panel.draw(view)
 
     def _set_header(self) -> None:
-        if self._header is None:
+        if self._header is None or not self._header.is_mounted or not self.screen_stack:
             return
-        text = self._header_text()
-        if text.plain != self._header_shown:
-            self._header_shown = text.plain
-            self._header.update(text, layout=False)
+        width = max(20, self._width - 2)
+        word, component = self._state()
+        parts = self._header_parts()
+        key = (word, component, parts, width)
+        if key == self._header_shown:
+            return
+        self._header_shown = key
+        header = self._header
+        text = Text(word, style=header.get_component_rich_style(component) if header.is_mounted else "bold",
+                    no_wrap=True, end="")
+        text.append("  infermon", style="bold")
+        # What is watched, least important last: dropped from the end until it fits.
+        room = width - text.cell_len - 2
+        kept: list[str] = []
+        for part in parts:
+            joined = " · ".join([*kept, part])
+            if len(joined) <= room:
+                kept.append(part)
+            elif not kept:
+                kept.append(fit(part, room))
+                break
+            else:
+                break
+        if kept:
+            text.append("  " + " · ".join(kept), style="dim" if self.latest is None else "")
+        header.update(text, layout=False)
 
     def _state(self) -> tuple[str, str]:
         """(text, component class) of the state word."""
@@ -304,17 +411,11 @@ class InfermonApp(App[None]):
             return "⚠ engine unreachable", "state--attention"
         return f"● {self.source.kind}", "state--ok"
 
-    def _header_text(self) -> Text:
-        """State first (it must survive a narrow terminal), then what is watched."""
-        word, component = self._state()
-        header = self._header
-        text = Text(word, style=header.get_component_rich_style(component) if header is not None and header.is_mounted
-                    else "bold")
-        text.append("  infermon", style="bold")
+    def _header_parts(self) -> tuple[str, ...]:
+        """What is watched, most important first (the state word goes before it, always shown)."""
         view = self.latest
         if view is None:
-            text.append(f"  {self.target}  starting…", style="dim")
-            return text
+            return (self.target, "starting…") if self.target else ("starting…",)
         tree = view.tree
         parts = [f"pid {tree.root_pid}" if tree else self.target]
         engine = view.engine
@@ -331,8 +432,7 @@ class InfermonApp(App[None]):
         if root is not None and root.create_time:
             parts.append(f"up {_duration(view.time - root.create_time)}")
         parts.append(f"every {view.interval_s:g} s")
-        text.append("  " + " · ".join(parts))
-        return text
+        return tuple(parts)
 
     # ------------------------------------------------------------------ actions
 
@@ -383,6 +483,13 @@ class InfermonApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_why(self) -> None:
+        view = self.last_alive or self.latest
+        self.push_screen(WhyScreen(view))
+
+    def action_levers(self) -> None:
+        self.push_screen(LeversScreen(self.last_alive or self.latest))
+
     def action_summary(self) -> None:
         self.push_screen(SummaryScreen(self.summary_text()))
 
@@ -391,10 +498,16 @@ class InfermonApp(App[None]):
         self.notify(f"processes sorted by {column}", timeout=2)
 
     def action_focus_panel(self, number: int) -> None:
-        panel = next(p for p in self._panels if p.number == number)
-        if self.has_class("narrow"):
+        """0–5: the overview or a panel on its own (split, narrow); a panel full screen (full layout)."""
+        if self.layout_name != "full":
+            if self.screen.maximized is not None:
+                self.screen.minimize()
             self.current_panel = number
             return
+        if number == 0:
+            self.action_restore()
+            return
+        panel = next(p for p in self._panels if p.number == number)
         if self.screen.maximized is panel:
             self.screen.minimize()
         else:
@@ -402,9 +515,12 @@ class InfermonApp(App[None]):
         self._show_again()
 
     def action_restore(self) -> None:
+        """Esc: back from a full-screen panel, or to the overview."""
         if self.screen.maximized is not None:
             self.screen.minimize()
             self._show_again()
+        elif self.layout_name == "narrow" and self.current_panel:
+            self.current_panel = 0
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -413,7 +529,10 @@ class InfermonApp(App[None]):
         yield SystemCommand("Next theme", "Cycle dark, light, high-contrast, ansi (and user)", self.action_next_theme)
         yield SystemCommand("Run summary", "The perf summary of the run so far", self.action_summary)
         yield SystemCommand("Key help", "Keys, panels and where figures come from", self.action_help)
+        yield SystemCommand("Why", "Every figure with its source and its whole note or reason", self.action_why)
+        yield SystemCommand("Levers", "What each lever would do to tokens/s here, and where it stops", self.action_levers)
         yield SystemCommand("Sort processes", "Cycle the process table's sort column", self.action_sort_processes)
+        yield SystemCommand("Panel 0: Overview", "The overview (below the full layout)", lambda: self.action_focus_panel(0))
         for number, title in PANEL_TITLES:
             yield SystemCommand(f"Panel {number}: {title}", "Focus this panel (again to return)",
                                 lambda n=number: self.action_focus_panel(n))

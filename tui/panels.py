@@ -1,204 +1,192 @@
 """The dashboard's panels. Each one only draws the :class:`~infermon.live.view.LiveView` it is given.
 
 Nothing here computes a figure: values, sources and reasons come from ``view.figures``; colours
-come from the theme through each panel's component classes (``app.tcss``).
+come from the theme through each panel's component classes (``app.tcss``). Every row is fitted to
+the panel's width (:mod:`infermon.tui.text`): nothing is cut inside a word.
 """
 
 from __future__ import annotations
 
-from rich.style import Style
+import math
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.reactive import reactive
-from textual.widget import Widget
-from textual.widgets import Static
+from textual.containers import Horizontal
 
-from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA
+from infermon.live.figure import MEASURED
 from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
-from infermon.tui.text import bar, figure_row, sparkline
-from infermon.views.fmt import note_text, si, sig3, value_text
+from infermon.tui.text import Columns, Row, bar, chart, fit
+from infermon.tui.widgets import Body, Panel, Paragraph, TableFormat
+from infermon.views.fmt import si, sig3, value_text
 
-SOURCE_CLASSES = {MEASURED: "source--measured", ENGINE: "source--engine", MODELED: "source--modeled",
-                  DATASHEET: "source--datasheet", GIVEN: "source--given", NA: "source--na"}
+__all__ = ["PANELS", "Panel", "Paragraph", "Body", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
+           "DevicesPanel", "ProcessesPanel"]
 
 
-class Line(Static):
-    """A one-line figure that repaints only itself, and only when its text changes.
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10ⁿ at or above ``value``: a chart's scale that rarely moves."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * power * (1 + 1e-9):
+            return step * power
+    return 10 * power
 
-    Over SSH every repainted cell costs bytes: a fixed-size line needs no
-    layout pass (which would repaint its neighbours too).
+
+def paged(values: tuple[float, ...], width: int) -> tuple[float, ...]:
+    """The last values that fit ``width``, moving a quarter of the width at a time: the chart
+    scrolls in steps, not every bucket (each scroll repaints every column)."""
+    if len(values) <= width or width < 4:
+        return values[-width:] if width > 0 else ()
+    step = max(1, width // 4)
+    start = -(-(len(values) - width) // step) * step
+    return values[start:]
+
+
+class Chart(Body):
+    """A bar chart of recent values that takes the rows its panel has left (none: not drawn).
+
+    Redrawn only when its values or its size change (the history moves once per bucket of
+    samples); its scale is a round number and it scrolls a quarter of its width at a time.
     """
 
-    DEFAULT_CSS = "Line { height: 1; width: 1fr; }"
-    FIXED_HEIGHT = True
+    DEFAULT_CSS = "Chart { height: 1fr; }"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__("", *args, **kwargs)
-        self._shown: Text | None = None
-
-    def set(self, text: Text | str) -> None:
-        text = Text(text) if isinstance(text, str) else text
-        if self._shown is None or text != self._shown or text.spans != self._shown.spans:
-            relayout = not self.FIXED_HEIGHT and (self._shown is None or self._rows(text) != self._rows(self._shown))
-            self._shown = text
-            # A layout pass repaints the whole screen: only when the text needs another number of rows.
-            self.update(text, layout=relayout)
-
-    def _rows(self, text: Text) -> int:
-        width = max(1, self.content_size.width or 80)
-        return max(1, -(-text.cell_len // width))
-
-
-class Paragraph(Line):
-    """A Line whose height follows its text (the verdict)."""
-
-    DEFAULT_CSS = "Paragraph { height: auto; width: 1fr; }"
-    FIXED_HEIGHT = False
-
-
-class Panel(Vertical):
-    """A bordered panel with a number key and a title; may be maximised.
-
-    Subclasses list their figure lines in ``compose`` and draw them in :meth:`show`; ``line(id)``
-    gives the cached widget.
-    """
-
-    ALLOW_MAXIMIZE = True
-    COMPONENT_CLASSES = {*SOURCE_CLASSES.values(), "figure--label", "figure--note", "figure--warning",
-                         "bar--bandwidth", "bar--compute", "bar--usage", "bar--full", "bar--empty", "spark"}
-
-    def __init__(self, number: int, title: str, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.number = number
-        self.title = title
-        self.border_title = f"{number} {title}"
-        self.add_class("panel")
-        self.stale = False
-        self._lines: dict[str, Line] = {}
+        self._data: tuple = ((), "", "", "bold", "dim")
 
-    def on_mount(self) -> None:
-        self._lines = {line.id: line for line in self.query(Line) if line.id}
+    def set(self, values: tuple[float, ...], unit: str, axis: str, style, dim) -> None:
+        self._data = (values, unit, axis, style, dim)
+        self._draw()
 
-    def line(self, line_id: str) -> Line:
-        return self._lines.get(line_id) or self.query_one(f"#{line_id}", Line)
+    def _draw(self) -> None:
+        values, unit, axis, style, dim = self._data
+        width, height = self.size
+        rows: list[Text] = []
+        if height >= 3 and width >= 10:
+            shown = paged(values, width)
+            top = nice_ceiling(max(shown, default=0.0))
+            rows.append(Text(fit(f"{unit}, scale 0–{sig3(top)}" if shown else f"{unit}: no history yet", width), style=dim))
+            scaled = tuple(v / top for v in shown)
+            rows.extend(Text(line, style=style) for line in chart(scaled, width, height - 2, full_scale=1.0))
+            rows.append(Text(fit(axis, width), style=dim))
+        self.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
-    def style(self, component: str) -> Style:
-        return self.get_component_rich_style(component, partial=True)
-
-    def figure_styles(self) -> dict[str, Style]:
-        styles = {source: self.style(cls) for source, cls in SOURCE_CLASSES.items()}
-        styles["label"] = self.style("figure--label")
-        styles["note"] = self.style("figure--note")
-        return styles
-
-    def show(self, view: LiveView) -> None:  # pragma: no cover - each panel overrides
-        raise NotImplementedError
+    def on_resize(self) -> None:
+        self._draw()
 
 
 class ThroughputPanel(Panel):
-    ROWS = (("gen", "generation", "generation_tokens_per_s"), ("prompt", "prompt", "prompt_tokens_per_s"))
-
     def __init__(self) -> None:
         super().__init__(1, "Throughput", id="throughput")
 
     def compose(self) -> ComposeResult:
-        for line_id in ("gen", "gen-spark", "prompt", "prompt-spark", "requests", "steps", "ttft", "itl", "queue",
-                        "prefix", "engine-note"):
-            yield Line(id=line_id)
+        yield Body(id="throughput-rows")
+        yield Chart(id="gen-chart")
 
     def show(self, view: LiveView) -> None:
-        f, styles = view.figures, self.figure_styles()
+        f, styles, width = view.figures, self.figure_styles(), self.text_width
+        pairs = (("ttft", "TTFT p50/p95", f.ttft_p50_s, f.ttft_p95_s),
+                 ("itl", "ITL p50/p95", f.inter_token_p50_s, f.inter_token_p95_s),
+                 ("queue", "queue p50/p95", f.queue_time_p50_s, f.queue_time_p95_s))
+        rows = [("gen", "generation", f.generation_tokens_per_s, None), ("prompt", "prompt", f.prompt_tokens_per_s, None),
+                ("running", "running", f.requests_running, None), ("waiting", "waiting", f.requests_waiting, None),
+                ("batch", "batch", f.batch, None), ("steps", "steps/s", f.steps_per_s, None),
+                *[(line_id, label, p50, f"{value_text(p50)}/{value_text(p95)}") for line_id, label, p50, p95 in pairs],
+                ("prefix", "prefix hits", f.prefix_cache_hit_rate, None)]
+        columns = Columns.of([r[1:] for r in rows], width, styles)
         peak = view.trend.peak_generation_tokens_per_s
-        gen_note = None
+        notes = {"running": "requests", "waiting": "requests"}
         if f.generation_tokens_per_s.value is not None and peak:
-            gen_note = f"peak {sig3(peak)}"
-            if f.generation_tokens_per_s.note:
-                gen_note = f"{f.generation_tokens_per_s.note}; {gen_note}"
-        self.line("gen").set(figure_row("generation", f.generation_tokens_per_s, styles, note=gen_note))
-        spark_width = max(8, self.content_size.width - 16)
-        spark = self.style("spark")
-        self.line("gen-spark").set(Text(" " * 16) + sparkline(view.trend.generation, spark_width, spark))
-        self.line("prompt").set(figure_row("prompt", f.prompt_tokens_per_s, styles))
-        self.line("prompt-spark").set(Text(" " * 16) + sparkline(view.trend.prompt, spark_width, spark))
-        running, waiting = f.requests_running, f.requests_waiting
-        self.line("requests").set(figure_row("requests", running, styles, note="running / waiting",
-                                             value=f"{value_text(running)} / {value_text(waiting)}"))
-        batch_note = f"batch {value_text(f.batch)}" if f.batch.value is not None else None
-        self.line("steps").set(figure_row("steps/s", f.steps_per_s, styles,
-                                          note=f"{batch_note}; {note_text(f.steps_per_s)}".strip("; ") if batch_note else None))
-        for line_id, label, p50, p95 in (("ttft", "TTFT p50/p95", f.ttft_p50_s, f.ttft_p95_s),
-                                         ("itl", "ITL p50/p95", f.inter_token_p50_s, f.inter_token_p95_s),
-                                         ("queue", "queue p50/p95", f.queue_time_p50_s, f.queue_time_p95_s)):
-            self.line(line_id).set(_pair_row(label, p50, p95, styles))
-        self.line("prefix").set(figure_row("prefix hits", f.prefix_cache_hit_rate, styles))
-        notes = list(view.notes)
-        self.line("engine-note").set(Text("; ".join(notes), style=self.style("figure--warning")) if notes else "")
-
-
-def _pair_row(label: str, p50, p95, styles) -> Text:
-    """p50/p95 on one line: they come from the same histogram, so one source and one note."""
-    return figure_row(label, p50, styles, value=f"{value_text(p50)}/{value_text(p95)}")
-
-
-class RooflinePlot(Widget):
-    """The log-log roofline with the operating point; redrawn when its figures or its size change."""
-
-    point: reactive[tuple | None] = reactive(None, layout=False)
-
-    def render(self) -> Text:
-        if self.point is None or self.size.width < 12 or self.size.height < 4:
-            return Text("")
-        bandwidth, peak, intensity, flops = self.point
-        return roofline_text(self.size.width, self.size.height, bandwidth, peak, intensity, flops)
+            notes["gen"] = "; ".join(p for p in (f.generation_tokens_per_s.note, f"peak {sig3(peak)}") if p)
+        for line_id, label, fig, value in rows:
+            # p50 and p95 come from the same histogram: one source and one note.
+            self.line(line_id).set(columns.row(label, fig, note=notes.get(line_id) if fig.value is not None else None,
+                                               value=value))
+        notes = "; ".join(view.notes)
+        self.line("engine-note").set(Text(fit(notes, width), style=self.style("figure--warning")) if notes else "")
+        trend = view.trend
+        self.query_one(Chart).set(trend.generation, "generated tok/s",
+                                  f"{trend.bucket}-sample means, {trend.bucket * view.interval_s:g} s a column → now",
+                                  self.style("spark"), styles["note"])
 
 
 class RooflinePanel(Panel):
+    FIGURE_LINES = ("peak-bw", "peak-flops", "ridge", "ceiling", "critical", "bw-modeled", "bw-measured",
+                    "bw-engine", "flops", "flops-engine", "mbu", "mfu", "intensity")
+    # The engine's own estimates: most engines publish none, and then their lines give way when
+    # rows are short (their reasons stay on the why screen).
+    OPTIONAL = ("bw-engine", "flops-engine")
+
     def __init__(self) -> None:
         super().__init__(2, "Roofline", id="roofline")
+        self._plot_key: tuple | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="roof-body"):
-            with Vertical(id="roof-figures"):
-                for line_id in ("peak-bw", "peak-flops", "ridge", "ceiling", "critical", "bw-modeled",
-                                "bw-measured", "bw-engine", "flops", "flops-engine", "mbu", "mfu", "intensity"):
-                    yield Line(id=line_id)
-            yield RooflinePlot(id="roof-plot")
+            yield Body(id="roof-figures")
+            yield Body(id="roof-plot")
+
+    def on_resize(self) -> None:
+        # The plot goes beside the figures when there are rows to spare only that way.
+        size = self.content_size
+        self.set_class(size.height < len(self.FIGURE_LINES) + 6 and size.width >= 58 + 30, "-beside")
+        super().on_resize()
 
     def show(self, view: LiveView) -> None:
         f, styles = view.figures, self.figure_styles()
+        width = 56 if self.has_class("-beside") else self.text_width
         hw = view.hardware
-        self.line("peak-bw").set(figure_row("peak bandwidth", f.peak_bandwidth_bytes_per_s, styles))
-        self.line("peak-flops").set(figure_row(f"peak {hw.compute_dtype}" if hw else "peak FLOP/s", f.peak_flops, styles))
-        self.line("ridge").set(figure_row("ridge", f.ops_per_byte, styles))
-        self.line("ceiling").set(figure_row("decode ceiling", f.decode_ceiling_tokens_per_s, styles))
-        self.line("critical").set(figure_row("critical batch", f.critical_batch, styles))
-        self.line("bw-modeled").set(figure_row("bandwidth", f.bandwidth_modeled_bytes_per_s, styles))
+        entries = [("peak bandwidth", f.peak_bandwidth_bytes_per_s), ("peak FLOP/s", f.peak_flops),
+                   ("ridge", f.ops_per_byte), ("decode ceiling", f.decode_ceiling_tokens_per_s),
+                   ("critical batch", f.critical_batch), ("bandwidth", f.bandwidth_modeled_bytes_per_s),
+                   ("bandwidth", f.bandwidth_measured_bytes_per_s), ("bandwidth", f.bandwidth_engine_bytes_per_s),
+                   ("FLOP/s", f.flops_modeled_per_s), ("FLOP/s", f.flops_engine_per_s), ("MBU", f.mbu),
+                   ("MFU", f.mfu), ("intensity", f.operating_intensity)]
+        columns = Columns.of([(label, fig, None) for label, fig in entries], width, styles)
+        row = columns.row
+        self.line("peak-bw").set(row("peak bandwidth", f.peak_bandwidth_bytes_per_s))
+        self.line("peak-flops").set(row(f"peak {hw.compute_dtype}" if hw else "peak FLOP/s", f.peak_flops))
+        self.line("ridge").set(row("ridge", f.ops_per_byte))
+        self.line("ceiling").set(row("decode ceiling", f.decode_ceiling_tokens_per_s))
+        self.line("critical").set(row("critical batch", f.critical_batch))
+        self.line("bw-modeled").set(row("bandwidth", f.bandwidth_modeled_bytes_per_s))
         disagreement = f.bandwidth_disagreement.value
-        self.line("bw-measured").set(figure_row(
-            "bandwidth", f.bandwidth_measured_bytes_per_s, styles,
+        self.line("bw-measured").set(row(
+            "bandwidth", f.bandwidth_measured_bytes_per_s,
             note=f"differs {disagreement:.0%} from modeled" if disagreement and disagreement > 0.25 else None))
+        short = self.content_size.height < len(self.FIGURE_LINES)  # the panel, figures and plot
         gap = f.bandwidth_vs_engine.value
-        self.line("bw-engine").set(figure_row("bandwidth", f.bandwidth_engine_bytes_per_s, styles,
-                                              note=f"modeled {gap:+.1%}" if gap is not None else None))
-        self.line("flops").set(figure_row("FLOP/s", f.flops_modeled_per_s, styles))
+        engine_bw = f.bandwidth_engine_bytes_per_s
+        self.line("bw-engine").set("" if short and engine_bw.value is None else row(
+            "bandwidth", engine_bw, note=f"modeled {gap:+.1%}" if gap is not None else None))
+        self.line("flops").set(row("FLOP/s", f.flops_modeled_per_s))
         gap = f.flops_vs_engine.value
-        self.line("flops-engine").set(figure_row("FLOP/s", f.flops_engine_per_s, styles,
-                                                 note=f"modeled {gap:+.1%}" if gap is not None else None))
+        engine_flops = f.flops_engine_per_s
+        self.line("flops-engine").set("" if short and engine_flops.value is None else row(
+            "FLOP/s", engine_flops, note=f"modeled {gap:+.1%}" if gap is not None else None))
         for line_id, label, fig, component in (("mbu", "MBU", f.mbu, "bar--bandwidth"), ("mfu", "MFU", f.mfu, "bar--compute")):
-            text = Text(f"{label:<16}", style=styles["label"])
-            text.append_text(bar(fig.value, 24, style=self.style(component), empty_style=self.style("bar--empty"),
-                                 eighths=False))
-            text.append(f" {value_text(fig):>6} ")
-            text.append(fig.source, style=styles.get(fig.source))
-            self.line(line_id).set(text)
+            self.line(line_id).set(columns.bar_row(label, fig, lambda cells, fig=fig, component=component: bar(
+                fig.value, cells, style=self.style(component), empty_style=self.style("bar--empty"), eighths=False)))
         intensity = f.operating_intensity
         bound = view.verdict.bound
-        self.line("intensity").set(figure_row("intensity", intensity, styles,
-                                              note=f"{bound}-bound" if bound and intensity.value is not None else None))
-        self.query_one(RooflinePlot).point = (f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value, intensity.value,
-                                              f.flops_modeled_per_s.value)
+        self.line("intensity").set(row("intensity", intensity,
+                                       note=f"{bound}-bound" if bound and intensity.value is not None else None))
+        plot = self.query_one("#roof-plot", Body)
+        size = plot.size
+        bandwidth, peak, achieved = f.peak_bandwidth_bytes_per_s.value, f.peak_flops.value, f.flops_modeled_per_s.value
+        # The point moves on a log grid: a change below a hundredth of a decade moves no cell.
+        where = tuple(round(math.log10(v), 2) if v and v > 0 else None for v in (intensity.value, achieved))
+        key = (size.width, size.height, bandwidth, peak, where)
+        if key != self._plot_key:
+            self._plot_key = key
+            rows: list[Text] = []
+            if size.width >= 12 and size.height >= 4:
+                rows = roofline_text(size.width, size.height, bandwidth, peak, intensity.value, achieved).split("\n")
+            plot.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
 
 class MemoryPanel(Panel):
@@ -206,50 +194,53 @@ class MemoryPanel(Panel):
         super().__init__(3, "KV cache & memory", id="memory")
 
     def compose(self) -> ComposeResult:
-        for line_id in ("kv-bytes", "kv-capacity", "kv-pool", "kv-usage", "kv-headroom", "kv-fits", "preempt",
-                        "kv-warning", "mem-0", "mem-1", "mem-2", "mem-3", "rss", "torch"):
-            yield Line(id=line_id)
+        yield Body(id="memory-rows")
 
     def show(self, view: LiveView) -> None:
-        f, styles = view.figures, self.figure_styles()
-        self.line("kv-bytes").set(figure_row("KV per token", f.kv_bytes_per_token, styles))
-        self.line("kv-capacity").set(figure_row("capacity", f.kv_capacity_tokens, styles))
-        self.line("kv-pool").set(figure_row("KV pool", f.kv_pool_bytes, styles))
+        f, styles, width = view.figures, self.figure_styles(), self.text_width
+        entries = [("KV per token", f.kv_bytes_per_token), ("capacity", f.kv_capacity_tokens),
+                   ("KV pool", f.kv_pool_bytes), ("usage", f.kv_usage), ("headroom", f.kv_headroom_tokens),
+                   ("sequences fit", f.sequences_fit), ("preemptions", f.preemptions_total),
+                   ("tree RSS", f.tree_rss_bytes), ("torch allocated", f.torch_allocated_bytes)]
+        columns = Columns.of([(label, fig, None) for label, fig in entries], width, styles)
+        row = columns.row
+
+        self.line("kv-bytes").set(row("KV per token", f.kv_bytes_per_token))
+        self.line("kv-capacity").set(row("capacity", f.kv_capacity_tokens))
+        self.line("kv-pool").set(row("KV pool", f.kv_pool_bytes))
         usage = f.kv_usage
-        text = Text(f"{'usage':<16}", style=styles["label"])
         full = (usage.value or 0) >= 0.9
-        text.append_text(bar(usage.value, 20, style=self.style("bar--full" if full else "bar--usage"),
-                             empty_style=self.style("bar--empty"), eighths=False))
-        text.append(f" {value_text(usage):>6} ")
-        text.append(usage.source if usage.value is not None else note_text(usage), style=styles.get(usage.source))
-        self.line("kv-usage").set(text)
-        self.line("kv-headroom").set(figure_row("headroom", f.kv_headroom_tokens, styles))
-        self.line("kv-fits").set(figure_row("sequences fit", f.sequences_fit, styles))
+        self.line("kv-usage").set(columns.bar_row("usage", usage, lambda cells: bar(
+            usage.value, cells, style=self.style("bar--full" if full else "bar--usage"),
+            empty_style=self.style("bar--empty"), eighths=False)))
+        self.line("kv-headroom").set(row("headroom", f.kv_headroom_tokens))
+        self.line("kv-fits").set(row("sequences fit", f.sequences_fit))
         rate = f.preemptions_per_s.value
-        self.line("preempt").set(figure_row("preemptions", f.preemptions_total, styles,
-                                            note=f"+{rate:.1f}/s" if rate else None))
+        self.line("preempt").set(row("preemptions", f.preemptions_total, note=f"+{rate:.1f}/s" if rate else None))
         warning = f"KV cache {usage.value:.0%} full: new requests wait or preempt others" if full else ""
-        self.line("kv-warning").set(Text(warning, style=self.style("figure--warning")) if warning else "")
+        self.line("kv-warning").set(Text(fit(warning, width), style=self.style("figure--warning")) if warning else "")
         gpus = [d for d in view.devices if d.kind == "gpu" and d.used_by_tree] or list(view.devices)
         for index in range(4):
             line = self.line(f"mem-{index}")
-            if index < len(gpus):
+            if index < len(gpus) and not (index == 3 and len(gpus) > 4):
                 d = gpus[index]
-                label = f"GPU {d.index}" if d.kind == "gpu" else "host"
-                tree = f"tree {si(d.memory_tree_bytes, 'B')}" if d.memory_tree_bytes is not None else ""
                 used, total = d.memory_used_bytes, d.memory_total_bytes
-                row = Text(f"{label:<16}", style=styles["label"])
-                row.append_text(bar(used / total if used is not None and total else None, 12,
-                                    style=self.style("bar--usage"), empty_style=self.style("bar--empty")))
-                row.append(f" {si(used, 'B')} / {si(total, 'B')} {tree} ")
-                row.append(MEASURED, style=styles[MEASURED])
-                line.set(row)
-            elif index == len(gpus) and len(gpus) < len(view.devices) and index == 3:
-                line.set(Text(f"… {len(view.devices) - len(gpus)} more devices", style=styles["note"]))
+                memory = Row().add(f"{'GPU ' + str(d.index) if d.kind == 'gpu' else 'host':<{columns.label}}",
+                                   styles["label"])
+                memory.add_text(bar(used / total if used is not None and total else None, 12,
+                                    style=self.style("bar--usage"), empty_style=self.style("bar--empty")), drop=3)
+                memory.add(f" {si(used, 'B')} / {si(total, 'B')} ")
+                if d.memory_tree_bytes is not None:
+                    memory.add(f"tree {si(d.memory_tree_bytes, 'B')} ", drop=1)
+                memory.add(MEASURED, styles[MEASURED])
+                line.set(memory.text(width))
+            elif index == 3 and len(gpus) > 4:
+                line.set(Text(f"… {len(gpus) - 3} more devices (4)", style=styles["note"]))
             else:
                 line.set("")
-        self.line("rss").set(figure_row("tree RSS", f.tree_rss_bytes, styles))
+        self.line("rss").set(row("tree RSS", f.tree_rss_bytes))
         torch = f.torch_allocated_bytes
+        note = None
         if torch.value is not None:
             parts = [f"of {value_text(f.torch_reserved_bytes)} reserved"]
             if f.weight_bytes.value is not None:
@@ -258,97 +249,67 @@ class MemoryPanel(Panel):
                 parts.append(f"{value_text(f.torch_cache_free)} free in cache")
             if f.alloc_retries.value or f.ooms.value:
                 parts.append(f"{value_text(f.alloc_retries)} retries, {value_text(f.ooms)} OOMs")
-            self.line("torch").set(figure_row("torch allocated", torch, styles, note=", ".join(parts)))
-        else:
-            self.line("torch").set(figure_row("torch allocated", torch, styles))
+            note = ", ".join(parts)
+        self.line("torch").set(row("torch allocated", torch, note=note))
 
 
-class RowTable(Vertical):
-    """A table drawn as one :class:`Line` per row: a changed cell repaints only its row.
-
-    (A DataTable repaints the whole table for one changed cell, which at 1 Hz is
-    most of an SSH link's budget.) Column widths only grow, so rows never shift.
-    """
-
-    DEFAULT_CSS = "RowTable { height: auto; }"
-
-    def __init__(self, columns: tuple[str, ...], right: frozenset[str] = frozenset(), **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.columns = columns
-        self.right = right
-        self.widths = [len(c) for c in columns]
-        self.rows: list[Line] = []
-
-    def compose(self) -> ComposeResult:
-        yield Line(classes="table-header")
-
-    def _format(self, cells: tuple[str, ...]) -> str:
-        out = []
-        for column, cell, width in zip(self.columns, cells, self.widths):
-            out.append(cell.rjust(width) if column in self.right else cell.ljust(width))
-        return "  ".join(out).rstrip()
-
-    def set_rows(self, rows: list[tuple[str, ...]], styles: list[Style | str] | None = None) -> None:
-        for cells in rows:
-            self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells)]
-        self.query_one(".table-header", Line).set(Text(self._format(self.columns), style="bold"))
-        while len(self.rows) < len(rows):
-            line = Line()
-            self.rows.append(line)
-            self.mount(line)
-        while len(self.rows) > len(rows):
-            self.rows.pop().remove()
-        for index, cells in enumerate(rows):
-            style = styles[index] if styles else ""
-            self.rows[index].set(Text(self._format(cells), style=style, no_wrap=True, overflow="ellipsis"))
+def _device_name(d) -> str:
+    return (d.name or "?").removeprefix("NVIDIA ").removeprefix("GeForce ")
 
 
 class DevicesPanel(Panel):
-    COLUMNS = ("#", "device", "util", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓", "throttle")
+    # Columns in the order they are given up when the panel is narrow (from the right).
+    COLUMNS = ("#", "device", "util", "memory", "power W", "SM MHz", "temp", "PCIe↑↓", "NVLink↑↓", "throttle")
 
     def __init__(self) -> None:
         super().__init__(4, "Devices", id="devices")
 
     def compose(self) -> ComposeResult:
-        yield RowTable(self.COLUMNS, right=frozenset({"util", "SM MHz", "power W", "temp", "PCIe↑↓", "NVLink↑↓"}))
-        yield Line(id="devices-note")
+        self.table = TableFormat(self.COLUMNS, right=frozenset({"util", "memory", "SM MHz", "power W", "temp", "PCIe↑↓",
+                                                                "NVLink↑↓"}), keep=frozenset({"#", "device", "util"}))
+        yield Body(id="devices-rows")
 
     def show(self, view: LiveView) -> None:
         rows, styles = [], []
         na = "n/a"
         for d in view.devices:
-            clocks = lambda now, top: na if now is None else (f"{now:.0f}/{top:.0f}" if top else f"{now:.0f}")
-            name = (d.name or "?").removeprefix("NVIDIA ").removeprefix("GeForce ")
+            clocks = lambda now, top: na if now is None else (f"{now:.0f}/{top:.0f}" if top else f"{now:.0f}")  # noqa: E731
+            used, total = d.memory_used_bytes, d.memory_total_bytes
             rows.append((
                 ("*" if d.used_by_tree else " ") + (str(d.index) if d.kind == "gpu" else "host"),
-                name[:20],
+                fit(_device_name(d), 20),
                 na if d.utilization_gpu is None else f"{d.utilization_gpu * 100:.0f}%",
-                clocks(d.sm_clock_mhz, d.sm_clock_max_mhz),
+                na if used is None else f"{si(used, 'B')} / {si(total, 'B')}",
                 na if d.power_w is None else (f"{d.power_w:.0f}/{d.power_limit_w:.0f}" if d.power_limit_w else f"{d.power_w:.0f}"),
+                clocks(d.sm_clock_mhz, d.sm_clock_max_mhz),
                 na if d.temperature_c is None else f"{d.temperature_c:.0f}°C",
                 na if d.pcie_tx_bytes_per_s is None else f"{d.pcie_tx_bytes_per_s / 1e9:.1f} {(d.pcie_rx_bytes_per_s or 0) / 1e9:.1f}",
                 "—" if d.nvlink_tx_bytes_per_s is None else f"{d.nvlink_tx_bytes_per_s / 1e9:.0f} {(d.nvlink_rx_bytes_per_s or 0) / 1e9:.0f}",
                 ", ".join(d.throttle_reasons) or ("—" if d.kind == "gpu" else ""),
             ))
             styles.append("" if d.used_by_tree or d.kind == "host" else self.style("figure--note"))
-        self.query_one(RowTable).set_rows(rows, styles)
+        for index, text in enumerate(self.table.rows(rows, self.text_width, styles)):
+            self.line(f"device-{index}").set(text)
         note = view.why.get("devices", "")
-        self.line("devices-note").set(
-            Text(note or "* = used by the watched tree; PCIe and NVLink GB/s sent and received; measured (NVML)",
-                 style=self.style("figure--note")))
+        self.line("devices-note").set(Text(
+            fit(note or "* = used by the watched tree; all measured",
+                self.text_width), style=self.style("figure--note")))
 
 
 class ProcessesPanel(Panel):
     COLUMNS = ("pid", "role", "CPU%", "RSS", "GPU mem", "threads", "ports", "command")
     SORTS = ("CPU%", "RSS", "GPU mem", "pid")
+    # Rows drawn in the full layout, where the panel is sized to its rows.
+    FULL_LAYOUT_ROWS = 10
 
     def __init__(self) -> None:
         super().__init__(5, "Processes", id="processes")
         self.sort_index = 0
-        self._last: LiveView | None = None
 
     def compose(self) -> ComposeResult:
-        yield RowTable(self.COLUMNS, right=frozenset({"pid", "CPU%", "RSS", "GPU mem", "threads"}))
+        self.table = TableFormat(self.COLUMNS, right=frozenset({"pid", "CPU%", "RSS", "GPU mem", "threads"}),
+                                 keep=frozenset({"pid", "role", "command"}), words=False)
+        yield Body(id="processes-rows")
 
     @property
     def sort_column(self) -> str:
@@ -356,13 +317,11 @@ class ProcessesPanel(Panel):
 
     def cycle_sort(self) -> str:
         self.sort_index = (self.sort_index + 1) % len(self.SORTS)
-        self.border_subtitle = f"sorted by {self.sort_column} (o)"
-        if self._last is not None:
-            self.show(self._last)
+        if self.last is not None:
+            self.show(self.last)
         return self.sort_column
 
     def show(self, view: LiveView) -> None:
-        self._last = view
         subtitle = f"sorted by {self.sort_column} (o)"
         if self.border_subtitle != subtitle:
             self.border_subtitle = subtitle
@@ -374,18 +333,21 @@ class ProcessesPanel(Panel):
             "pid": lambda p: p.pid,
         }
         processes = sorted(tree.processes if tree else (), key=lambda p: (keys[self.sort_column](p), p.pid))
-        width = max(20, self.content_size.width - 70) if self.content_size.width else 60
         rows = [(
             str(p.pid),
-            (p.role or p.name)[:24],
+            fit(p.role or p.name, 24),
             "n/a" if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
             si(p.rss_bytes, "B"),
             si(p.gpu_memory_bytes, "B") if p.gpu_memory_bytes is not None else "",
             "" if p.threads is None else str(p.threads),
-            ",".join(map(str, p.listening_ports))[:12],
-            " ".join(p.cmdline)[:width],
-        ) for p in processes[:200]]
-        self.query_one(RowTable).set_rows(rows)
+            fit(",".join(map(str, p.listening_ports)), 12),
+            " ".join(p.cmdline),
+        ) for p in processes[:500]]
+        sized_to_rows = self.app.has_class("full") and self.screen.maximized is not self
+        limit = self.FULL_LAYOUT_ROWS if sized_to_rows else max(2, self.content_size.height - 1)
+        for index, text in enumerate(self.table.rows(rows, self.text_width, max_rows=limit,
+                                                     more_style=self.style("figure--note"))):
+            self.line(f"process-{index}").set(text)
 
 
 PANELS: tuple[type[Panel], ...] = (ThroughputPanel, RooflinePanel, MemoryPanel, DevicesPanel, ProcessesPanel)

@@ -55,8 +55,12 @@ def roofline_text(width: int, height: int, bandwidth: float | None, peak: float 
 
     text = Text()
     for r in range(plot_h):
-        for c in range(width):
-            text.append(grid[r][c], style=styles[r][c] or None)
+        # One span per run of a style: a span per cell would cost escape codes per cell on the wire.
+        start = 0
+        for c in range(1, width + 1):
+            if c == width or styles[r][c] != styles[r][start]:
+                text.append("".join(grid[r][start:c]), style=styles[r][start] or None)
+                start = c
         text.append("\n")
     left = f"{10 ** x_lo:.2g}"
     mid = f"ridge {ridge:.3g}"

@@ -149,9 +149,19 @@ def levers_json(found: Levers) -> dict:
 
 def print_levers(result: CalcResult, console: Console, explain: bool = False) -> None:
     """The levers as a table: each change, its modeled tokens/s and latency, the ceiling it meets."""
-    found = result.levers
-    if found is None:
-        return
+    if result.levers is not None:
+        print_levers_table(result.levers, console, explain)
+
+
+def print_levers_table(found: Levers, console: Console, explain: bool = False) -> None:
+    """The levers table ``calc --levers`` and the live ``--once`` report print alike."""
+    for renderable in levers_renderables(found, explain):
+        console.print(renderable)
+
+
+def levers_renderables(found: Levers, explain: bool = False) -> list:
+    """The levers as Rich renderables: the table (each change, modeled tokens/s, gain, per-token latency,
+    the ceiling it meets, and at the measured efficiency when there is one), then its notes."""
     base = found.baseline
     measured = found.efficiency is not None
     table = Table(title=f"Levers  at batch {base.batch:g}, context {count(base.context)}"
@@ -174,18 +184,18 @@ def print_levers(result: CalcResult, console: Console, explain: bool = False) ->
         if measured:
             row.append(f"{lever.expected_tokens_per_s:,.1f}" if lever.expected_tokens_per_s is not None else "—")
         table.add_row(*row)
-    console.print(table)
-    console.print(Text(f"  {found.efficiency_note}", style="dim"))
+    out: list = [table, Text(f"  {found.efficiency_note}", style="dim")]
     for lever in found.levers:
         if lever.why:
-            console.print(Text(f"  {lever.name}: {lever.why}", style="dim"))
+            out.append(Text(f"  {lever.name}: {lever.why}", style="dim"))
     for note in found.notes:
-        console.print(Text(f"  note: {note}", style="yellow"))
+        out.append(Text(f"  note: {note}", style="yellow"))
     if explain:
-        console.print(Text("How the levers are computed", style="bold"))
+        out.append(Text("How the levers are computed", style="bold"))
         for lever in (base, *found.levers):
             if lever.formula:
-                console.print(Text(f"  {lever.name}: {lever.formula}"))
+                out.append(Text(f"  {lever.name}: {lever.formula}"))
+    return out
 
 
 def strict_json(value, why: dict[str, str], path: str = ""):

@@ -92,6 +92,19 @@ class ViewCollector(Collector):
             for name in ("memory", "compute"):
                 bound.add_metric(values + [name], 1.0 if view.verdict.bound == name else 0.0)
         yield bound
+        lever = GaugeMetricFamily(PREFIX + "lever_tokens_per_second",
+                                  "Modeled decode tokens/s if this lever were pulled (source=modeled), or with the "
+                                  "measured efficiency applied (source=modeled-at-measured-efficiency)",
+                                  labels=labels + ["lever", "ceiling", "source"])
+        if view.levers is not None:
+            for item in (view.levers.baseline, *view.levers.levers):
+                ceiling = item.ceiling or ""
+                if item.tokens_per_s is not None:
+                    lever.add_metric(values + [item.key, ceiling, "modeled"], item.tokens_per_s)
+                if item.expected_tokens_per_s is not None:
+                    lever.add_metric(values + [item.key, ceiling, "modeled-at-measured-efficiency"],
+                                     item.expected_tokens_per_s)
+        yield lever
         memory = GaugeMetricFamily(PREFIX + "gpu_memory_used_bytes", "GPU memory used (NVML)",
                                    labels=labels + ["gpu", "scope"])
         for d in view.devices:

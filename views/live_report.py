@@ -32,6 +32,7 @@ SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("queue time p50", "queue_time_p50_s"),
         ("queue time p95", "queue_time_p95_s"),
         ("prefix-cache hits", "prefix_cache_hit_rate"),
+        ("draft acceptance", "spec_acceptance_rate"),
     )),
     ("Roofline", (
         ("peak bandwidth", "peak_bandwidth_bytes_per_s"),
@@ -120,6 +121,13 @@ def print_live_report(view: LiveView, console: Console | None = None) -> None:
                 table.add_row("note", "", "", note)
         console.print(table)
 
+    if view.levers is not None:
+        from infermon.views.calc_view import print_levers_table
+
+        print_levers_table(view.levers, console)
+    elif "levers" in view.why:
+        console.print(Text(f"Levers: n/a ({view.why['levers']})", style="dim"))
+
     dev = Table(title="Devices", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, expand=True)
     for col in ("#", "device", "util", "memory used", "tree", "power", "temp", "note"):
         dev.add_column(col, no_wrap=col != "note", justify="right" if col not in ("device", "note") else "left")
@@ -146,5 +154,5 @@ def print_live_report(view: LiveView, console: Console | None = None) -> None:
                       ",".join(map(str, p.listening_ports)), " ".join(p.cmdline)[:120])
     console.print(procs)
     for key, reason in view.why.items():
-        if key not in ("engine", "devices"):
+        if key not in ("engine", "devices", "levers"):
             console.print(Text(f"{key}: {reason}", style="dim"))

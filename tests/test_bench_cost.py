@@ -1,0 +1,53 @@
+"""The cost benchmarks' arithmetic: medians and ratios of the side by side, the profile's split.
+
+(The benchmarks themselves run real servers and terminals: ``bench/run``. Here only what they
+compute from their measurements, so a wrong ratio cannot hide in a table.)
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import profile_dashboard  # noqa: E402
+import side_by_side  # noqa: E402
+
+
+def run(size, infermon, top, glances=None, tokens=10.0):
+    monitors = {"infermon": {"cpu_percent": infermon[0], "bytes_per_s": infermon[1]},
+                "top": {"cpu_percent": top[0], "bytes_per_s": top[1]}}
+    if glances:
+        monitors["glances"] = {"cpu_percent": glances[0], "bytes_per_s": glances[1]}
+    return {"size": size, "window_s": 60.0, "load_average": [1.0, 1.0], "server_tokens_per_s": tokens,
+            "monitors": monitors}
+
+
+def test_side_by_side_takes_medians_per_size_and_divides_by_the_others():
+    runs = [run("120x40", (1.0, 900), (0.2, 4000), (4.0, 600)),
+            run("120x40", (3.0, 1100), (0.4, 5000), (5.0, 700)),
+            run("120x40", (2.0, 1000), (0.3, 4500), (4.5, 650)),
+            run("80x24", (0.5, 400), (0.25, 2000))]
+    summary = side_by_side.summarise(runs)
+    big = summary["120x40"]
+    assert big["monitors"]["infermon"]["cpu_percent"] == 2.0
+    assert big["monitors"]["infermon"]["bytes_per_s"] == 1000
+    assert big["infermon_vs"]["top"] == {"cpu": pytest.approx(2.0 / 0.3, rel=0.01), "bytes": pytest.approx(1000 / 4500, rel=0.01)}
+    assert big["infermon_vs"]["glances"]["cpu"] == pytest.approx(2.0 / 4.5, rel=0.01)
+    small = summary["80x24"]
+    assert "glances" not in small["monitors"]
+    assert small["infermon_vs"]["top"]["cpu"] == 2.0
+
+
+def test_profile_split_by_thread_and_innermost_known_frame():
+    raw = "\n".join([
+        "thread (1): MainThread;run (textual/app.py:1);render (textual/_compositor.py:2) 30",
+        "thread (2): infermon-sampler;_sample_loop (tui/app.py:3);tick (probes/sampler.py:4);"
+        "read (psutil/_pslinux.py:5) 10",
+        "thread (2): infermon-sampler;_sample_loop (tui/app.py:3);update (live/derive.py:6) 10",
+    ])
+    result = profile_dashboard.analyse(raw, rate=100, seconds=1.0)
+    assert result["cpu_ms_per_s"] == 500.0  # 50 samples at 100 Hz over 1 s
+    assert result["by_thread"] == {"event loop (Textual)": 300.0, "sampling thread": 200.0}
+    assert result["by_part"] == {"textual": 300.0, "psutil": 100.0, "infermon derivation": 100.0}

@@ -1,0 +1,374 @@
+"""The dashboard's building blocks: panels whose rows repaint only the cells that changed, tables.
+
+Over SSH every repainted cell costs bytes, and every widget under a frame's changes costs the
+compositor work. So a panel's rows are one :class:`Body` widget; when a row changes, only its
+changed cells are marked dirty, and Textual writes only those to the terminal.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+from textual.containers import Vertical
+from textual.css.query import NoMatches
+from textual.geometry import Region
+from textual.widget import Widget
+
+from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA
+from infermon.live.view import LiveView
+from infermon.tui.text import fit
+
+SOURCE_CLASSES = {MEASURED: "source--measured", ENGINE: "source--engine", MODELED: "source--modeled",
+                  DATASHEET: "source--datasheet", GIVEN: "source--given", NA: "source--na"}
+
+
+def strip_of(text: Text, width: int, base: Style, console) -> Strip:
+    """One row of text as the compositor takes it: the widget's style under the text's, cut or
+    padded to ``width``.
+
+    Rows are made here, once per change, instead of by Textual's content pipeline, which renders
+    every row of a widget again whenever any cell of it changes.
+    """
+    segments = Segment.apply_style(text.render(console, end=""), base)
+    return Strip(list(segments)).crop_extend(0, width, base)
+
+
+def _cell_styles(text: Text) -> list:
+    """The style stack of every character (equal lists: equal look)."""
+    styles: list = [(text.style,)] * len(text.plain)
+    for span in text.spans:
+        for index in range(max(0, span.start), min(len(styles), span.end)):
+            styles[index] = styles[index] + (span.style,)
+    return styles
+
+
+def changed_span(old: Text, new: Text) -> tuple[int, int] | None:
+    """(first, end) columns where ``new`` looks different from ``old`` on screen; None when it does not.
+
+    Compared column by column (a shorter text is padded): text that moved is text that changed.
+    Characters wider than one cell make columns and indices differ: then the whole width.
+    """
+    a, b = old.plain, new.plain
+    if cell_len(a) != len(a) or cell_len(b) != len(b):
+        return 0, max(cell_len(a), cell_len(b)) or 1
+    length = max(len(a), len(b))
+    if old.spans == new.spans and old.style == new.style:
+        # The usual case (a value changed in place): the characters alone say where.
+        shortest = min(len(a), len(b))
+        first = 0
+        while first < shortest and a[first] == b[first]:
+            first += 1
+        if first == length:
+            return None
+        if len(a) != len(b):
+            return first, length
+        end = length
+        while end > first and a[end - 1] == b[end - 1]:
+            end -= 1
+        return first, end
+    sa, sb = _cell_styles(old), _cell_styles(new)
+
+    def cell(text: str, styles: list, index: int):
+        return (text[index], styles[index]) if index < len(text) else None
+
+    first = 0
+    while first < length and cell(a, sa, first) == cell(b, sb, first):
+        first += 1
+    if first == length:
+        return None
+    end = length
+    while end > first and cell(a, sa, end - 1) == cell(b, sb, end - 1):
+        end -= 1
+    return first, end
+
+
+class Panel(Vertical):
+    """A bordered panel with a number key and a title; may be maximised.
+
+    Subclasses compose a :class:`Body` (and a chart or a plot) and draw their rows in :meth:`show`.
+    A panel redraws its last view when its size changes (rows are fitted to widths).
+    """
+
+    ALLOW_MAXIMIZE = True
+    COMPONENT_CLASSES = {*SOURCE_CLASSES.values(), "figure--label", "figure--note", "figure--warning",
+                         "figure--heading", "bar--bandwidth", "bar--compute", "bar--usage", "bar--full",
+                         "bar--empty", "spark"}
+
+    def __init__(self, number: int, title: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.number = number
+        self.title = title
+        self.border_title = f"{number} {title}"
+        self.add_class("panel")
+        self.stale = False
+        self.last: LiveView | None = None
+        self._figure_styles: dict[str, Style] | None = None
+        self._rich_component_styles: dict[str, Style] = {}
+        self.rows: dict[str, Text] = {}
+        self._body: Body | None = None
+
+    def line(self, key: str) -> "_RowSetter":
+        """``line(key).set(text)``: the row ``key`` of this draw, in the order rows are set (an
+        empty row takes no place)."""
+        return _RowSetter(self.rows, key)
+
+    @property
+    def body(self) -> "Body":
+        if self._body is None:
+            self._body = self.query(Body).first()
+        return self._body
+
+    @property
+    def text_width(self) -> int:
+        """Columns a line of this panel has (a guess before the first layout)."""
+        return self.content_size.width or 76
+
+    def style(self, component: str) -> Style:
+        found = self._rich_component_styles.get(component)
+        if found is None:
+            found = self._rich_component_styles[component] = self.get_component_rich_style(component, partial=True)
+        return found
+
+    def figure_styles(self) -> dict[str, Style]:
+        if self._figure_styles is None:
+            styles = {source: self.style(cls) for source, cls in SOURCE_CLASSES.items()}
+            styles["label"] = self.style("figure--label")
+            styles["note"] = self.style("figure--note")
+            styles["heading"] = self.style("figure--heading")
+            self._figure_styles = styles
+        return self._figure_styles
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        # The theme changed: colours are read again at the next draw.
+        self._figure_styles = None
+        self._rich_component_styles = {}
+
+    def draw(self, view: LiveView) -> None:
+        """Show ``view``; a panel whose children are not mounted yet draws it when they are."""
+        self.last = view
+        self.rows = {}
+        try:
+            self.show(view)
+            self.body.set_rows([(key, text) for key, text in self.rows.items() if text.plain])
+        except NoMatches:
+            self.stale = True
+            self.call_after_refresh(self._draw_last)
+
+    def _draw_last(self) -> None:
+        if self.stale and self.last is not None and self.display:
+            self.stale = False
+            self.draw(self.last)
+
+    def on_resize(self) -> None:
+        if self.last is not None and self.display:
+            self.draw(self.last)
+
+    def show(self, view: LiveView) -> None:  # pragma: no cover - each panel overrides
+        raise NotImplementedError
+
+
+class _RowSetter:
+    __slots__ = ("rows", "key")
+
+    def __init__(self, rows: dict[str, Text], key: str) -> None:
+        self.rows = rows
+        self.key = key
+
+    def set(self, text: Text | str) -> None:
+        self.rows[self.key] = Text(text, end="") if isinstance(text, str) else text
+
+
+class Body(Widget):
+    """The rows of a panel (or a chart, a plot) as one widget: each row is made into a strip once
+    when it changes, and only the cells that changed are marked for repainting.
+
+    One widget per panel instead of one per row: the compositor visits every widget under a
+    frame's changes, so fewer widgets is less work per frame. Rows have keys (``rows[key]``);
+    the height follows the number of rows unless the CSS sets it.
+    """
+
+    DEFAULT_CSS = "Body { height: auto; width: 1fr; }"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.keys: list[str] = []
+        self._rows: list[Text] = []
+        self._strips: dict[int, Strip] = {}
+        self._strips_width = -1
+        self._base_style: Style | None = None
+
+    def text(self, key: str) -> Text | None:
+        """The row shown under ``key`` (None when there is none)."""
+        try:
+            return self._rows[self.keys.index(key)]
+        except ValueError:
+            return None
+
+    def plain(self, key: str) -> str:
+        row = self.text(key)
+        return row.plain if row is not None else ""
+
+    def render(self) -> Text:
+        text = Text("\n").join(self._rows)
+        text.no_wrap = True
+        return text
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self._rows)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if width != self._strips_width:
+            self._strips.clear()
+            self._strips_width = width
+        strip = self._strips.get(y)
+        if strip is None:
+            if self._base_style is None:
+                self._base_style = self.rich_style  # computed from the CSS each time it is asked for
+            text = self._rows[y] if y < len(self._rows) else Text()
+            strip = self._strips[y] = strip_of(text, width, self._base_style, self.app.console)
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+        self._base_style = None
+
+    def set_rows(self, rows: list[tuple[str, Text]]) -> None:
+        """Show ``rows`` ((key, text) in order); repaint only what changed."""
+        keys = [key for key, _ in rows]
+        texts = [text for _, text in rows]
+        old = self._rows
+        if keys == self.keys and len(texts) == len(old) and all(
+                a.plain == b.plain and a.spans == b.spans and a.style == b.style for a, b in zip(old, texts)):
+            return
+        self.keys = keys
+        self._rows = texts
+        width = self.size.width
+        if len(texts) != len(old):
+            self._strips.clear()
+            self.refresh(layout=True)
+            return
+        if not self.is_mounted or not width:
+            self._strips.clear()
+            self.refresh()
+            return
+        for y, (before, after) in enumerate(zip(old, texts)):
+            if before.plain == after.plain and before.spans == after.spans and before.style == after.style:
+                continue
+            if before.cell_len > width:
+                self._strips.pop(y, None)
+                self.refresh(Region(0, y, width, 1))
+                continue
+            span = changed_span(before, after)
+            if span is not None and span[0] < width:
+                self._strips.pop(y, None)
+                self.refresh(Region(span[0], y, min(span[1], width) - span[0], 1))
+
+
+def find_row(root, key: str) -> str:
+    """The plain text of the row ``key`` in any :class:`Body` under ``root`` ("" when none)."""
+    for body in root.query(Body):
+        if key in body.keys:
+            return body.plain(key)
+    return ""
+
+
+class TableFormat:
+    """Rows of a table as text: column widths only grow, so rows never shift; columns that do not
+    fit the width are left out from the right (``keep`` columns stay; the last of them, e.g. a
+    command, ends at a word, or anywhere with ``words=False``)."""
+
+    def __init__(self, columns: tuple[str, ...], right: frozenset[str] = frozenset(),
+                 keep: frozenset[str] = frozenset(), words: bool = True) -> None:
+        self.columns = columns
+        self.right = right
+        self.keep = keep
+        self.words = words
+        self.widths = [len(c) for c in columns]
+
+    def _shown_columns(self, width: int) -> list[int]:
+        shown = list(range(len(self.columns)))
+        # The last column, when left-aligned (a command line), takes what is left: 12 cells at least.
+        widths = list(self.widths)
+        if self.columns[-1] not in self.right:
+            widths[-1] = min(widths[-1], 12)
+        while len(shown) > 1 and sum(widths[i] for i in shown) + 2 * (len(shown) - 1) > width:
+            droppable = [i for i in shown if self.columns[i] not in self.keep]
+            if not droppable:
+                break
+            shown.remove(droppable[-1])
+        return shown
+
+    def _format(self, cells: tuple[str, ...], shown: list[int], width: int) -> str:
+        out: list[str] = []
+        for position, index in enumerate(shown):
+            cell, column, cell_width = cells[index], self.columns[index], self.widths[index]
+            if position == len(shown) - 1 and column not in self.right:
+                used = sum(len(part) + 2 for part in out)
+                out.append(fit(cell, max(1, width - used), words=self.words))
+            else:
+                out.append(cell.rjust(cell_width) if column in self.right else cell.ljust(cell_width))
+        return fit("  ".join(out).rstrip(), width)
+
+    def rows(self, rows: list[tuple[str, ...]], width: int, styles: list | None = None,
+             max_rows: int | None = None, more_style: Style | str = "dim") -> list[Text]:
+        """The header and the rows (at most ``max_rows``, the last saying how many more there are)."""
+        for cells in rows:
+            self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells)]
+        shown = self._shown_columns(width)
+        out = [Text(self._format(self.columns, shown, width), style="bold")]
+        hidden = 0
+        if max_rows is not None and len(rows) > max_rows:
+            hidden = len(rows) - (max_rows - 1)
+            rows = rows[: max_rows - 1]
+        for index, cells in enumerate(rows):
+            out.append(Text(self._format(cells, shown, width), style=(styles[index] if styles else "") or ""))
+        if hidden:
+            out.append(Text(f"… {hidden} more", style=more_style))
+        return out
+
+
+class Paragraph(Body):
+    """Text wrapped to its width (the verdict): rows like a :class:`Body`, so a changed word
+    repaints only its cells; the height follows the wrapped rows."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown = Text()
+        self._sticky_rows = 0
+        self._wrapped_width = -1
+
+    @property
+    def text_plain(self) -> str:
+        return self._shown.plain
+
+    def set(self, text: Text | str) -> None:
+        text = Text(text) if isinstance(text, str) else text
+        if text.plain == self._shown.plain and text.spans == self._shown.spans and text.style == self._shown.style:
+            return
+        self._shown = text
+        self._wrap()
+
+    def _wrap(self) -> None:
+        width = self.content_size.width
+        if not width or not self.is_mounted:
+            rows = [self._shown] if self._shown.plain else []
+        else:
+            rows = list(self._shown.wrap(self.app.console, width)) if self._shown.plain else []
+        # The height never shrinks until the terminal is resized: a verdict that flips between one
+        # row and two (or advice that comes and goes) would move everything below it, a whole
+        # screen repainted each time.
+        self._sticky_rows = max(self._sticky_rows, len(rows))
+        rows += [Text("")] * (self._sticky_rows - len(rows))
+        self.set_rows([(str(y), row) for y, row in enumerate(rows)])
+
+    def on_resize(self) -> None:
+        if self.size.width != self._wrapped_width:
+            self._wrapped_width = self.size.width
+            self._sticky_rows = 0
+        self._wrap()
