@@ -71,23 +71,87 @@ def _sample_with(view, args: argparse.Namespace) -> None:
     """Run a headless view (``--once`` or ``--record``) on the command's process."""
     from infermon.cli import monitor
 
-    sampler, live = monitor.open_sampler(args)
+    sampler, live = monitor.open_sampler(args, own_child=True)
     try:
         view(sampler, live, args)
     finally:
         sampler.close()
 
 
-def _stop_child(process: subprocess.Popen) -> None:
-    """We started it, so on quit we stop it: SIGINT, then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            return
-        process.send_signal(sig)
+# After a quit or Ctrl-C, how long the command gets for each step: the terminal's (or our) SIGINT,
+# then SIGTERM; then SIGKILL. Together under 5 s, whatever the command does with its signals.
+STOP_STEPS_S = (2.0, 2.0, 0.5)
+
+
+def _stop_child(process: subprocess.Popen, interrupted: bool = False) -> None:
+    """We started it, so we stop it, within 5 s: SIGINT (not sent again when the terminal's Ctrl-C
+    already reached it, ``interrupted``), then SIGTERM, then SIGKILL, the last two to its
+    descendants too. A second Ctrl-C meanwhile cannot cut this short and leave it running."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for sig, wait in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), STOP_STEPS_S):
+            if process.poll() is not None:
+                return
+            if sig != signal.SIGINT:
+                _signal_tree(process.pid, sig)
+            elif not interrupted:
+                process.send_signal(sig)
+            try:
+                process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    import psutil
+
+    try:
+        members = [psutil.Process(pid)]
+        members += members[0].children(recursive=True)
+    except psutil.Error:
+        members = []
+    for member in members:
         try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+            member.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def _open_log(path: str):
+    """``--log FILE`` to append the command's output to: a regular file, no symlink followed (the
+    output must not land wherever a planted link points)."""
+    import errno
+    import stat
+
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        reason = "a symbolic link (refused)" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise UserError(f"run: cannot write the log {path}: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"run: cannot write the log {path}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
+
+
+def _resolve_command(program: str) -> str:
+    """The executable ``program`` names (a path, or a name on PATH), or a one-line UserError."""
+    if os.sep in program:
+        if not os.path.exists(program):
+            raise UserError(f"run: command not found: {program}")
+        if os.path.isdir(program):
+            raise UserError(f"run: {program} is a directory, not a command")
+        if not os.access(program, os.X_OK):
+            raise UserError(f"run: {program} is not executable")
+        return program
+    found = shutil.which(program)
+    if found is None:
+        raise UserError(f"run: command not found: {program}")
+    return found
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -101,25 +165,32 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError("run: give the command after --, e.g. infermon run -- python generate.py")
     if args.json and not args.once:
         raise UserError("--json goes with --once")
+    if args.once and args.record:
+        raise UserError("choose one of --once and --record")
+    # Everything is checked before the command starts: a bad option never leaves it running.
+    monitor.check_arguments(args)
     dashboard = not args.once and not args.record
     themes = monitor.dashboard_themes(args) if dashboard else []
     if dashboard:
         monitor.check_terminal()
-    if shutil.which(command[0]) is None and not os.path.exists(command[0]):
-        raise UserError(f"run: command not found: {command[0]}")
+    _resolve_command(command[0])
+    log_handle = None
+    if dashboard:
+        import tempfile
+
+        log_path = args.log or tempfile.mkstemp(prefix="infermon-run-", suffix=".log")[1]
+        log_handle = _open_log(log_path)
     folder = make_bootstrap()
     env = agent_environment(folder, args.interval)
-    log_handle = None
     try:
-        if dashboard:
-            import tempfile
-
-            log_path = args.log or tempfile.mkstemp(prefix="infermon-run-", suffix=".log")[1]
-            log_handle = open(log_path, "ab")
-            process = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-        else:
-            process = subprocess.Popen(command, env=env)
+        try:
+            if dashboard:
+                process = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+            else:
+                process = subprocess.Popen(command, env=env)
+        except OSError as exc:
+            raise UserError(f"run: cannot start {command[0]}: {exc.strerror or exc}") from None
         args.pid = process.pid
         try:
             if args.once:
@@ -136,8 +207,12 @@ def run_command(args: argparse.Namespace) -> int:
                 _wait_for_agent(process.pid, process, timeout_s=max(10.0, 5 * args.interval))
                 if process.poll() is None:
                     _sample_with(monitor._record, args)
+                if process.poll() is None:
+                    # The recorder stopped before the command did: Ctrl-C (which the terminal sent
+                    # the command too) or SIGTERM. It ends now, whatever it does with SIGINT.
+                    _stop_child(process, interrupted=True)
                 return _exit_status(process.wait())
-            sampler, live = monitor.open_sampler(args)
+            sampler, live = monitor.open_sampler(args, own_child=True)
             from infermon.tui.app import InfermonApp
             from infermon.tui.sources import LiveSource
 
@@ -150,12 +225,9 @@ def run_command(args: argparse.Namespace) -> int:
             return _exit_status(process.wait())
         except KeyboardInterrupt:
             # The terminal sent SIGINT to the whole process group: the command has it too.
-            try:
-                return _exit_status(process.wait(timeout=10))
-            except subprocess.TimeoutExpired:
-                _stop_child(process)
-                return _exit_status(process.wait())
-        except UserError:
+            _stop_child(process, interrupted=True)
+            return _exit_status(process.wait())
+        except BaseException:
             _stop_child(process)
             raise
     finally:
@@ -177,8 +249,18 @@ def _confirm(pid: int, method: str) -> bool:
     return answer in ("y", "yes")
 
 
+def _target_owner(pid: int) -> tuple[int, int] | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.uids().effective, proc.gids().effective
+    except psutil.Error:
+        return None
+
+
 def attach_command(args: argparse.Namespace) -> int:
-    from infermon.probes.agent import channel_dir, ensure_channel, record_path
+    from infermon.probes.agent_channel import find_agent
     from infermon.probes.bootstrap import make_bootstrap
     from infermon.probes.inject import InjectError, inject, python_version
     from infermon.probes.process import TargetError, open_target
@@ -189,7 +271,8 @@ def attach_command(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if not 0.05 <= args.interval <= 60:
         raise UserError("--interval must be between 0.05 and 60 seconds")
-    if os.path.exists(record_path(args.pid)):
+    running, _, _ = find_agent(args.pid)
+    if running is not None:
         print(f"infermon: pid {args.pid} already has an agent")
         return 0
     version = python_version(args.pid)
@@ -197,38 +280,62 @@ def attach_command(args: argparse.Namespace) -> int:
     if not args.yes and not _confirm(args.pid, method):
         print("infermon: not attached")
         return 1
-    # The bootstrap lives in our private channel directory; the target imports it once.
-    folder = make_bootstrap(parent=ensure_channel(channel_dir()))
+    # A private folder the target's user can read (root attaching to another user's process hands
+    # it over); the bootstrap removes it once the target has imported the agent.
+    owner = _target_owner(args.pid)
+    parent = None
+    if owner is not None and owner[0] != os.geteuid():
+        # Our temp dir may be closed to the target's user: use the one its environment names.
+        from infermon.probes.agent_channel import temp_root_of
+
+        parent = temp_root_of(args.pid)
+    try:
+        folder = make_bootstrap(parent=parent, owner=owner, attach_interval_s=args.interval)
+    except OSError as exc:
+        raise RuntimeFailure(f"attach: cannot prepare the agent's folder: {exc.strerror or exc}") from None
     try:
         used = inject(args.pid, folder, args.interval)
     except InjectError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeFailure(f"attach: {exc}") from None
-    deadline = time.monotonic() + max(5.0, 3 * args.interval)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    waited = max(5.0, 3 * args.interval)
+    deadline = time.monotonic() + waited
     while time.monotonic() < deadline:
-        if os.path.exists(record_path(args.pid)):
+        if find_agent(args.pid)[0] is not None:
+            shutil.rmtree(folder, ignore_errors=True)
             print(f"infermon: agent running in pid {args.pid} (via {used}); watch it with infermon --pid {args.pid}")
             return 0
         time.sleep(0.05)
-    print(f"infermon: injected into pid {args.pid} via {used}; the agent starts when its main thread next runs "
-          "Python code")
-    return 0
+    if not os.path.exists(folder):
+        raise RuntimeFailure(f"attach: pid {args.pid} loaded the agent (via {used}) but it did not start: "
+                             "it found no usable channel directory (see infermon --pid for why)")
+    raise RuntimeFailure(f"attach: queued the agent in pid {args.pid} via {used}, but it has not started within "
+                         f"{waited:.0f} s: the main thread has run no Python code since (blocked in a long call?). "
+                         "It starts when it next does; check with infermon --pid")
 
 
 def detach_command(args: argparse.Namespace) -> int:
-    from infermon.probes.agent import record_path
-    from infermon.probes.agent_channel import request_stop
+    from infermon.probes.agent_channel import find_agent, request_stop
     from infermon.probes.process import TargetError, open_target
 
     try:
         open_target(args.pid)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    if not os.path.exists(record_path(args.pid)):
-        raise UserError(f"detach: pid {args.pid} has no running agent")
-    request_stop(args.pid)
+    running, _, why = find_agent(args.pid)
+    if running is None:
+        detail = f" ({why})" if why and "stale" in why else ""
+        raise UserError(f"detach: pid {args.pid} has no running agent{detail}")
+    try:
+        request_stop(args.pid)
+    except (OSError, LookupError, ValueError) as exc:
+        raise RuntimeFailure(f"detach: cannot ask the agent in pid {args.pid} to stop: {exc}") from None
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not os.path.exists(record_path(args.pid)):
+        if find_agent(args.pid)[0] is None:
             print(f"infermon: agent in pid {args.pid} stopped")
             return 0
         time.sleep(0.05)

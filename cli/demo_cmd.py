@@ -29,12 +29,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from infermon.cli.agent_cmds import run_command
+    from infermon.cli.monitor import check_arguments, check_terminal, dashboard_themes
 
     if importlib.util.find_spec("torch") is None:
         raise UserError("the demo needs torch in this environment: pip install torch (e.g. torch==2.13.0)")
-    if args.seconds is not None and args.seconds <= 0:
-        raise UserError("--seconds must be positive")
+    if args.seconds is not None and not (0 < args.seconds and math.isfinite(args.seconds)):
+        raise UserError(f"--seconds must be a positive number of seconds, not {args.seconds}")
+    if args.json and not args.once:
+        raise UserError("--json goes with --once")
+    if args.once and args.record:
+        raise UserError("choose one of --once and --record")
+    # All checked before the host is calibrated or the workload starts.
+    check_arguments(args)
+    if not args.once and not args.record:
+        dashboard_themes(args)
+        check_terminal()
     if not args.no_calibrate and not (args.host_bandwidth and args.host_flops):
         _calibrate_first()
     command = [sys.executable, "-m", "infermon.cli.demo_workload", "--size", args.size]

@@ -16,6 +16,13 @@ import math
 import random
 import time
 
+if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C (which the terminal sends the whole group) ends the workload at once and without a
+    # traceback, even while torch is still importing: it holds nothing worth saving.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import torch
 
 SIZES = {

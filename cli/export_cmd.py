@@ -24,6 +24,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=run)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback one (127.0.0.0/8, ::1); a name that
+    does not resolve is not (binding it fails with its own line)."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -36,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"export: --port must be 1–65535, not {args.port}")
     if args.port == 8000:
         print("infermon: warning: port 8000 is vLLM's default", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(f"infermon: warning: serving on {args.host}, not loopback: anyone who can reach this host on port "
+              f"{args.port} can read the figures (process names, model, load)", file=sys.stderr)
     sampler, live = open_sampler(args)
     registry = CollectorRegistry(auto_describe=False)
     collector = ViewCollector()

@@ -12,7 +12,13 @@ PROG = "infermon"
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; we print one line and exit 2."""
+    """argparse prints usage plus the error; we print one line and exit 2. Options are never
+    abbreviated: a prefix such as ``--host`` would otherwise be matched against ``--host-bandwidth``
+    of the parser above a subcommand."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see --help)")

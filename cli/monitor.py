@@ -12,6 +12,9 @@ from infermon.model.loaders import ModelLoadError, load_model
 from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
 
 
+MIN_INTERVAL_S = 0.05
+
+
 def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> None:
     watch = parser.add_argument_group("watch a process")
     if with_pid:
@@ -30,11 +33,44 @@ def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> Non
     watch.add_argument("--no-mouse", action="store_true", help="do not capture the mouse (select text in the terminal freely)")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every check of the watch options that needs no process, so that commands which start one
+    (``run``, ``demo``) fail with one line before anything starts."""
+    _config(args)
+    if args.model:
+        try:
+            load_model(args.model)
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+    if args.gpu:
+        from infermon.model.gpu import find_gpu, suggest_gpus
+
+        if find_gpu(args.gpu) is None:
+            hint = suggest_gpus(args.gpu)
+            more = f"; did you mean {', '.join(hint)}?" if hint else ""
+            raise UserError(f"--gpu: unknown GPU {args.gpu!r}{more} (see infermon calc --list-gpus)")
+    if getattr(args, "record", None):
+        check_record_path(args.record)
+
+
+def check_record_path(path: str) -> None:
+    """``--record FILE`` must be a regular file we can append to (created if missing), no symlink:
+    checked before sampling, or a child, starts."""
+    from infermon.views.recording import RecordingError, open_for_append
+
+    try:
+        open_for_append(path).close()
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _config(args: argparse.Namespace):
     from infermon.probes.sampler import SamplerConfig
 
-    if args.interval <= 0 or args.interval != args.interval or args.interval > 3600:
-        raise UserError(f"--interval must be between 0 and 3600 seconds, not {args.interval}")
+    # Also refuses nan. Below 50 ms every tick would scrape the engine and walk /proc of the whole
+    # tree hundreds of times a second: a monitor must not load the server it watches.
+    if not MIN_INTERVAL_S <= args.interval <= 3600:
+        raise UserError(f"--interval must be between {MIN_INTERVAL_S:g} and 3600 seconds, not {args.interval}")
     overrides = {}
     try:
         if args.host_bandwidth:
@@ -49,18 +85,23 @@ def _config(args: argparse.Namespace):
                          host_overrides=overrides, allow_calibration=not args.no_calibrate)
 
 
-def open_sampler(args: argparse.Namespace):
-    """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`."""
+def open_sampler(args: argparse.Namespace, own_child: bool = False):
+    """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`.
+    ``own_child``: the pid is a command we started (``run``), so no init-like check."""
     from infermon.live.derive import Deriver
-    from infermon.probes.process import TargetError
+    from infermon.probes.process import TargetError, init_like, open_target
     from infermon.probes.sampler import Sampler
 
+    check_arguments(args)
     config = _config(args)
-    if args.model:
+    if not own_child:
         try:
-            load_model(args.model)
-        except ModelLoadError as exc:
+            open_target(args.pid)
+        except TargetError as exc:
             raise UserError(str(exc)) from None
+        refused = init_like(args.pid)
+        if refused:
+            raise UserError(refused)
     try:
         sampler = Sampler(config)
     except TargetError as exc:

@@ -42,6 +42,9 @@ DISCOVERY_S = 30.0
 
 _lock = threading.Lock()
 _agent = None  # the one _Agent of this process
+# Why the last start() failed: (monotonic time, pid, reason), or None. Read it; nothing is printed.
+not_started = None
+START_RETRY_S = 10.0
 
 
 def channel_dir() -> str:
@@ -57,23 +60,80 @@ def channel_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"infermon-{os.getuid()}")
 
 
-def ensure_channel(path: str | None = None) -> str:
-    """Create the channel directory 0700, or check an existing one is ours, 0700 and no symlink."""
-    path = path or channel_dir()
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
+def fallback_prefix(uid: int | None = None) -> str:
+    """Name prefix of the private directories used when the shared channel is squatted or unsafe."""
+    return f"infermon-{os.getuid() if uid is None else uid}-"
+
+
+def channel_problem(path: str, uid: int | None = None) -> str | None:
+    """Why ``path`` cannot be an agent channel of ``uid`` (default ours), or None when it can: it
+    must be a plain directory (no symlink), owned by ``uid`` and closed to everyone else."""
     import stat
 
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{path} is not a plain directory")
-    if info.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to another user")
+    uid = os.getuid() if uid is None else uid
+    try:
+        # Opened, not looked up: O_NOFOLLOW refuses a symlink, and what is checked is what was opened.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as exc:
+        if os.path.islink(path):
+            return f"{path} is not a plain directory"
+        return f"{path} is unreadable: {exc.strerror}"
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a plain directory"
+    if info.st_uid != uid:
+        return f"{path} belongs to another user (uid {info.st_uid})"
     if info.st_mode & 0o077:
-        raise PermissionError(f"{path} is open to other users (mode {oct(info.st_mode & 0o777)})")
-    return path
+        return f"{path} is open to other users (mode {oct(info.st_mode & 0o777)})"
+    return None
+
+
+def fallback_channels(parent: str | None = None, uid: int | None = None) -> list[str]:
+    """The private fallback channels of ``uid`` in ``parent`` (default the temp dir) that are
+    safe, most recently changed first. Anything else with the same prefix is ignored."""
+    parent = parent or tempfile.gettempdir()
+    prefix = fallback_prefix(uid)
+    found = []
+    try:
+        with os.scandir(parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and channel_problem(entry.path, uid) is None:
+                    try:
+                        found.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+                    except OSError:
+                        continue
+    except OSError:
+        return []
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def ensure_channel(path: str | None = None) -> str:
+    """The directory to publish in: ``path`` (default :func:`channel_dir`) created 0700, or checked
+    to be ours, 0700 and no symlink. A shared channel that cannot be made safe (another user made
+    it first, it is open to others, or a symlink) is never used: the agent takes a private
+    directory of its own instead, ``<tmp>/infermon-<uid>-XXXXXXXX`` (created 0700 under a random
+    name, so it cannot be squatted), where the monitor looks too. Raises OSError only when not
+    even that can be made."""
+    candidates = [path] if path else [channel_dir()]
+    shared = os.path.join(tempfile.gettempdir(), f"infermon-{os.getuid()}")
+    if not path and shared not in candidates:
+        candidates.append(shared)
+    for candidate in candidates:
+        try:
+            os.mkdir(candidate, 0o700)
+        except OSError:
+            pass  # it exists (checked below), or cannot be made here
+        if channel_problem(candidate) is None:
+            return candidate
+    existing = fallback_channels()
+    if existing:
+        return existing[0]
+    return tempfile.mkdtemp(prefix=fallback_prefix())
 
 
 def record_path(pid: int, channel: str | None = None) -> str:
@@ -941,20 +1001,31 @@ if hasattr(os, "register_at_fork"):
 
 def start(interval_s: float | None = None) -> bool:
     """Start publishing (idempotent). Returns False, and stays silent, if the channel is unusable."""
-    global _agent
+    global _agent, not_started
     with _lock:
         if _current() is not None:
             return True
+        if _start_failed_recently():
+            return False
         try:
             interval = interval_s or float(os.environ.get(ENV_INTERVAL) or DEFAULT_INTERVAL_S)
             interval = min(max(interval, 0.05), 60.0)
             _agent = _Agent(interval)
             _agent.start()
+            not_started = None
             return True
         except Exception as exc:
-            sys.stderr.write(f"infermon agent not started: {type(exc).__name__}: {exc}\n")
+            # Never a word on the target's stdout or stderr: the reason stays here, and the
+            # monitor says that no agent publishes.
+            not_started = (time.monotonic(), os.getpid(), f"{type(exc).__name__}: {exc}"[:200])
             _agent = None
             return False
+
+
+def _start_failed_recently() -> bool:
+    """After a failed start, ``count_tokens`` and ``watch`` try again only every START_RETRY_S."""
+    return (not_started is not None and not_started[1] == os.getpid()
+            and time.monotonic() - not_started[0] < START_RETRY_S)
 
 
 def stop() -> None:

@@ -24,8 +24,8 @@ if _os.environ.get("INFERMON_AGENT") == "1":
     try:
         import infermon_agent as _infermon_agent
         _infermon_agent.start()
-    except Exception as _error:  # the agent must never stop the program it watches
-        _sys.stderr.write("infermon agent not started: %r\\n" % (_error,))
+    except Exception:  # never stop, or write to, the program it watches: the monitor says "no agent"
+        pass
 
 def _chain():
     import importlib.machinery
@@ -50,13 +50,41 @@ def agent_source() -> Path:
     return Path(agent.__file__)
 
 
-def make_bootstrap(parent: str | None = None) -> str:
-    """A new private folder (0700) with the agent and the sitecustomize; the caller removes it."""
+def make_bootstrap(parent: str | None = None, owner: tuple[int, int] | None = None,
+                   attach_interval_s: float | None = None) -> str:
+    """A new private folder (0700, random name) with the agent and the sitecustomize; the caller
+    removes it. ``owner`` (uid, gid): root attaching to another user's process hands the folder
+    to that user, so the target can read it (and remove it once imported) and nobody else can.
+
+    Every file is written through a descriptor of the folder just made (O_EXCL, O_NOFOLLOW), so
+    a folder renamed or replaced by a symlink meanwhile (``parent`` may be the target user's own
+    temp dir) never redirects a write of ours elsewhere. ``attach_interval_s``: also write
+    ``attach.py``, the bootstrap code ``sys.remote_exec`` runs, before the folder is handed over."""
     folder = tempfile.mkdtemp(prefix="infermon-agent-", dir=parent)
-    os.chmod(folder, 0o700)
-    shutil.copyfile(agent_source(), os.path.join(folder, "infermon_agent.py"))
-    with open(os.path.join(folder, "sitecustomize.py"), "w", encoding="utf-8") as handle:
-        handle.write(SITECUSTOMIZE)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.fchmod(fd, 0o700)
+            files = {"infermon_agent.py": agent_source().read_bytes(), "sitecustomize.py": SITECUSTOMIZE.encode()}
+            if attach_interval_s is not None:
+                from infermon.probes.inject import bootstrap_code
+
+                files["attach.py"] = bootstrap_code(folder, attach_interval_s).encode()
+            for name, data in files.items():
+                out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+                try:
+                    os.write(out, data)
+                    if owner is not None and owner[0] != os.geteuid():
+                        os.fchown(out, *owner)
+                finally:
+                    os.close(out)
+            if owner is not None and owner[0] != os.geteuid():
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 

@@ -124,6 +124,9 @@ def _bare_ceilings(source: str) -> HostCeilings:
 # ---------------------------------------------------------------- cache
 
 
+_CACHE_MAX_BYTES = 1024 * 1024
+
+
 def cache_path() -> Path:
     """``$INFERMON_CACHE_DIR/host-calibration.json``, else ``$XDG_CACHE_HOME/infermon/…``, else
     ``~/.cache/infermon/…``. A relative XDG_CACHE_HOME is ignored, as the XDG spec says."""
@@ -144,12 +147,13 @@ def _optional_int(value: Any) -> bool:
 
 
 def _read_cache_file(path: Path) -> dict[str, Any] | None:
-    """The file's ``hosts`` table, or None when it is missing, unreadable or not ours."""
+    """The file's ``hosts`` table, or None when it is missing, unreadable, not ours, or outside
+    the bounds (a regular file of at most 1 MB, JSON nested at most 8 deep, finite numbers)."""
+    from infermon.probes import bounded
+
     try:
-        if not path.is_file():
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = bounded.loads(bounded.read_regular(str(path), _CACHE_MAX_BYTES, uid=os.geteuid()), max_depth=8)
+    except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or data.get("version") != _CACHE_VERSION:
         return None

@@ -27,30 +27,75 @@ class Target:
     python: tuple[int, int] | None
 
 
+# A CPython's sys.version as Py_GetVersion() formats it into a static buffer at start-up:
+# "3.11.2 (main, Mar 13 2023, 12:18:29) [GCC 12.2.0]".
+_VERSION_IN_MEMORY = re.compile(rb"(?<![\d.])(3)\.(\d{1,2})\.\d{1,2}(?:(?:a|b|rc)\d{1,2})?\+? \([^)\x00]{1,100}\) \[")
+MAX_MAPS_BYTES = 16 * 1024 * 1024
+MAX_MEMORY_SCAN_BYTES = 64 * 1024 * 1024
+
+
 def python_version(pid: int) -> tuple[int, int] | None:
-    """major.minor of the CPython in ``pid`` (from its executable or its libpython), or None if none."""
+    """major.minor of the CPython in ``pid``, or None if it is none, found without running
+    anything of the target (its binary may be anyone's, and we may be root): the name of its
+    executable or libpython, the version tag of extension modules it loaded (``/proc/PID/maps``),
+    else the ``sys.version`` string in its own memory (a renamed, statically linked build)."""
     try:
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         exe = ""
-    found = re.search(r"python(\d)\.(\d+)", exe)
+    found = re.search(r"python(\d)\.(\d+)", os.path.basename(exe))
     if found:
         return int(found.group(1)), int(found.group(2))
+    from infermon.probes.bounded import read_proc
+
     try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
-            maps = handle.read()
+        maps = read_proc(f"/proc/{pid}/maps", MAX_MAPS_BYTES).decode("utf-8", "replace")
     except OSError:
         return None
-    found = re.search(r"libpython(\d)\.(\d+)", maps)
-    if found:
-        return int(found.group(1)), int(found.group(2))
-    if re.match(r"python\d?$", exe):
-        try:
-            out = subprocess.run([f"/proc/{pid}/exe", "-c", "import sys; print(*sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=10).stdout.split()
-            return int(out[0]), int(out[1])
-        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-            return None
+    for pattern in (r"libpython(\d)\.(\d+)", r"\.cpython-(\d)(\d{1,2})-", r"/python(\d)\.(\d+)/"):
+        found = re.search(pattern, maps)
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return _version_in_memory(pid, exe, maps)
+
+
+def _version_in_memory(pid: int, exe: str, maps: str) -> tuple[int, int] | None:
+    """Search the writable data of the executable's own mappings (and the bss after them) for the
+    ``sys.version`` string: reading /proc/PID/mem needs the same permission as attaching."""
+    regions, previous_was_exe = [], False
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 5:
+            continue
+        path = parts[5].strip() if len(parts) == 6 else ""
+        start, _, end = parts[0].partition("-")
+        if path == exe and exe and parts[1].startswith("rw"):
+            regions.append((int(start, 16), int(end, 16)))
+            previous_was_exe = True
+            continue
+        if previous_was_exe and not path and parts[1].startswith("rw"):
+            regions.append((int(start, 16), int(end, 16)))  # the bss right after the data segment
+        previous_was_exe = path == exe and bool(exe)
+    if not regions:
+        return None
+    budget = MAX_MEMORY_SCAN_BYTES
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+            for start, end in regions:
+                size = min(end - start, budget)
+                if size <= 0:
+                    break
+                budget -= size
+                try:
+                    memory.seek(start)
+                    data = memory.read(size)
+                except (OSError, OverflowError, ValueError):
+                    continue
+                found = _VERSION_IN_MEMORY.search(data or b"")
+                if found:
+                    return int(found.group(1)), int(found.group(2))
+    except OSError:
+        return None
     return None
 
 
@@ -86,16 +131,39 @@ def _is_descendant(pid: int) -> bool:
 
 
 def bootstrap_code(folder: str, interval_s: float) -> str:
-    """What runs inside the target: import the agent from ``folder``, start it, tidy sys.path."""
+    """What runs inside the target: import the agent from ``folder`` (writing no bytecode there),
+    start it, tidy sys.path and remove ``folder``, leaving one name in ``__main__`` deleted again."""
     return (
+        "def _infermon_attach():\n"
+        "    import os, sys\n"
+        f"    folder = {folder!r}\n"
+        "    bytecode = sys.dont_write_bytecode\n"
+        "    try:\n"
+        "        sys.path.insert(0, folder)\n"
+        "        sys.dont_write_bytecode = True\n"
+        "        import infermon_agent\n"
+        "    except Exception:\n"
+        "        return\n"
+        "    finally:\n"
+        "        sys.dont_write_bytecode = bytecode\n"
+        "        try:\n"
+        "            sys.path.remove(folder)\n"
+        "        except ValueError:\n"
+        "            pass\n"
+        "        try:\n"
+        "            for name in os.listdir(folder):\n"
+        "                os.unlink(os.path.join(folder, name))\n"
+        "            os.rmdir(folder)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    try:\n"
+        f"        infermon_agent.start({interval_s!r})\n"
+        "    except Exception:\n"
+        "        pass\n"
         "try:\n"
-        "    import sys as _s\n"
-        f"    _s.path.insert(0, {folder!r})\n"
-        "    import infermon_agent as _ia\n"
-        f"    _ia.start({interval_s!r})\n"
-        f"    _s.path.remove({folder!r})\n"
-        "except Exception:\n"
-        "    pass\n"
+        "    _infermon_attach()\n"
+        "finally:\n"
+        "    del _infermon_attach\n"
     )
 
 
@@ -177,8 +245,11 @@ def _explain_gdb_failure(output: str) -> str:
     if "Operation not permitted" in output or "ptrace: " in output:
         return ("the kernel refused ptrace (in a container without CAP_SYS_PTRACE? add --cap-add=SYS_PTRACE, "
                 "or start the program with `infermon run -- …`)")
-    if "No symbol" in output:
+    if re.search(r'No symbol "(Py|mmap)', output):
         return "could not find the Python C API in the process (a stripped or unusual Python build)"
+    if "Couldn't write extended state" in output or "Couldn't write registers" in output:
+        return ("gdb cannot call functions in the process on this machine (ptrace cannot restore the CPU's "
+                "extended register state: a VM or kernel limitation); start the program with `infermon run -- …`")
     if "INFERMON-MMAP-FAILED" in output:
         return "could not map a page in the process"
     last = [line for line in output.splitlines() if line.strip()][-1:] or ["unknown error"]
@@ -197,7 +268,10 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
         handle.write(gdb_script(code))
         script = handle.name
     try:
-        result = subprocess.run([gdb, *quick_attach_options(pid), "-p", str(pid), "-batch", "-nx", "-q", "-x", script],
+        # gdb must load nothing the target's owner controls: no auto-loaded scripts or
+        # libthread_db from the target's directories (we may be root), no debuginfod download.
+        result = subprocess.run([gdb, "-nx", "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
+                                 *quick_attach_options(pid), "-p", str(pid), "-batch", "-q", "-x", script],
                                 capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise InjectError(f"gdb did not finish within {timeout_s:.0f} s") from None
@@ -211,12 +285,13 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
         raise InjectError("the interpreter refused the pending call (its queue is full; try again)")
 
 
-def inject_with_remote_exec(pid: int, code: str) -> None:
-    """Python 3.14+: the interpreter runs the script at its next safe point (same version needed)."""
-    fd, path = tempfile.mkstemp(suffix=".py", prefix="infermon-attach-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(code)
-    os.chmod(path, 0o644)  # the target reads it (same user)
+def inject_with_remote_exec(pid: int, folder: str) -> None:
+    """Python 3.14+: the interpreter runs the script at its next safe point (same version needed).
+    The script is ``attach.py`` in the bootstrap ``folder`` (readable by the target's user, written
+    by :func:`make_bootstrap`), and removes the folder once run."""
+    path = os.path.join(folder, "attach.py")
+    if not os.path.isfile(path):
+        raise InjectError("the bootstrap folder has no attach.py")
     try:
         sys.remote_exec(pid, path)  # type: ignore[attr-defined]
     except (OSError, RuntimeError, ValueError) as exc:
@@ -234,7 +309,7 @@ def inject(pid: int, folder: str, interval_s: float) -> str:
         raise InjectError(problem)
     code = bootstrap_code(folder, interval_s)
     if version >= (3, 14) and sys.version_info[:2] == version and hasattr(sys, "remote_exec"):
-        inject_with_remote_exec(pid, code)
+        inject_with_remote_exec(pid, folder)
         return "sys.remote_exec"
     inject_with_gdb(pid, code)
     return "gdb"

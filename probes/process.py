@@ -55,6 +55,66 @@ def open_target(pid: int) -> psutil.Process:
     return proc
 
 
+# Processes whose job is to start and reap others: their tree is a whole machine or container.
+INIT_NAMES = frozenset({
+    "init", "systemd", "upstart", "launchd", "tini", "tini-static", "dumb-init", "docker-init", "catatonit",
+    "s6-svscan", "s6-supervise", "runsvdir", "runsv", "runit", "supervisord", "containerd-shim",
+    "containerd-shim-runc-v2", "conmon", "sshd", "cron", "crond", "tmux: server", "screen", "SCREEN",
+})
+# A tree holding at least this many processes and this share of the machine's is no single server's.
+MACHINE_TREE_MIN = 20
+MACHINE_TREE_SHARE = 0.5
+
+
+def init_like(pid: int) -> str | None:
+    """Why ``pid`` is the root of a machine rather than a server to watch (one line naming the
+    servers in its tree), or None when it is fine to watch.
+
+    Its tree would hold other programs, and the first engine found there would be reported as if
+    it were the target's. Refused: pid 1 unless it is itself a server or Python program (a
+    container whose entry point is ``vllm serve`` is fine), processes named like an init or
+    supervisor, and any other process whose tree is most of the machine."""
+    try:
+        proc = psutil.Process(pid)
+        name = proc.name()
+        own = detect_framework([tuple(proc.cmdline())])[0]
+    except psutil.Error:
+        return None  # gone or unreadable: open_target says so
+    descendants = None
+    if name in INIT_NAMES:
+        reason = "an init or supervisor process"
+    elif own not in ("unknown",):
+        return None
+    elif pid == 1:
+        reason = "this machine's (or container's) init process"
+    else:
+        try:
+            descendants = proc.children(recursive=True)
+            total = len(psutil.pids())
+        except psutil.Error:
+            return None
+        if len(descendants) < MACHINE_TREE_MIN or len(descendants) < MACHINE_TREE_SHARE * total:
+            return None
+        reason = f"the root of {len(descendants)} of this machine's {total} processes"
+    servers = []
+    try:
+        for child in descendants if descendants is not None else proc.children(recursive=True):
+            try:
+                cmdline = tuple(child.cmdline())
+            except psutil.Error:
+                continue
+            framework, evidence = detect_framework([cmdline])
+            if framework not in ("unknown", "python") and evidence:
+                servers.append(f"{child.pid} ({evidence[:40]})")
+            if len(servers) == 3:
+                break
+    except psutil.Error:
+        pass
+    hint = f", e.g. {', '.join(servers)}" if servers else ""
+    return (f"pid {pid} ({name}) is {reason}: its tree holds other programs, whose figures would be taken for "
+            f"its own; give the inference server's own pid{hint}")
+
+
 def launcher(cmdline: tuple[str, ...]) -> str:
     """What a command line runs: ``vllm serve``, ``sglang.launch_server`` (python -m), a script's
     name, or a process title such as ``VLLM::EngineCore``."""

@@ -152,6 +152,8 @@ class Sampler:
             live_pids = tree.pids if tree.alive else frozenset()
             reading = read_agents(live_pids, exited=self._agent_pids, consume_final=True)
             agents = reading.agents
+            if reading.notices:
+                why["agent_channel"] = "; ".join(reading.notices)
             self._agent_pids = frozenset(a.pid for a in agents if not a.final)
             agents = self._with_final_agents(agents, live_pids, tree.alive)
             # Engine counters win. The agents' token counters are a rate only where no endpoint
@@ -166,6 +168,8 @@ class Sampler:
                 why["agent"] = agents_not_counting(agents)
             elif not agents and engine is None and tree.alive:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
+            elif not agents and reading.why:
+                why["agent"] = next(iter(reading.why.values()))  # a record skipped, beside the engine's figures
 
         host = None
         if not any(d.used_by_tree for d in devices):

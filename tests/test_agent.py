@@ -142,14 +142,23 @@ def test_a_bad_input_inside_the_hook_never_reaches_the_target(channel):
     assert record["errors"] == 0
 
 
-def test_a_refused_channel_means_no_agent_not_a_crash(tmp_path, monkeypatch, capsys):
-    runtime = tmp_path / "run"
+def test_a_refused_channel_means_a_private_one_not_a_crash_nor_a_word(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    runtime, temp = tmp_path / "run", tmp_path / "tmp"
     runtime.mkdir(mode=0o700)
+    temp.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    (runtime / "infermon").mkdir(mode=0o777)
-    os.chmod(runtime / "infermon", 0o777)
-    assert agent.start(0.05) is False
-    assert "open to other users" in capsys.readouterr().err
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    for shared in (runtime / "infermon", temp / f"infermon-{os.getuid()}"):
+        shared.mkdir(mode=0o777)
+        os.chmod(shared, 0o777)
+    assert agent.start(0.05) is True
+    channel = agent._agent.channel
+    agent.stop()
+    assert channel.startswith(str(temp / f"infermon-{os.getuid()}-"))
+    assert stat.S_IMODE(os.lstat(channel).st_mode) == 0o700
+    assert capsys.readouterr().err == ""
 
 
 def test_reader_skips_garbage_symlinks_foreign_and_stale_records(channel):

@@ -93,8 +93,8 @@ def test_attach_and_detach_a_running_script(env):
     try:
         time.sleep(2.0)  # let it import torch and start generating
         attached = infermon("attach", str(target.pid), "--yes", "--interval", "0.3", env=env)
-        if "refused ptrace" in attached.stderr:
-            pytest.skip("this kernel refuses ptrace here")
+        if "refused ptrace" in attached.stderr or "extended register state" in attached.stderr:
+            pytest.skip(f"gdb cannot inject here: {attached.stderr.strip()}")
         assert attached.returncode == 0, attached.stderr
         assert "agent running" in attached.stdout or "injected" in attached.stdout
         deadline = time.monotonic() + 30

@@ -197,6 +197,8 @@ def test_recording_reader_never_raises_anything_but_its_error(tmp_path, data):
 
 
 def test_channel_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
+    import tempfile
+
     from infermon.probes import agent
     from infermon.probes.agent_channel import read_agents
 
@@ -205,11 +207,16 @@ def test_channel_that_is_a_symlink_is_refused(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     os.symlink(elsewhere, runtime / "infermon")
+    (tmp_path / "tmp").mkdir(mode=0o700)
+    os.symlink(elsewhere, tmp_path / "tmp" / f"infermon-{os.getuid()}")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    with pytest.raises(PermissionError, match="not a plain directory"):
-        agent.ensure_channel()
-    assert agent.start(0.1) is False
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert "not a plain directory" in agent.channel_problem(str(runtime / "infermon"))
+    # Neither shared channel is used: a private directory of the agent's own is.
+    channel = agent.ensure_channel()
+    assert channel.startswith(str(tmp_path / "tmp" / f"infermon-{os.getuid()}-"))
     assert "refused" in read_agents({1}).why[0]
+    assert os.listdir(elsewhere) == []
 
 
 def test_attach_refuses_other_users_processes_unless_root(cli, monkeypatch):

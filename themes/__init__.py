@@ -41,6 +41,9 @@ THEME_KEYS = ("primary", "secondary", "accent", "warning", "error", "success", "
               "surface", "panel", "boost")
 
 
+MAX_THEME_BYTES = 64 * 1024
+
+
 class ThemeFileError(ValueError):
     """A user theme file that cannot be used; the message is one line."""
 
@@ -55,12 +58,15 @@ def load_user_theme(path: Path | None = None) -> Theme | None:
     """The user's theme (``[theme]`` table: primary, background, … as colours, ``dark`` as a boolean),
     or None when there is no file. A malformed file raises :class:`ThemeFileError`."""
     path = path or user_theme_path()
-    if not path.is_file():
+    if not path.exists():
         return None
+    text = _read_theme_file(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ThemeFileError(f"{path}: not a readable TOML file ({exc})") from None
+    except RecursionError:
+        raise ThemeFileError(f"{path}: nested too deeply to be a theme") from None
     table = data.get("theme", data)
     if not isinstance(table, dict) or not isinstance(table.get("primary"), str):
         raise ThemeFileError(f"{path}: needs a [theme] table with at least primary = \"#rrggbb\"")
@@ -73,6 +79,33 @@ def load_user_theme(path: Path | None = None) -> Theme | None:
         except ColorParseError:
             raise ThemeFileError(f"{path}: {key} = {value!r} is not a colour") from None
     return Theme(name="user", dark=bool(table.get("dark", True)), **values)
+
+
+def _read_theme_file(path: Path) -> str:
+    """The file's text, bounded: a regular file (a FIFO or device would block or never end) of at
+    most MAX_THEME_BYTES, UTF-8."""
+    import stat
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ThemeFileError(f"{path}: not a regular file")
+        if info.st_size > MAX_THEME_BYTES:
+            raise ThemeFileError(f"{path}: {info.st_size:,} bytes, too large for a theme (at most {MAX_THEME_BYTES:,})")
+        fd = os.open(path, flags)
+        try:
+            data = os.read(fd, MAX_THEME_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ThemeFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_THEME_BYTES:
+        raise ThemeFileError(f"{path}: too large for a theme (at most {MAX_THEME_BYTES:,} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ThemeFileError(f"{path}: not UTF-8 text") from None
 
 
 def theme_names(user: Theme | None) -> list[str]:
