@@ -24,9 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 # Innermost frame's file → the part of the work it belongs to (first match wins, innermost first).
 PARTS = (

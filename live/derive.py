@@ -278,8 +278,10 @@ class Deriver:
             first = tracker._last is None
             counters = {"generation": agent.generation_tokens_total, "prompt": agent.prompt_tokens_total,
                         "steps": agent.decode_steps_total}
-            finished = agent.final and tracker._last is not None and tracker._last.time == agent.time
-            rates = tracker.update(agent.time, counters, now)
+            # The agent's monotonic clock when it has one: a wall-clock step (NTP) is not a pause.
+            clock = agent.monotonic if agent.monotonic is not None else agent.time
+            finished = agent.final and tracker._last is not None and tracker._last.time == clock
+            rates = tracker.update(clock, counters, now)
             if finished:
                 # The agent's final record, read again: it has counted all there was. Idle, not held.
                 rates = {name: Rate(0.0, 0.0, why="the agent has finished (its final record)") for name in rates}

@@ -1038,9 +1038,19 @@ def stop() -> None:
         _agent = None
 
 
+def _stopped_here() -> bool:
+    """This process's agent was stopped (``infermon detach``, or ``stop()``): the plain-loop calls
+    must not start it again behind the user's back."""
+    for name in (__name__, "infermon_agent", "infermon.probes.agent"):
+        found = getattr(sys.modules.get(name), "_agent", None)
+        if found is not None and found.pid == os.getpid() and found._stop.is_set():
+            return True
+    return False
+
+
 def _started():
     agent = _current()
-    if agent is None and start():
+    if agent is None and not _stopped_here() and start():
         agent = _current()
     return agent
 

@@ -45,7 +45,9 @@ _HEADERS = {
 @dataclass(frozen=True)
 class FetchResult:
     """What one GET gave. ``status`` is the HTTP status when one arrived; ``body`` is set
-    only when ``ok``; ``elapsed_s`` is wall time from start to the last byte or failure."""
+    only when ``ok``; ``elapsed_s`` is wall time from start to the last byte or failure;
+    ``answered_s`` from start to the response's headers (a server writes its counters before it
+    answers, so reading the body adds nothing to their age)."""
 
     ok: bool
     status: int | None
@@ -53,6 +55,7 @@ class FetchResult:
     content_type: str | None
     elapsed_s: float
     why: str | None = None
+    answered_s: float | None = None
 
 
 class _ForeignRedirect(Exception):
@@ -287,6 +290,7 @@ def fetch(url: str, timeout_s: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES,
     try:
         request = urllib.request.Request(url, headers=_HEADERS, method="GET")
         resp = _opener(parts.scheme, deadline, timeout_s).open(request)
+        answered = time.monotonic() - start
         status = resp.status
         content_type = resp.headers.get("Content-Type")
         body, why = _read_body(resp, deadline, max_bytes)
@@ -306,4 +310,4 @@ def fetch(url: str, timeout_s: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES,
         why = sniffers[expect](body, content_type)
         if why:
             return failed(why, status, content_type)
-    return FetchResult(True, status, body, content_type, time.monotonic() - start, None)
+    return FetchResult(True, status, body, content_type, time.monotonic() - start, None, answered)

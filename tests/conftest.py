@@ -9,7 +9,7 @@ import pytest
 
 from infermon.cli.main import main
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 
 @dataclass

@@ -6,15 +6,11 @@ python hf_generate.py [--seconds S | --calls N] [--batch B] [--count-file FILE]
 """
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-
-from hf_tiny import generated_tokens, prompts, stop_at, tiny_llama  # noqa: E402
+from infermon.testing.hf_tiny import generated_tokens, prompts, stop_at, tiny_llama
 
 
 def main() -> None:

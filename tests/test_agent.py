@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 import infermon.probes.agent as agent  # noqa: E402
 from infermon.probes.agent_channel import engine_from_agents, read_agents, request_stop  # noqa: E402
 
-import tiny_generate  # noqa: E402
+from infermon.testing import tiny_generate  # noqa: E402
 
 STDLIB = set(sys.stdlib_module_names)
 
@@ -75,6 +75,25 @@ def test_count_tokens_by_hand(channel):
     agent.count_tokens(40, prompt=True)
     record = wait_record(check=lambda r: r["generation_tokens_total"] == 100)
     assert record["prompt_tokens_total"] == 40 and record["batch"] == 4
+
+
+def test_a_detached_agent_stays_stopped_while_the_loop_counts(channel):
+    """`infermon detach` stops the agent through its marker file: the loop's next count_tokens()
+    must not start a fresh agent (it once did, and detach waited for a record that kept coming back)."""
+    agent.start(0.05)
+    agent.count_tokens(4, batch=4)
+    wait_record(check=lambda r: r["generation_tokens_total"] == 4)
+    Path(agent.stop_path(os.getpid())).touch()
+    deadline = time.monotonic() + 5
+    while os.path.exists(agent.record_path(os.getpid())) and time.monotonic() < deadline:
+        agent.count_tokens(4, batch=4)
+        time.sleep(0.01)
+    for _ in range(20):
+        agent.count_tokens(4, batch=4)
+        time.sleep(0.02)
+    assert not os.path.exists(agent.record_path(os.getpid())) and not os.path.exists(agent.stop_path(os.getpid()))
+    assert agent.start(0.05)  # an explicit start() still starts it again
+    wait_record(check=lambda r: r["seq"] >= 1)
 
 
 def test_plain_torch_loop_is_found_without_watch(channel, monkeypatch):

@@ -6,14 +6,14 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
-TESTS = Path(__file__).resolve().parent
-GENERATE = str(TESTS / "tiny_generate.py")
+from infermon.testing import tiny_generate  # noqa: E402
+
+GENERATE = tiny_generate.__file__
 HOST = ["--host-bandwidth", "25GB/s", "--host-flops", "100GFLOPS"]
 
 
@@ -93,8 +93,16 @@ def test_attach_and_detach_a_running_script(env):
     try:
         time.sleep(2.0)  # let it import torch and start generating
         attached = infermon("attach", str(target.pid), "--yes", "--interval", "0.3", env=env)
-        if "refused ptrace" in attached.stderr or "extended register state" in attached.stderr:
+        if "refused ptrace" in attached.stderr:
             pytest.skip(f"gdb cannot inject here: {attached.stderr.strip()}")
+        if "extended register state" in attached.stderr:
+            # gdb 13 on a CPU with AMX tiles cannot call into a process safely: attach must refuse
+            # in one line, before touching it, and the script goes on generating undisturbed.
+            assert attached.returncode == 1 and attached.stderr.count("\n") == 1, attached.stderr
+            assert "infermon run" in attached.stderr
+            time.sleep(1.0)
+            assert target.poll() is None
+            return
         assert attached.returncode == 0, attached.stderr
         assert "agent running" in attached.stdout or "injected" in attached.stdout
         deadline = time.monotonic() + 30

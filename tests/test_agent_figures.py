@@ -14,7 +14,7 @@ from infermon.probes.agent_channel import engine_from_agents, merge_histograms, 
 from infermon.probes.snapshot import AgentSample, DeviceSample, HostCeilings, ProcessInfo, ProcessTree, Snapshot
 from infermon.views.live_json import live_to_json
 
-import samples
+from infermon.testing import samples
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import infermon.probes.agent as agent  # noqa: E402
 from infermon.model.histogram import quantile  # noqa: E402
 from infermon.probes.agent_channel import read_agents  # noqa: E402
 
-import hf_tiny  # noqa: E402
-import tiny_generate  # noqa: E402
+from infermon.testing import hf_tiny  # noqa: E402
+from infermon.testing import tiny_generate  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
@@ -309,10 +309,9 @@ def test_sigterm_leaves_a_final_record_with_every_token(channel, tmp_path):
     ready = tmp_path / "ready"
     script.write_text(
         "import sys, time\n"
-        f"sys.path.insert(0, {str(TESTS)!r})\n"
         "import infermon.probes.agent as agent\n"
         "agent.start(60.0)\n"
-        "import torch, hf_tiny\n"
+        "from infermon.testing import hf_tiny\n"
         "model = hf_tiny.tiny_llama()\n"
         "out = model.generate(hf_tiny.prompts(2, 5), max_new_tokens=9, do_sample=False,\n"
         "                     logits_processor=hf_tiny.stop_at(5, [4, None]))\n"

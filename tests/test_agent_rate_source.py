@@ -55,3 +55,36 @@ def test_an_agent_that_sees_no_model_is_no_rate():
     finally:
         target.kill()
         target.wait()
+
+
+def _derive_agent_ticks(deriver, readings):
+    """One view per (wall time, monotonic, tokens so far) reading of one agent."""
+    from infermon.probes.snapshot import Snapshot
+
+    views = []
+    for tick, (wall, monotonic, tokens) in enumerate(readings):
+        sample = agent(params=1_000_000, weights_bytes=2_000_000, time=wall, monotonic=monotonic,
+                       generation_tokens_total=tokens, decode_steps_total=tokens)
+        views.append(deriver.update(Snapshot(time=1000.0 + tick, monotonic=100.0 + tick, interval_s=1.0, tree=None,
+                                             devices=(), engine=None, host=None, why={}, agents=(sample,))))
+    return views
+
+
+def test_agent_rates_use_its_monotonic_clock_when_the_wall_clock_steps_back():
+    from infermon.live.derive import Deriver
+
+    # The wall clock is set back 30 s between the second and third records (NTP, a user):
+    # the agent's monotonic clock is what its counters are differenced over.
+    readings = [(5000.0, 50.0, 0.0), (5001.0, 51.0, 40.0), (4972.0, 52.0, 80.0), (4973.0, 53.0, 120.0)]
+    views = _derive_agent_ticks(Deriver(), readings)
+    assert [v.figures.generation_tokens_per_s.value for v in views[1:]] == [40.0, 40.0, 40.0]
+    assert views[-1].summary.generation_tokens == 120.0
+
+
+def test_a_run_counts_the_tokens_made_before_its_first_sample():
+    from infermon.live.derive import Deriver
+
+    readings = [(5000.0, 50.0, 27.0), (5001.0, 51.0, 67.0)]
+    assert _derive_agent_ticks(Deriver(count_from_start=True), readings)[-1].summary.generation_tokens == 67.0
+    # Watching a process someone else started, the total counts from the first sample.
+    assert _derive_agent_ticks(Deriver(), readings)[-1].summary.generation_tokens == 40.0

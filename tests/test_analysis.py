@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-import scripted
+from infermon.testing import scripted
 from infermon.live.derive import Deriver
 from infermon.live.verdict import VerdictInputs, verdict
 from infermon.model.config import spec_from_config
@@ -13,7 +13,7 @@ from infermon.model.kv import attention_flops_per_token
 from infermon.model.work import head_flops_per_token
 from infermon.probes.snapshot import EngineSample, HostCeilings, ProcessInfo, ProcessTree, Snapshot
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 
 def a10_snapshot(i: float, generated: float, prompt: float, running: float, usage: float | None,

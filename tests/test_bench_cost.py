@@ -4,15 +4,24 @@
 compute from their measurements, so a wrong ratio cannot hide in a table.)
 """
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
-import profile_dashboard  # noqa: E402
-import side_by_side  # noqa: E402
+
+def bench_module(name: str):
+    """A benchmark script, loaded from bench/ as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+profile_dashboard = bench_module("profile_dashboard")
+side_by_side = bench_module("side_by_side")
 
 
 def run(size, infermon, top, glances=None, tokens=10.0):

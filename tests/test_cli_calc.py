@@ -140,7 +140,7 @@ def test_context_zero_is_an_empty_cache(cli):
 def test_quantized_gguf_time_per_token_is_the_files_bytes(cli, tmp_path):
     """A Q4_0 GGUF whose embedding dominates: positive time per token from the file's own bytes."""
     import gguf
-    from gguf_factory import Q, write_gguf
+    from infermon.testing.gguf_factory import Q, write_gguf
 
     path = tmp_path / "wide.gguf"
     written = write_gguf(path, dtype=Q.Q4_0, vocab=8192, file_type=int(gguf.LlamaFileType.MOSTLY_Q4_0))

@@ -1,6 +1,6 @@
 """Engine metrics: what a user sees from vLLM, SGLang, TGI and llama.cpp, and how a bad endpoint reads.
 
-Every server here is a local ``MetricsServer`` replaying an exposition (see tests/metrics_server.py).
+Every server here is a local ``MetricsServer`` replaying an exposition (see infermon.testing.metrics_server).
 The vLLM texts are real captures from ``vllm serve`` (vLLM's CPU build 0.32.0, the tiny random-weight
 Llama of tests/vllm/make_model.py): ``…idle.prom`` right after start and ``…under-load.prom`` with three
 clients generating, both with ``--enable-mfu-metrics``; ``…under-load.no-mfu.prom`` without it. The
@@ -31,7 +31,7 @@ from infermon.probes.engines.vllm import NO_MFU_METRICS
 from infermon.probes.http import fetch
 from infermon.probes.snapshot import to_plain
 
-from metrics_server import MetricsServer, closed_port
+from infermon.testing.metrics_server import MetricsServer, closed_port
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-import scripted
+from infermon.testing import scripted
 from prometheus_client import CollectorRegistry, generate_latest
 
 from infermon.views.exporter import ViewCollector

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import scripted
-from fake_engine import VLLM_FIXTURE, start_fake_engine
+from infermon.testing import scripted
+from infermon.testing.fake_engine import VLLM_FIXTURE, start_fake_engine
 from infermon.views.exporter import ViewCollector
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import scripted
-from fake_nvml import FakeNvml
-from metrics_server import MetricsServer
+from infermon.testing import scripted
+from infermon.testing.fake_nvml import FakeNvml
+from infermon.testing.metrics_server import MetricsServer
 from infermon.model.config import ConfigError, spec_from_config
 from infermon.model.params import count_params
 from infermon.probes.engines import EngineProbe, parse_exposition, sample_from_exposition

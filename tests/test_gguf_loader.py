@@ -15,7 +15,7 @@ from infermon.model.gguf_loader import load_gguf  # noqa: E402
 from infermon.model.loaders import ModelLoadError, load_model  # noqa: E402
 from infermon.model.params import count_params  # noqa: E402
 
-from gguf_factory import Q, _model, write_gguf  # noqa: E402
+from infermon.testing.gguf_factory import Q, _model, write_gguf  # noqa: E402
 
 
 # --------------------------------------------------------------------------- happy paths

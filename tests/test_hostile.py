@@ -887,7 +887,7 @@ def test_export_warns_once_on_a_non_loopback_bind(env, sleeper):
 
 
 def _scripted_recording(path: Path, ticks: int = 8) -> Path:
-    import scripted
+    from infermon.testing import scripted
     from infermon.views.recording import RecordingWriter
 
     with open(path, "w", encoding="utf-8") as handle:
@@ -950,7 +950,7 @@ def test_a_full_disk_while_recording_is_one_line_and_keeps_what_was_written(tmp_
 
 
 def test_a_metrics_url_that_times_out_is_not_asked_for_again(env, sleeper):
-    from metrics_server import MetricsServer
+    from infermon.testing.metrics_server import MetricsServer
 
     target = sleeper()
     vllm = (TESTS / "data" / "vllm-0.33.0-metrics.sample.prom").read_text()

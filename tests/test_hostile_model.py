@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from infermon.model.config import ConfigError, spec_from_config
 from infermon.model.loaders import ModelLoadError, load_model, safetensors_header
 
-from gguf_factory import write_gguf
-from samples import LLAMA2_7B
+from infermon.testing.gguf_factory import write_gguf
+from infermon.testing.samples import LLAMA2_7B
 
 HUGE = "9" * 5000                      # beyond Python's 4,300-digit int conversion
 DEEP = "[" * 100_000 + "]" * 100_000   # beyond any parser's recursion

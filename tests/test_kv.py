@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from infermon.model.config import spec_from_config
 from infermon.model.kv import attention_flops_per_token, kv_bytes_per_sequence, kv_bytes_per_token
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 LLAMA3_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, torch_dtype="bfloat16")

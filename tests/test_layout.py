@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("cli", "tui", "views", "live", "probes", "model", "themes")
+PACKAGES = ("cli", "tui", "views", "live", "probes", "model", "themes", "testing")
 
 # What each package may import of ours. cli sits on top and may import everything.
 ALLOWED = {
@@ -20,7 +20,9 @@ ALLOWED = {
     "views": {"views", "live", "probes", "model"},
     "tui": {"tui", "views", "live", "probes", "model", "themes"},
     "themes": {"themes"},
-    "cli": set(PACKAGES),
+    "cli": set(PACKAGES) - {"testing"},
+    # The fakes (infermon.testing) stand in for what a machine lacks; nothing above may load them.
+    "testing": {"testing", "views", "live", "probes", "model"},
 }
 # Third-party packages each layer must never load: the UI stays out of the arithmetic and the data.
 FORBIDDEN_THIRD_PARTY = {
@@ -71,6 +73,16 @@ def test_no_bare_top_level_imports_of_our_folders():
         for path in sorted((ROOT / package).rglob("*.py")) if (ROOT / package).exists() else []:
             for name in imports_of(path):
                 assert name.split(".")[0] not in PACKAGES, f"{path}: imports {name}; use infermon.{name}"
+
+
+def test_tests_and_benchmarks_import_the_fakes_as_a_package():
+    """No ``sys.path`` edits: the fakes are ``infermon.testing``, the benchmarks load one another as
+    scripts from their own folder."""
+    edits = [f"{path.relative_to(ROOT)}: {line.strip()}"
+             for folder in ("tests", "bench", "testing") for path in sorted((ROOT / folder).rglob("*.py"))
+             for line in path.read_text(encoding="utf-8").splitlines()
+             if path.name != "test_layout.py" and ("sys.path.insert" in line or "sys.path.append" in line)]
+    assert not edits, "\n".join(edits)
 
 
 def test_every_package_imports_only_below_itself():

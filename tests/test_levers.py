@@ -18,7 +18,7 @@ from infermon.model.levers import (
 from infermon.model.loaders import load_preset
 from infermon.model.parallel import Parallelism
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 # The seed: an A10 (24 GB, 600 GB/s, 125 TFLOP/s fp16) and a nominal 7e9-parameter fp16 Llama-2-7B.
 W, BW, PEAK, KV = 14e9, 600e9, 125e12, 524_288  # bytes, B/s, FLOP/s, B/token

@@ -7,7 +7,7 @@ import pytest
 
 from infermon.model.loaders import ModelLoadError, load_model, safetensors_header_bytes
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 
 def write_safetensors(path, tensors):

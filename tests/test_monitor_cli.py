@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from fake_engine import VLLM_FIXTURE, fixture_path, start_fake_engine
-from fake_nvml import FakeGpu, FakeNvml
+from infermon.testing.fake_engine import VLLM_FIXTURE, fixture_path, start_fake_engine
+from infermon.testing.fake_nvml import FakeGpu, FakeNvml
 
 HOST = ["--host-bandwidth", "25GB/s", "--host-flops", "100GFLOPS"]
 GEN_STEP = 500.0  # generation tokens added per scrape

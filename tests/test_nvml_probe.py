@@ -9,7 +9,7 @@ import sys
 import pynvml
 import pytest
 
-from fake_nvml import DRAM_BW_UTIL, NOT_AVAILABLE, FakeClock, FakeNvml, GiB, a10, FakeGpu
+from infermon.testing.fake_nvml import DRAM_BW_UTIL, NOT_AVAILABLE, FakeClock, FakeNvml, GiB, a10, FakeGpu
 from infermon.probes.nvml import NvmlProbe, derived_bandwidth, throttle_reason_words
 from infermon.probes.snapshot import DeviceSample, GpuProcess
 
@@ -617,7 +617,7 @@ def test_a_tick_of_eight_gpus_discovers_nothing_again():
 
 
 def test_nvlink_traffic_summed_over_links_needs_two_ticks():
-    from fake_nvml import FakeClock, FakeGpu, FakeNvml
+    from infermon.testing.fake_nvml import FakeClock, FakeGpu, FakeNvml
     from infermon.probes.nvml import NvmlProbe
 
     clock = FakeClock()

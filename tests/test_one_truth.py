@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-import scripted
+from infermon.testing import scripted
 from infermon.live.derive import Deriver
 from infermon.live.figure import SOURCES
 from infermon.live.summary import format_summary

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from rich.console import Console
 from rich.text import Text
 
-import scripted
+from infermon.testing import scripted
 from infermon.live.derive import Deriver
 from infermon.tui.app import InfermonApp
 from infermon.tui.screens import WhyScreen, why_renderables

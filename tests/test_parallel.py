@@ -19,7 +19,7 @@ from infermon.model.parallel import (
 )
 from infermon.model.roofline import ceilings, critical_batch, decode_step
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 
 def preset(name, **kw):

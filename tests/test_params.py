@@ -9,7 +9,7 @@ from infermon.model.config import spec_from_config
 from infermon.model.loaders import load_preset, preset_names
 from infermon.model.params import count_params, seed_estimate_params
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 PUBLISHED = json.loads((Path(__file__).parent / "data" / "published_params.json").read_text())
 

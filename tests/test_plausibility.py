@@ -14,7 +14,7 @@ from infermon.model.parallel import Parallelism
 from infermon.model.plausibility import does_not_fit_reason, warnings, weights_fit
 from infermon.views.calc_view import strict_json
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 
 def llama(**extra):

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import scripted
+from infermon.testing import scripted
 from infermon.live.derive import Deriver
 from infermon.probes.snapshot import ProcessInfo
 from infermon.tui.app import InfermonApp

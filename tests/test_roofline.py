@@ -18,7 +18,7 @@ from infermon.model.roofline import (
     prefill_time_s,
 )
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 MIXTRAL = dict(model_type="mixtral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,

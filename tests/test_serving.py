@@ -8,7 +8,7 @@ import pytest
 from infermon.model.loaders import load_model
 from infermon.model.serving import auto_dtype, platform_dtypes, serve
 
-from samples import LLAMA2_7B
+from infermon.testing.samples import LLAMA2_7B
 
 AMPERE = {"fp32", "tf32", "bf16", "fp16", "int8"}
 TURING = {"fp32", "fp16", "int8", "int4"}
@@ -106,7 +106,7 @@ def test_the_dtype_key_of_newer_configs_counts(tmp_path):
 
 
 def test_gguf_is_served_as_stored(tmp_path):
-    from gguf_factory import Q, write_gguf
+    from infermon.testing.gguf_factory import Q, write_gguf
 
     write_gguf(tmp_path / "f32.gguf", dtype=Q.F32)
     loaded = load_model(str(tmp_path / "f32.gguf"))

@@ -3,7 +3,7 @@
 import asyncio
 
 
-import scripted
+from infermon.testing import scripted
 from infermon.tui.app import InfermonApp
 from infermon.tui.panels import Panel, ProcessesPanel
 from infermon.tui.screens import HelpScreen, SummaryScreen

@@ -189,11 +189,14 @@ def histogram(parsed: dict[str, list], base: str) -> list[tuple[float, float]]:
 
 @dataclass
 class Tape:
-    """The server's /metrics, scraped every ``every_s`` by a thread: (wall time, monotonic time, parsed)."""
+    """The server's /metrics, scraped every ``every_s`` by a thread: (wall time, monotonic time, parsed),
+    stamped at the middle of each request; ``spans`` holds when each request began and ended
+    (wall, wall, monotonic, monotonic): the server wrote its counters somewhere in between."""
 
     url: str
     every_s: float = 0.25
     points: list[tuple[float, float, dict]] = field(default_factory=list)
+    spans: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -201,13 +204,14 @@ class Tape:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            before = time.monotonic()
+            before, wall_before = time.monotonic(), time.time()
             try:
                 text = scrape(self.url)
-                after = time.monotonic()
+                after, wall_after = time.monotonic(), time.time()
                 # The counters are read somewhere inside the request: take its midpoint.
                 mid = (before + after) / 2
-                self.points.append((time.time() - (after - mid), mid, families(text)))
+                self.points.append((wall_after - (after - mid), mid, families(text)))
+                self.spans.append((wall_before, wall_after, before, after))
             except OSError:
                 pass
             self._stop.wait(self.every_s)
@@ -221,10 +225,11 @@ class Tape:
         self._thread.join(timeout=10)
 
     def wait_past(self, when: float, clock: int = 1, timeout_s: float = 30.0) -> None:
-        """Until the tape holds a scrape after ``when`` (a loaded server answers slowly)."""
+        """Until the tape holds a scrape that began after ``when`` (a loaded server answers slowly)."""
+        began = 0 if clock == 0 else 2
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.points and self.points[-1][clock] > when:
+            if self.spans and self.spans[-1][began] > when:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"no scrape of the server after {when} within {timeout_s:.0f} s")
@@ -237,6 +242,24 @@ class Tape:
                 return v0 + (v1 - v0) * (when - t0) / (t1 - t0) if t1 > t0 else v1
         raise ValueError(f"{when} is outside the tape ({points[0][0] if points else None}–"
                          f"{points[-1][0] if points else None})")
+
+    def counter_bounds(self, name: str, when: float, clock: int = 1) -> tuple[float, float]:
+        """(lowest, highest) ``name`` can have been at ``when``, whatever the server's timing: a
+        counter never falls, so it was at least what any scrape that had ended by ``when`` read,
+        and at most what any scrape that began after ``when`` read. (A loaded server answers
+        /metrics late; a midpoint stamp can then put a jump on the wrong side of an instant.)"""
+        began, ended = (0, 1) if clock == 0 else (2, 3)
+        done = [total(p[2], name) for p, span in zip(self.points, self.spans) if span[ended] <= when]
+        later = [total(p[2], name) for p, span in zip(self.points, self.spans) if span[began] >= when]
+        if not done or not later:
+            raise ValueError(f"{when} is outside the tape")
+        return max(done), min(later)
+
+    def rate_bounds(self, name: str, start: float, end: float, clock: int = 1) -> tuple[float, float]:
+        """(lowest, highest) Δ``name`` / Δt the server can have had between two instants."""
+        low_start, high_start = self.counter_bounds(name, start, clock)
+        low_end, high_end = self.counter_bounds(name, end, clock)
+        return (low_end - high_start) / (end - start), (high_end - low_start) / (end - start)
 
     def rate(self, name: str, start: float, end: float, clock: int = 1) -> float:
         """Δ``name`` / Δt between two instants of the tape."""

@@ -91,6 +91,10 @@ class EngineProbe:
         deadline = self._clock() + self.timeout_s
         got = fetch(self.url, self.timeout_s, self.max_bytes, expect="prometheus")
         arrived = self._clock()
+        if got.ok and got.answered_s is not None:
+            # The counters are as old as the answer, not as the last byte read (a long body, or
+            # this process busy with the tick's other probes while the scrape thread waits).
+            arrived -= max(0.0, got.elapsed_s - got.answered_s)
         if not got.ok:
             return EngineSample(kind=self.kind or "unknown", url=self.url, why={"engine": got.why or "failed"},
                                 hints=failure_hints(self.kind, got.status))

