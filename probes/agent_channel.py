@@ -81,9 +81,10 @@ def _why_unusable(path: str, exc: Exception) -> str:
 
 def _read_record(name: str, dir_fd: int | None = None, uid: int | None = None) -> dict:
     """One record, bounded: a regular file of ``uid`` (default ours), no symlink, ≤ 64 KB, JSON
-    nested ≤ 32 deep with finite numbers only."""
+    nested ≤ 32 deep. A non-finite number stays one (NaN): the checks below refuse the record when
+    it is a field everything relies on, and drop only that figure, with a reason, otherwise."""
     data = bounded.read_regular(name, MAX_RECORD_BYTES, dir_fd=dir_fd, uid=os.getuid() if uid is None else uid)
-    record = bounded.loads(data, MAX_RECORD_DEPTH)
+    record = bounded.loads(data, MAX_RECORD_DEPTH, nonfinite_as_nan=True)
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     return record
@@ -101,7 +102,7 @@ def _number(record: dict, key: str, required: bool = False, positive: bool = Fal
 
 def _check_record(record: dict) -> None:
     """The fields everything after relies on: a finite wall-clock time, a sane interval, counters
-    that fit in 63 bits. (Non-finite numbers never parse at all.)"""
+    that fit in 63 bits (a NaN fails each range check)."""
     _number(record, "time", required=True, positive=True)
     _number(record, "interval_s", positive=True)
     for key in ("generation_tokens_total", "prompt_tokens_total", "decode_steps_total", "batch", "max_batch",
@@ -117,6 +118,17 @@ def _int(value, default=None):
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < MAX_COUNT:
         return int(value)
     return default
+
+
+def _all_finite(value) -> bool:
+    """No NaN or infinity anywhere in a parsed JSON value (bounded in depth by the reader)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _sample(record: dict, pid: int) -> AgentSample:
@@ -135,6 +147,9 @@ def _sample(record: dict, pid: int) -> AgentSample:
     why = {}
     if not devices:
         why["torch"] = str(torch.get("why") or "no torch.cuda allocator figures")
+    config = record.get("model_config") if isinstance(record.get("model_config"), dict) else None
+    if config is not None and not _all_finite(config):
+        config, why["model_config"] = None, "the model's config in the record holds a non-finite number: not used"
     return AgentSample(
         pid=pid, time=float(record.get("time") or 0.0), interval_s=float(record.get("interval_s") or 1.0),
         generation_tokens_total=float(_int(record.get("generation_tokens_total"), 0)),
@@ -149,7 +164,7 @@ def _sample(record: dict, pid: int) -> AgentSample:
         device_total_bytes=_int(torch.get("device_total_bytes")),
         hf_generate_hooked=bool(record.get("hf_generate_hooked")), errors=_int(record.get("errors"), 0),
         params=_int(record.get("params")),
-        model_config=record.get("model_config") if isinstance(record.get("model_config"), dict) else None, why=why,
+        model_config=config, why=why,
         **_inside_figures(record, why))
 
 

@@ -107,15 +107,28 @@ def _no_constant(name: str):
     raise BoundedReadError(f"non-finite number ({name})")
 
 
-def loads(data: bytes | str, max_depth: int = 32):
+def _nan_float(text: str) -> float:
+    return float(text)  # 1e400 overflows to inf: a field checker says which figure was bad
+
+
+def _nan_constant(name: str) -> float:
+    return math.nan
+
+
+def loads(data: bytes | str, max_depth: int = 32, nonfinite_as_nan: bool = False):
     """JSON ``data`` as Python objects, refusing nesting deeper than ``max_depth``, ``NaN``,
     ``Infinity``, numbers that overflow a double (``1e400``) and integers over 19 digits. Raises
     :class:`BoundedReadError` (a ValueError) or ``ValueError`` for malformed JSON.
 
+    ``nonfinite_as_nan``: keep such numbers as non-finite floats instead, for a reader that checks
+    every field it uses and drops only the bad one (an agent record: one bad figure must not cost
+    the counters beside it).
+
     The C parser itself stops at Python's recursion limit (a RecursionError, turned into the same
     one line); below that, the parsed value is measured."""
     try:
-        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+        value = json.loads(data, parse_constant=_nan_constant if nonfinite_as_nan else _no_constant,
+                           parse_float=_nan_float if nonfinite_as_nan else _finite_float, parse_int=_bounded_int)
     except RecursionError:
         raise BoundedReadError(f"nested too deep (at most {max_depth})") from None
     opened = data.count(b"[" if isinstance(data, bytes) else "[") + data.count(b"{" if isinstance(data, bytes) else "{")

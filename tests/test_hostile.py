@@ -459,8 +459,6 @@ def _record(pid, **changes):
 BAD_RECORDS = {
     "Infinity in a counter": lambda pid: _record(pid).replace('"generation_tokens_total": 10',
                                                              '"generation_tokens_total": Infinity'),
-    "NaN in model_config": lambda pid: _record(pid, model_config={"hidden_size": 1}).replace(
-        '"hidden_size": 1', '"hidden_size": NaN'),
     "1e400": lambda pid: _record(pid).replace('"batch": 2', '"batch": 1e400'),
     "a 5000-digit integer": lambda pid: _record(pid).replace('"batch": 2', '"batch": ' + "7" * 5000),
     "nesting 100k deep": lambda pid: _record(pid).replace('"batch": 2', '"batch": ' + "[" * 100_000 + "]" * 100_000),
@@ -484,6 +482,16 @@ def test_a_bad_record_is_skipped_with_a_reason(case, tmp_path, monkeypatch):
     reading = read_agents({101, 102}, channel=str(channel))
     assert [a.pid for a in reading.agents] == [102]
     assert reading.why[101]
+
+
+def test_a_non_finite_model_config_is_dropped_and_the_counters_kept(tmp_path):
+    channel = tmp_path / "channel"
+    channel.mkdir(mode=0o700)
+    data = _record(101, model_config={"hidden_size": 1}).replace('"hidden_size": 1', '"hidden_size": NaN')
+    (channel / "agent-101.json").write_text(data)
+    [sample] = read_agents({101}, channel=str(channel)).agents
+    assert sample.model_config is None and "non-finite" in sample.why["model_config"]
+    assert sample.generation_tokens_total == 10
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
