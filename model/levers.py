@@ -128,6 +128,15 @@ class Levers:
         raise KeyError(key)
 
 
+
+def batch_text(batch: float) -> str:
+    """A batch as people read it: whole sequences as an integer, a mean batch (a live engine's,
+    averaged over an interval) to two decimals."""
+    if float(batch).is_integer():
+        return f"{int(batch):,}"
+    return f"{batch:,.2f}" if abs(batch) < 100 else f"{batch:,.0f}"
+
+
 def expected_tokens_per_step(draft_tokens: int, acceptance: float) -> float:
     """Tokens per sequence one speculative step yields: E = (1 − α^(k+1)) ÷ (1 − α), between 1 and k+1.
 
@@ -272,15 +281,15 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
     if reason:
         return _not_fitting(at, fig, hw, reason, notes)
     if c > 0 and b * c > at.capacity:
-        notes.append(f"batch {b:g} × context {c:,.0f} is more than the KV cache holds ({at.capacity:,.0f} tokens): "
+        notes.append(f"batch {batch_text(b)} × context {c:,.0f} is more than the KV cache holds ({at.capacity:,.0f} tokens): "
                      "the operating point itself cannot run as given, and levers capped at the cache may fall below it")
     base_formula = at.step_formula(at.base, fig, b, c)
-    baseline = at.lever("baseline", "now", f"B {b:g}, C {c:,.0f}", at.base, batch=b, context=c,
+    baseline = at.lever("baseline", "now", f"B {batch_text(b)}, C {c:,.0f}", at.base, batch=b, context=c,
                         capacity=at.capacity, formula=base_formula,
                         ceiling="kv_capacity" if c > 0 and b * c >= at.capacity else None)
     if at.efficiency is not None:
         eff_note = (f"measured {point.measured_tokens_per_s:,.1f} tokens/s is {at.efficiency:.0%} of the modeled "
-                    f"{at.base.tokens_per_s:,.1f}: every lever's expected figure applies that same efficiency")
+                    f"{at.base.tokens_per_s:,.1f}: the last column applies that efficiency to every lever")
     else:
         eff_note = "no measured rate: the figures are the modeled ceilings"
 
@@ -293,16 +302,16 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
         want = b * factor
         if want <= limit:
             step = at.step(fig, want, c)
-            out.append(at.lever(key, name, f"B {b:g} → {want:g}", step, batch=want, context=c, capacity=at.capacity,
+            out.append(at.lever(key, name, f"B {batch_text(b)} → {batch_text(want)}", step, batch=want, context=c, capacity=at.capacity,
                                 formula=at.step_formula(step, fig, want, c)))
         elif limit > b:
             step = at.step(fig, limit, c)
-            out.append(at.lever(key, name, f"B {b:g} → {limit:g} (not {want:g})", step, batch=limit, context=c,
+            out.append(at.lever(key, name, f"B {batch_text(b)} → {batch_text(limit)} (not {batch_text(want)})", step, batch=limit, context=c,
                                 capacity=at.capacity, ceiling="kv_capacity",
                                 why=f"the KV cache holds {limit:,.0f} sequences of {c:,.0f} tokens",
                                 formula=at.step_formula(step, fig, limit, c)))
         else:
-            out.append(at.not_applicable(key, name, f"B {b:g} → {want:g}",
+            out.append(at.not_applicable(key, name, f"B {batch_text(b)} → {batch_text(want)}",
                                          f"the KV cache is full: it holds {limit:,.0f} sequences of {c:,.0f} tokens",
                                          "kv_capacity"))
     if math.isinf(limit):
@@ -310,7 +319,7 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
                                      "an empty cache (context 0) sets no batch limit"))
     elif limit >= 1:
         step = at.step(fig, limit, c)
-        out.append(at.lever("batch_kv_limit", "batch to KV limit", f"B {b:g} → {limit:,.0f}", step,
+        out.append(at.lever("batch_kv_limit", "batch to KV limit", f"B {batch_text(b)} → {limit:,.0f}", step,
                             batch=limit, context=c, capacity=at.capacity, ceiling="kv_capacity",
                             formula=f"B = ⌊capacity ÷ C⌋ = ⌊{at.capacity:,.0f} ÷ {c:,.0f}⌋ = {limit:,.0f}; "
                                     + at.step_formula(step, fig, limit, c)))
@@ -327,7 +336,7 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
         reach = min(crossing, limit)
         step = at.step(fig, reach, c)
         capped = crossing > limit
-        out.append(at.lever("batch_critical", "critical batch", f"B {b:g} → {reach:,.1f}", step,
+        out.append(at.lever("batch_critical", "critical batch", f"B {batch_text(b)} → {reach:,.1f}", step,
                             batch=reach, context=c, capacity=at.capacity,
                             ceiling="kv_capacity" if capped else "compute",
                             why=(f"compute-bound from batch {crossing:,.1f}, beyond the {limit:,.0f} sequences the "
@@ -420,7 +429,7 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
 def _not_fitting(at: _Point, fig: ModelFigures, hw: Hardware, reason: str, notes: list[str]) -> Levers:
     """Weights that do not fit: no operating point exists; only the levers that make them fit have figures."""
     b, c = at.batch, at.context
-    baseline = at.not_applicable("baseline", "now", f"batch {b:g}, context {c:,.0f}", reason, "memory")
+    baseline = at.not_applicable("baseline", "now", f"batch {batch_text(b)}, context {c:,.0f}", reason, "memory")
     out: list[Lever] = []
     override = fig.params.total if fig.params_overridden else None
     for dtype in ("int8", "int4"):
@@ -476,7 +485,7 @@ def _speculative(at: _Point, fig: ModelFigures, spec: Speculation) -> Lever:
     formula = (f"E = (1 − α^(k+1)) ÷ (1 − α) = (1 − {alpha:g}^{k + 1}) ÷ (1 − {alpha:g}) = {expected:.3f} tokens "
                f"per sequence per step (α {source}); {draft_text}; verify {k + 1} tokens per sequence: "
                f"{_seconds(verify.time_s)} ({verify.bound}-bound); cycle = k × draft + verify = {_seconds(cycle)}; "
-               f"tokens/s = B × E ÷ cycle = {b:g} × {expected:.3f} ÷ {_seconds(cycle)} = {tokens_per_s:,.1f}")
+               f"tokens/s = B × E ÷ cycle = {batch_text(b)} × {expected:.3f} ÷ {_seconds(cycle)} = {tokens_per_s:,.1f}")
     why = None
     if tokens_per_s < at.base.tokens_per_s:
         why = "costs more than it yields here: the draft steps and the wider verification outweigh the accepted tokens"

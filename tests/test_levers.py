@@ -131,7 +131,7 @@ def test_measured_efficiency_is_applied_and_said():
     int4 = result.get("weights_int4")
     assert int4.expected_tokens_per_s == pytest.approx(int4.tokens_per_s * 30 / rate(1))
     assert int4.expected_latency_s == pytest.approx(int4.latency_s / result.efficiency)
-    assert "same efficiency" in result.efficiency_note
+    assert "applies that efficiency" in result.efficiency_note
 
 
 def test_engine_capacity_scales_the_scenarios():
@@ -278,7 +278,7 @@ def test_calc_levers_json(cli):
 def test_calc_levers_table_and_explain(cli):
     out = " ".join(cli(*SEED, "--tokens-per-s", "30", "--levers", "--explain").out.split())
     for text in ("Levers at batch 1, context 1,024", "weights int4", "144.7", "3.51×", "kv capacity", "at 73% eff.",
-                 "105.2", "every lever's expected figure applies that same efficiency",
+                 "105.2", "the last column applies that efficiency to every lever",
                  "How the levers are computed", "E = (1 − α^(k+1)) ÷ (1 − α) = (1 − 0.7^5) ÷ (1 − 0.7) = 2.773",
                  "draft step assumed 0.1 × the target's step", "B = ⌊capacity ÷ C⌋ = ⌊19,073 ÷ 1,024⌋ = 18"):
         assert text in out, text

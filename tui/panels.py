@@ -18,7 +18,7 @@ from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import Columns, Row, bar, chart, fit
 from infermon.tui.widgets import Body, Panel, Paragraph, TableFormat
-from infermon.views.fmt import si, sig3, value_text
+from infermon.views.fmt import ports_text, si, sig3, value_text
 
 __all__ = ["PANELS", "Panel", "Paragraph", "Body", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
            "DevicesPanel", "ProcessesPanel"]
@@ -340,7 +340,7 @@ class ProcessesPanel(Panel):
             si(p.rss_bytes, "B"),
             si(p.gpu_memory_bytes, "B") if p.gpu_memory_bytes is not None else "",
             "" if p.threads is None else str(p.threads),
-            fit(",".join(map(str, p.listening_ports)), 12),
+            fit(ports_text(p.listening_ports), 12),
             " ".join(p.cmdline),
         ) for p in processes[:500]]
         sized_to_rows = self.app.has_class("full") and self.screen.maximized is not self

@@ -6,13 +6,14 @@ import math
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from infermon.views.fmt import count, figure_table, percent, seconds, si
 from infermon.model.calc import CalcResult
 from infermon.model.dtypes import BYTES_PER_VALUE
-from infermon.model.levers import Lever, Levers
+from infermon.model.levers import Lever, Levers, batch_text
 from infermon.model.gpu_table import GPUS
 from infermon.model.loaders import LoadedModel, load_preset, preset_names
 from infermon.model.params import count_params, seed_estimate_params
@@ -164,7 +165,7 @@ def levers_renderables(found: Levers, explain: bool = False) -> list:
     the ceiling it meets, and at the measured efficiency when there is one), then its notes."""
     base = found.baseline
     measured = found.efficiency is not None
-    table = Table(title=f"Levers  at batch {base.batch:g}, context {count(base.context)}"
+    table = Table(title=f"Levers  at batch {batch_text(base.batch)}, context {count(base.context)}"
                   + (f": {base.tokens_per_s:,.1f} tokens/s modeled" if base.tokens_per_s else ""),
                   box=box.SIMPLE_HEAD, title_justify="left", title_style="bold")
     table.add_column("lever", no_wrap=True)
@@ -184,17 +185,20 @@ def levers_renderables(found: Levers, explain: bool = False) -> list:
         if measured:
             row.append(f"{lever.expected_tokens_per_s:,.1f}" if lever.expected_tokens_per_s is not None else "—")
         table.add_row(*row)
-    out: list = [table, Text(f"  {found.efficiency_note}", style="dim")]
+    def note(text: str, style: str) -> Padding:
+        return Padding(Text(text, style=style), (0, 0, 0, 2))  # wrapped lines keep the indent
+
+    out: list = [table, note(found.efficiency_note, "dim")]
     for lever in found.levers:
         if lever.why:
-            out.append(Text(f"  {lever.name}: {lever.why}", style="dim"))
-    for note in found.notes:
-        out.append(Text(f"  note: {note}", style="yellow"))
+            out.append(note(f"{lever.name}: {lever.why}", "dim"))
+    for text in found.notes:
+        out.append(note(f"note: {text}", "yellow"))
     if explain:
         out.append(Text("How the levers are computed", style="bold"))
         for lever in (base, *found.levers):
             if lever.formula:
-                out.append(Text(f"  {lever.name}: {lever.formula}"))
+                out.append(note(f"{lever.name}: {lever.formula}", ""))
     return out
 
 

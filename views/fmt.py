@@ -115,3 +115,11 @@ def source_text(fig) -> str:
 def note_text(fig) -> str:
     """What a view prints after the source: the reason when missing, else the note."""
     return (fig.why or "") if fig.value is None else (fig.note or "")
+
+
+def ports_text(ports, shown: int = 2) -> str:
+    """Listening ports, the first ``shown`` and how many more (a vLLM worker listens on a dozen
+    ephemeral loopback ports; the API server's one port is what matters)."""
+    ports = list(ports)
+    text = ",".join(map(str, ports[:shown]))
+    return f"{text} +{len(ports) - shown}" if len(ports) > shown else text

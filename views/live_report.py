@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infermon.live.view import LiveView
-from infermon.views.fmt import figure_table, note_text, si, source_text, value_text
+from infermon.views.fmt import figure_table, note_text, ports_text, si, source_text, value_text
 
 # (section title, [(label, figure name)]) in the order the report prints them.
 SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -145,13 +145,14 @@ def print_live_report(view: LiveView, console: Console | None = None) -> None:
     console.print(dev)
 
     procs = Table(title="Processes", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, expand=True)
-    for col in ("pid", "role", "CPU%", "RSS", "GPU mem", "ports", "command"):
-        procs.add_column(col, no_wrap=col != "command", overflow="ellipsis",
-                         justify="right" if col in ("pid", "CPU%", "RSS", "GPU mem") else "left")
+    for col in ("pid", "role", "CPU%", "RSS", "GPU mem", "ports"):
+        procs.add_column(col, no_wrap=True, justify="right" if col in ("pid", "CPU%", "RSS", "GPU mem") else "left")
+    # One line per process: the command takes the width left and is cut, never the figures.
+    procs.add_column("command", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
     for p in (tree.processes if tree else ()):
         procs.add_row(str(p.pid), p.role or p.name, f"{p.cpu_percent:.0f}" if p.cpu_percent is not None else "",
                       si(p.rss_bytes, "B"), si(p.gpu_memory_bytes, "B") if p.gpu_memory_bytes is not None else "",
-                      ",".join(map(str, p.listening_ports)), " ".join(p.cmdline)[:120])
+                      ports_text(p.listening_ports), " ".join(p.cmdline)[:120])
     console.print(procs)
     for key, reason in view.why.items():
         if key not in ("engine", "devices", "levers"):
