@@ -8,7 +8,7 @@ costs at most the lines up to the next keyframe, and ``head -n1 FILE | jq`` show
 ``infermon replay FILE --json`` prints every tick whole.
 
 The delta of two objects: a dict holds only the changed keys (recursively), with ``"~del"`` listing
-removed ones; a list of objects that carry a ``pid`` or an ``index`` is diffed per element
+removed ones; a list of objects that carry a ``pid``, an ``index`` or a ``key`` (the levers) is diffed per element
 (``"~keyed"``, ``"~items"``, and ``"~order"`` when the order changed); anything else that changed is
 written whole.
 """
@@ -33,7 +33,9 @@ MAX_LINE = 8 * 1024 * 1024
 MAX_FILE = 4 * 1024 ** 3
 MAX_SAMPLES = 500_000
 _SAME = object()
-_ID_KEYS = ("pid", "index")
+# Lists of objects diffed per element, by the field that names each: processes by pid, devices by
+# index, levers by key.
+_ID_KEYS = (("pid", int), ("index", int), ("key", str))
 
 
 class RecordingError(ValueError):
@@ -46,9 +48,9 @@ class RecordingError(ValueError):
 def _id_key(items: list) -> str | None:
     if not items or not all(isinstance(i, dict) for i in items):
         return None
-    for key in _ID_KEYS:
+    for key, kind in _ID_KEYS:
         ids = [i.get(key) for i in items]
-        if all(isinstance(v, int) for v in ids) and len(set(ids)) == len(ids):
+        if all(isinstance(v, kind) and not isinstance(v, bool) for v in ids) and len(set(ids)) == len(ids):
             return key
     return None
 
