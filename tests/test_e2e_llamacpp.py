@@ -67,7 +67,7 @@ def rate_band(polls, launched: float, second_tick: float, interval: float, ended
 
 def test_decode_rate_matches_the_servers_own_count(server):
     """infermon's generation rate against the server's own decoded-token count (``/slots``, polled
-    ten times a second) over the same window, within 5%; and near the request's own average."""
+    ten times a second) over the same window, within 5%."""
     done, polls, polling = {}, [], threading.Event()
 
     def generate():
@@ -108,10 +108,11 @@ def test_decode_rate_matches_the_servers_own_count(server):
     measured = data["figures"]["generation_tokens_per_s"]["value"]
     assert data["figures"]["generation_tokens_per_s"]["source"] == "engine-reported"
     low, high = rate_band(polls, launched, data["time"], 2.0, ended)
-    assert low * 0.95 <= measured <= high * 1.05, (measured, (low, high))
-    # The request's own average (its whole 700 tokens) is near too: the host is shared, so loosely.
-    timings = done["result"]["timings"]
-    assert measured == pytest.approx(timings["predicted_per_second"], rel=0.35), (measured, timings)
+    assert measured > 0 and low * 0.95 <= measured <= high * 1.05, (measured, (low, high))
+    # (Not the request's own average, predicted_per_second: in the suite the vLLM server warms up
+    # beside this test, and the decode rate over infermon's window was once 1.6 tokens/s in a request
+    # that averaged 20.6. The server's count over the same window is the comparison that holds.)
+    assert done["result"]["timings"]["predicted_n"] == 700
     # The model comes from `-m tiny-llama.gguf`, with exact bytes from the GGUF's tensors.
     assert data["model"]["source"].startswith("GGUF:")
     assert data["verdict"]["phase"] == "decode"
