@@ -84,7 +84,7 @@ def analyse(raw: str, rate: int, seconds: float) -> dict:
 
 
 def main() -> int:
-    from llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
+    from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
     from side_by_side import Load, Pane
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -106,7 +106,7 @@ def main() -> int:
     side = None
     if not args.no_side_by_side:
         import side_by_side
-        from llama_fixture import llama_server_binary
+        from infermon.testing.llama_fixture import llama_server_binary
 
         step("side by side with top and glances on a loaded llama.cpp server")
         if llama_server_binary() is None:

@@ -167,7 +167,7 @@ def measure_size(commands: dict[str, list[str]], cols: int, rows: int, settle_s:
 
 def run(sizes: list[tuple[int, int]], window_s: float, repeats: int, settle_s: float, with_glances: bool = True,
         keep: Path | None = None) -> dict:
-    from llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
+    from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
 
     if shutil.which("tmux") is None:
         raise SystemExit("bench/side_by_side.py needs tmux")

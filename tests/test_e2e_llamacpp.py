@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, tiny_llama_model
+from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, tiny_llama_model
 
 BINARY = llama_server_binary()
 if BINARY is None and os.environ.get("INFERMON_REQUIRE_LLAMA_SERVER") == "1":

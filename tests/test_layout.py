@@ -85,6 +85,14 @@ def test_tests_and_benchmarks_import_the_fakes_as_a_package():
     assert not edits, "\n".join(edits)
 
 
+def test_benchmarks_import_nothing_from_the_tests_folder():
+    """The tests folder is not on a benchmark's path: what both need lives in infermon.testing."""
+    test_modules = {path.stem for path in (ROOT / "tests").glob("*.py")}
+    found = [f"{path.relative_to(ROOT)} imports {name}" for path in sorted((ROOT / "bench").rglob("*.py"))
+             for name in imports_of(path) if name.split(".")[0] in test_modules]
+    assert not found, "\n".join(found)
+
+
 def test_every_package_imports_only_below_itself():
     violations = [v for package in ALLOWED for v in layer_violations(package)]
     assert not violations, "\n".join(violations)

@@ -27,6 +27,11 @@ SECTIONS = ((1, "Throughput"), (2, "Roofline"), (3, "KV cache"), (4, "Devices"))
 FIGURE_ROWS = 9
 # Device lines in the overview when it is sized to its content (above a panel).
 DEVICE_LINES_STACKED = 4
+# Lines shown when rows are left over, most useful first: what would change tokens/s, latency, the
+# batch the engine steps at, then memory.
+EXTRA_LINES = ("o-lever", "o-latency", "o-batch", "o-memory")
+# Levers that need more hardware are on the levers screen, not offered as the best one.
+MORE_HARDWARE = ("tensor_parallel",)
 
 
 def _sw(*figures: Figure) -> int:
@@ -45,12 +50,22 @@ class Overview(Panel):
 
     # ------------------------------------------------------------------ sizing
 
+    def _rows_left(self, view: LiveView) -> int:
+        rows = self.content_size.height or 24
+        used = FIGURE_ROWS - (0 if view.figures.bandwidth_measured_bytes_per_s.value is not None else 1)
+        return rows - used - (4 if self.headings else 0)
+
+    def _extra_rows(self, view: LiveView) -> int:
+        """Rows for the optional lines (the best lever, then the latencies) once every device has its
+        line: only when the overview has the screen."""
+        if not self.app.has_class("narrow"):
+            return 0
+        return min(len(EXTRA_LINES), max(0, self._rows_left(view) - max(1, len(view.devices))))
+
     def _device_room(self, view: LiveView) -> int:
         """Device lines that fit: all the rows left when the overview has the screen, else a few."""
         if self.app.has_class("narrow"):
-            rows = self.content_size.height or 24
-            used = FIGURE_ROWS - (0 if view.figures.bandwidth_measured_bytes_per_s.value is not None else 1)
-            return max(1, rows - used - (4 if self.headings else 0))
+            return max(1, self._rows_left(view) - self._extra_rows(view))
         return DEVICE_LINES_STACKED
 
     def _set_headings(self, view: LiveView) -> None:
@@ -67,12 +82,19 @@ class Overview(Panel):
         styles, width = self.figure_styles(), self.text_width
         self._set_headings(view)
         f = view.figures
+        extras = EXTRA_LINES[: self._extra_rows(view)]
         self._heading(1, styles, width)
         self._throughput(view, styles, width)
+        self.line("o-latency").set(self._latency(f, styles, width) if "o-latency" in extras else "")
+        self.line("o-batch").set(self._two("batch", f.batch, "at", f.steps_per_s, styles, width)
+                                 if "o-batch" in extras else "")
         self._heading(2, styles, width)
         self._roofline(view, styles, width)
+        self.line("o-lever").set(self._best_lever(view, styles, width) if "o-lever" in extras else "")
         self._heading(3, styles, width)
         self._kv(f, styles, width)
+        self.line("o-memory").set(self._two("weights", f.weight_bytes, "tree RSS", f.tree_rss_bytes, styles, width)
+                                  if "o-memory" in extras else "")
         self._heading(4, styles, width)
         self._devices(view, styles, width)
 
@@ -173,6 +195,48 @@ class Overview(Panel):
             row.add(f"  decode at {ceiling.note}", styles["note"], note=True)
         self._end(row, reasons, styles)
         self.line("o-ceiling").set(row.text(width))
+
+    def _latency(self, f, styles, width: int) -> Text:
+        ttft, itl = f.ttft_p50_s, f.inter_token_p50_s
+        row, reasons = self._start("TTFT p50", ttft, styles, _sw(ttft))
+        self._pair(row, "ITL p50", itl, styles, reasons)
+        if ttft.value is not None and ttft.note and itl.value is not None:  # a reason outranks the window
+            row.add(f"  {ttft.note}", styles["note"], drop=1)
+        self._end(row, reasons, styles)
+        return row.text(width)
+
+    def _two(self, label: str, first: Figure, word: str, second: Figure, styles, width: int) -> Text:
+        row, reasons = self._start(label, first, styles, _sw(first))
+        self._pair(row, word, second, styles, reasons)
+        if first.value is not None and first.note:
+            row.add(f"  {first.note}", styles["note"], drop=1)
+        self._end(row, reasons, styles)
+        return row.text(width)
+
+    def _best_lever(self, view: LiveView, styles, width: int) -> Text:
+        """The lever that would raise tokens/s most here (all of them: ``l``)."""
+        row = Row().add(f"{'best lever':<{LABEL}} ", styles["label"])
+        found = view.levers
+        pulled = [lever for lever in (found.levers if found else ())
+                  if lever.gain and lever.tokens_per_s and lever.key not in MORE_HARDWARE]
+        if found and pulled and max(lever.gain for lever in pulled) < 1.01:
+            pulled, bound = [], f" ({view.verdict.bound}-bound)" if view.verdict.bound else ""
+            view_why = f"none helps without more GPUs{bound}"
+        else:
+            view_why = view.why.get("levers", "no lever applies at this operating point")
+        if not pulled:
+            reason = view_why
+            row.add(f"{'n/a':>{VALUE}}")
+            row.add("  " + reason, styles["note"], note=True)
+            return row.text(width)
+        best = max(pulled, key=lambda lever: lever.gain)
+        row.add(f"{best.name} {best.gain:.2f}× ")
+        row.add("modeled", styles.get("modeled"))
+        row.add(f"  {sig3(best.tokens_per_s)} tok/s", drop=2)
+        if best.ceiling:
+            row.add(f"  stops at {best.ceiling.replace('_', ' ')}", styles["note"], drop=1)
+        row.add("  (l: all)", styles["note"], drop=3)
+        return row.text(width)
 
     def _kv(self, f, styles, width: int) -> None:
         usage, headroom = f.kv_usage, f.kv_headroom_tokens
