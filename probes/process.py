@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from infermon.probes.engines.registry import engine, engine_for_launcher, parallelism, role_for_launcher
+from infermon.probes.engines.registry import engine, engine_for_launcher, option_value, parallelism, role_for_launcher
 from infermon.probes.snapshot import ProcessInfo, ProcessTree
 
 _TITLE = re.compile(r"^[A-Za-z][\w.-]*::\S+$")
@@ -153,21 +153,11 @@ def detect_framework(cmdlines: list[tuple[str, ...]]) -> tuple[str, str | None]:
     return "unknown", None
 
 
-def _option_value(argv: list[str], names: tuple[str, ...]) -> str | None:
-    for index, token in enumerate(argv):
-        for name in names:
-            if token == name and index + 1 < len(argv):
-                return argv[index + 1]
-            if token.startswith(name + "="):
-                return token.split("=", 1)[1]
-    return None
-
-
 def model_from_cmdline(cmdline: tuple[str, ...], framework: str) -> str | None:
     """The model a command line names: ``--model``, ``--model-path``, ``--model-id``,
     ``vllm serve MODEL``, ``trtllm-serve MODEL``, llama.cpp's ``-m X.gguf`` / ``--hf-repo``."""
     argv = list(cmdline)
-    found = _option_value(argv, ("--model", "--model-path", "--model-id", "--model_name_or_path", "--model-name-or-path"))
+    found = option_value(argv, ("--model", "--model-path", "--model-id", "--model_name_or_path", "--model-name-or-path"))
     if found:
         return found
     for launcher in ("serve",):
@@ -180,10 +170,10 @@ def model_from_cmdline(cmdline: tuple[str, ...], framework: str) -> str | None:
     if argv and argv[0].endswith("trtllm-serve") and len(argv) > 1 and not argv[1].startswith("-"):
         return argv[1]
     # `-m` is python's "run module" flag: only take it from llama.cpp, or when it names a GGUF file.
-    value = _option_value(argv, ("-m",))
+    value = option_value(argv, ("-m",))
     if value and (framework == "llamacpp" or value.lower().endswith(".gguf")):
         return value
-    return _option_value(argv, ("-hf", "--hf-repo", "-hfr"))
+    return option_value(argv, ("-hf", "--hf-repo", "-hfr"))
 
 
 def _resolve_relative(model: str, proc: psutil.Process) -> str:

@@ -85,7 +85,8 @@ def role_for_launcher(module: ModuleType | None, text: str) -> str | None:
     return None
 
 
-def _option_value(argv: list[str], names: tuple[str, ...]) -> str | None:
+def option_value(argv: list[str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of ``names`` on a command line (``--name value`` or ``--name=value``)."""
     for index, token in enumerate(argv):
         for name in names:
             if token == name and index + 1 < len(argv):
@@ -107,7 +108,7 @@ def parallelism(module: ModuleType, argv: tuple[str, ...]) -> tuple[dict[str, in
             why[name] = (module.PARALLELISM_DEFAULT if not module.PARALLELISM
                          else f"{module.TITLE} has no {name.replace('_', '-')} option")
             continue
-        raw = _option_value(list(argv), options)
+        raw = option_value(list(argv), options)
         if raw is None:
             degrees[name] = None
             why[name] = module.PARALLELISM_DEFAULT
