@@ -10,6 +10,7 @@ import difflib
 import json
 import math
 import os
+import sys
 import struct
 from dataclasses import dataclass
 from importlib import resources
@@ -297,8 +298,23 @@ def load_preset(name: str) -> LoadedModel | None:
     return LoadedModel(spec, f"preset: {meta.get('hf_id', name)} config.json", None, spec.warnings)
 
 
+def _maybe_in_hf_cache(repo_id: str) -> bool:
+    """False only when no folder huggingface_hub could use as its cache holds ``repo_id`` (importing
+    huggingface_hub costs a few hundred ms at start-up, for a model that is not there)."""
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    roots = [os.environ.get("HF_HUB_CACHE"), os.environ.get("HUGGINGFACE_HUB_CACHE"), os.path.join(home, "hub")]
+    loaded = sys.modules.get("huggingface_hub.constants")  # already imported: its own answer costs nothing
+    if loaded is not None:
+        roots.append(getattr(loaded, "HF_HUB_CACHE", None))
+    folder = "models--" + repo_id.replace("/", "--")
+    return any(root and os.path.isdir(os.path.join(root, folder)) for root in roots)
+
+
 def load_from_hf_cache(repo_id: str) -> LoadedModel | None:
     """A model id already in the local Hugging Face cache (never touches the network)."""
+    if not _maybe_in_hf_cache(repo_id):
+        return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a declared dependency
