@@ -262,8 +262,13 @@ class InfermonApp(App[None]):
             try:
                 view = self.source.next_view()
             except Exception as exc:  # one bad reading must never stop the sampling
-                self.call_from_thread(self.notify, f"sampling failed this tick: {type(exc).__name__}: {exc}",
-                                      severity="warning", timeout=4)
+                if self._stop.is_set():
+                    return  # the app is closing and has interrupted the source: not a failure
+                try:
+                    self.call_from_thread(self.notify, f"sampling failed this tick: {type(exc).__name__}: {exc}",
+                                          severity="warning", timeout=4)
+                except Exception:  # the app closed meanwhile (its loop cancels the call)
+                    return
                 view = False
             if view is None:
                 self.post_message(SourceEnded("end of the recording" if self.source.kind == "replay" else "no more data"))
