@@ -35,17 +35,23 @@ def read_regular(path: str, max_bytes: int, dir_fd: int | None = None, uid: int 
         if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
             raise BoundedReadError("replaced while being read")
         _check(opened, max_bytes, uid)
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, min(64 * 1024, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = _read_up_to(fd, max_bytes + 1, 64 * 1024)  # one byte more tells a file that grew
     finally:
         os.close(fd)
-    if size > max_bytes:
+    if len(data) > max_bytes:
         raise BoundedReadError(f"larger than {max_bytes:,} bytes")
+    return data
+
+
+def _read_up_to(fd: int, limit: int, chunk_bytes: int) -> bytes:
+    """At most ``limit`` bytes from ``fd``, in chunks, until end of file."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(chunk_bytes, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 
@@ -64,16 +70,9 @@ def read_proc(path: str, max_bytes: int) -> bytes:
     """Up to ``max_bytes`` of a /proc file (their sizes read as 0, so they are read in chunks)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        chunks, size = [], 0
-        while size < max_bytes:
-            chunk = os.read(fd, min(256 * 1024, max_bytes - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        return _read_up_to(fd, max_bytes, 256 * 1024)
     finally:
         os.close(fd)
-    return b"".join(chunks)
 
 
 def nesting_depth(value) -> int:
