@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = """
 import sys, time
 from infermon.testing.metrics_server import MetricsServer
-with MetricsServer(open(sys.argv[1]).read(), advance={"vllm:generation_tokens_total": 100.0}, max_lifetime_s=600) as s:
+# HTTP/1.1 with keep-alive, as vLLM's server (uvicorn) answers.
+with MetricsServer(open(sys.argv[1]).read(), advance={"vllm:generation_tokens_total": 100.0}, max_lifetime_s=600,
+                   keep_alive=True) as s:
     print(s.port, flush=True)
     time.sleep(600)
 """

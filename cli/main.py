@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import metadata
 
 from infermon.cli.errors import RuntimeFailure, UserError
 
@@ -25,10 +24,24 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _version() -> str:
+    from importlib import metadata  # only for --version: finding the distribution costs ~0.1 s
+
     try:
         return metadata.version("infermon")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the program's version number and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{PROG} {_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A terminal monitor for LLM inference: tokens/s, bandwidth and FLOP/s against the roofline.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     monitor.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     calc_cmd.add_parser(sub)

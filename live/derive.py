@@ -22,7 +22,8 @@ from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, Mod
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
 from infermon.model.gpu import GpuLookupError, Hardware, combine, find_gpu, lookup_gpu
-from infermon.model.levers import Levers, OperatingPoint, Speculation, acceptance_from_rate, levers as model_levers
+from infermon.model.levers import (Levers, OperatingPoint, Speculation, acceptance_from_rate, modeled_levers,
+                                   with_measured_rate)
 from infermon.model.loaders import LoadedModel, ModelLoadError, load_model
 from infermon.model.parallel import Parallelism
 from infermon.model.plausibility import warnings as plausibility_warnings
@@ -106,6 +107,9 @@ class Deriver:
         self.parallel: Parallelism | None = None
         self._levers_key: tuple | None = None
         self._levers: Levers | None = None
+        self._levers_modeled: Levers | None = None
+        self._levers_measured: float | None = None
+        self._levers_error: str | None = None
         self._engine_rates: SourceRates | None = None
         self._engine_key: tuple | None = None
         self._agent_rates: dict[int, SourceRates] = {}
@@ -666,8 +670,9 @@ class Deriver:
     def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase, speculation=None):
         """What each lever would give at this operating point (model.levers), or why there are none.
 
-        Recomputed only when the point moves (batch, context and rate to two significant digits):
-        the levers are a few dozen decode steps of arithmetic, not worth redoing for jitter.
+        The modeled levers are recomputed only when the point moves (batch and context to two
+        significant digits; they are a few dozen decode steps of arithmetic, not worth redoing for
+        jitter); the measured rate, which moves every tick, is applied to them exactly and cheaply.
         """
         if fig is None or hw is None or not hw.bandwidth_bytes_per_s:
             return None, "needs the model and the device's peaks"
@@ -676,19 +681,25 @@ class Deriver:
         b = max(1.0, batch or 1.0)
         c = context or 0.0
         measured = generation if phase in ("decode", "mixed") and generation else None
-        key = (id(fig), hw.name, hw.count, par, _two_digits(b), _two_digits(c), _two_digits(measured),
-               _two_digits(capacity), speculation)
+        key = (id(fig), hw.name, hw.count, par, _two_digits(b), _two_digits(c), _two_digits(capacity), speculation)
         if key != self._levers_key:
             self._levers_key = key
+            self._levers_measured = self._levers = None
             try:
-                found = model_levers(fig, hw, OperatingPoint(batch=b, context=c, measured_tokens_per_s=measured,
-                                                             kv_capacity_tokens=capacity, parallel=par), speculation)
+                found = modeled_levers(fig, hw, OperatingPoint(batch=b, context=c, kv_capacity_tokens=capacity,
+                                                               parallel=par), speculation)
                 # The worked formulas are calc --levers --explain's; a live view carries the figures.
-                self._levers = replace(found, baseline=replace(found.baseline, formula=""),
-                                       levers=tuple(replace(lever, formula="") for lever in found.levers))
+                self._levers_modeled = replace(found, baseline=replace(found.baseline, formula=""),
+                                               levers=tuple(replace(lever, formula="") for lever in found.levers))
+                self._levers_error = None
             except (ValueError, ZeroDivisionError, OverflowError) as exc:
-                self._levers = None
-                return None, f"levers not computed: {exc}"
+                self._levers_modeled = None
+                self._levers_error = f"levers not computed: {exc}"
+        if self._levers_modeled is None:
+            return None, self._levers_error
+        if self._levers is None or measured != self._levers_measured:
+            self._levers_measured = measured
+            self._levers = with_measured_rate(self._levers_modeled, measured)
         return self._levers, None
 
     def _latencies(self, gauges: EngineSample | None, now: float) -> dict[str, tuple]:

@@ -208,12 +208,6 @@ class _Point:
             self.capacity_note = "the engine's, scaled by how each scenario changes the modeled one"
         self.capacity = modeled * self.capacity_scale
         self.base = decode_step(fig, hw, self.batch, round(self.context), parallel=self.parallel)
-        eff = None
-        measured = point.measured_tokens_per_s
-        if (measured is not None and measured > 0 and math.isfinite(measured) and self.base.tokens_per_s > 0
-                and not does_not_fit_reason(fig, hw, self.parallel)):
-            eff = measured / self.base.tokens_per_s
-        self.efficiency = eff
 
     def capacity_for(self, fig: ModelFigures, hw: Hardware, parallel: Parallelism | None) -> float:
         return kv_capacity(fig, hw, self.point.memory_utilization, self.point.reserve_bytes,
@@ -233,11 +227,8 @@ class _Point:
             latency_s = step.time_s if latency_s is None else latency_s
             ceiling = ceiling or _ceiling(step)
         gain = tokens_per_s / self.base.tokens_per_s if tokens_per_s is not None and self.base.tokens_per_s else None
-        eff = self.efficiency
         return Lever(key=key, name=name, change=change, batch=batch, context=context, tokens_per_s=tokens_per_s,
                      latency_s=latency_s, ceiling=ceiling, gain=gain, kv_capacity_tokens=capacity,
-                     expected_tokens_per_s=tokens_per_s * eff if eff is not None and tokens_per_s is not None else None,
-                     expected_latency_s=latency_s / eff if eff and latency_s is not None else None,
                      formula=formula, why=why)
 
     def not_applicable(self, key: str, name: str, change: str, why: str, ceiling: str | None = None) -> Lever:
@@ -270,7 +261,42 @@ class _Point:
 
 
 def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: Speculation | None = None) -> Levers:
-    """Every lever of the module docstring at ``point``; ``speculation`` defaults to k = 4, α = 0.7 (assumed)."""
+    """Every lever of the module docstring at ``point``; ``speculation`` defaults to k = 4, α = 0.7 (assumed).
+
+    The modeled levers, then the measured efficiency applied (:func:`with_measured_rate`)."""
+    return with_measured_rate(modeled_levers(fig, hw, point, speculation), point.measured_tokens_per_s)
+
+
+def with_measured_rate(found: Levers, measured_tokens_per_s: float | None) -> Levers:
+    """The levers with the measured efficiency applied.
+
+    efficiency = measured tokens/s ÷ the baseline's modeled tokens/s; every lever's expected
+    tokens/s = its modeled tokens/s × efficiency and expected latency = its modeled latency ÷
+    efficiency. Without a valid measured rate, or where the weights do not fit (no operating point
+    to measure against), the levers are returned as modeled. Cheap next to :func:`modeled_levers`:
+    a live view recomputes only this part when only the measured rate moved."""
+    base = found.baseline.tokens_per_s
+    measured = measured_tokens_per_s
+    if measured is None or not math.isfinite(measured) or measured <= 0 or not base or base <= 0:
+        return found  # no rate, or no modeled operating point (weights that do not fit)
+    eff = measured / base
+
+    def applied(lever: Lever) -> Lever:
+        return dataclasses.replace(
+            lever,
+            expected_tokens_per_s=lever.tokens_per_s * eff if lever.tokens_per_s is not None else None,
+            expected_latency_s=lever.latency_s / eff if lever.latency_s is not None else None)
+
+    note = (f"measured {measured:,.1f} tokens/s is {eff:.0%} of the modeled {base:,.1f}: "
+            "the last column applies that efficiency to every lever")
+    return dataclasses.replace(found, baseline=applied(found.baseline), efficiency=eff, efficiency_note=note,
+                               levers=tuple(applied(lever) for lever in found.levers))
+
+
+def modeled_levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint,
+                   speculation: Speculation | None = None) -> Levers:
+    """Every lever at ``point`` as modeled: no measured efficiency (``point.measured_tokens_per_s`` is
+    not read; :func:`with_measured_rate` applies it)."""
     at = _Point(fig, hw, point)
     spec = speculation or Speculation()
     b, c = at.batch, at.context
@@ -287,11 +313,7 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
     baseline = at.lever("baseline", "now", f"B {batch_text(b)}, C {c:,.0f}", at.base, batch=b, context=c,
                         capacity=at.capacity, formula=base_formula,
                         ceiling="kv_capacity" if c > 0 and b * c >= at.capacity else None)
-    if at.efficiency is not None:
-        eff_note = (f"measured {point.measured_tokens_per_s:,.1f} tokens/s is {at.efficiency:.0%} of the modeled "
-                    f"{at.base.tokens_per_s:,.1f}: the last column applies that efficiency to every lever")
-    else:
-        eff_note = "no measured rate: the figures are the modeled ceilings"
+    eff_note = "no measured rate: the figures are the modeled ceilings"
 
     out: list[Lever] = []
     limit = at.max_batch(at.capacity, c)
@@ -422,7 +444,7 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
                             formula=f"weights and KV heads ÷ {tp2.tp} per GPU (KV heads no fewer than one per rank, "
                                     f"an MLA latent whole); " + at.step_formula(step, fig, b, c, hw2)
                                     + "; all-reduce time not counted"))
-    return Levers(baseline=baseline, efficiency=at.efficiency, efficiency_note=eff_note, levers=tuple(out),
+    return Levers(baseline=baseline, efficiency=None, efficiency_note=eff_note, levers=tuple(out),
                   notes=tuple(notes))
 
 

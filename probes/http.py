@@ -11,6 +11,8 @@ Other rules, because we watch someone else's server and must stay harmless:
 - no proxies: ``*_proxy`` in the environment is ignored (the engine runs on this
   machine; an ``http_proxy`` must not route ``127.0.0.1`` through a corporate proxy);
 - redirects are followed only to the same scheme, host and port, at most 3;
+- an engine probe keeps its connection open between ticks (:class:`Connections`), so a tick's
+  scrape is one request on an open socket rather than a new connection each time;
 - we ask for the classic text format (``text/plain; version=0.0.4``) and no
   compression, so prometheus_client servers never answer in OpenMetrics.
 
@@ -25,9 +27,7 @@ import io
 import socket
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 DEFAULT_MAX_BYTES = 8_000_000
@@ -56,12 +56,6 @@ class FetchResult:
     elapsed_s: float
     why: str | None = None
     answered_s: float | None = None
-
-
-class _ForeignRedirect(Exception):
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
-        self.target = target
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -113,88 +107,25 @@ class _DeadlineResponse(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_DeadlineRaw(socket_file, sock, deadline, timeout_s), _CHUNK_BYTES)
 
 
-class _DeadlineMixin:
-    deadline: float
-    timeout_s: float
-
-    def _arm(self) -> None:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"timed out after {_fmt_seconds(self.timeout_s)}")
-        self.timeout = remaining  # connect() uses it for socket.create_connection
-        self.response_class = functools.partial(
-            _DeadlineResponse, deadline=self.deadline, timeout_s=self.timeout_s)
-
-
-class _DeadlineConnection(_DeadlineMixin):
-    """An HTTP(S) connection whose connect and every read share one deadline."""
-
-    def __init__(self, *args, deadline: float, timeout_s: float, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline, self.timeout_s = deadline, timeout_s
-
-    def connect(self) -> None:
-        self._arm()
-        super().connect()
-
-
-class _DeadlineHTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
-    pass
-
-
-class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
-    pass
-
-
-class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: float, timeout_s: float) -> None:
-        super().__init__()
-        self._conn = functools.partial(_DeadlineHTTPConnection, deadline=deadline, timeout_s=timeout_s)
-
-    def http_open(self, req):
-        return self.do_open(self._conn, req)
-
-
 @functools.lru_cache(maxsize=1)
 def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()  # loads the CA store: ~20 ms, so once per process
 
 
-class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: float, timeout_s: float) -> None:
-        super().__init__(context=_tls_context())
-        self._conn = functools.partial(_DeadlineHTTPSConnection, deadline=deadline, timeout_s=timeout_s)
-
-    def https_open(self, req):
-        return self.do_open(self._conn, req, context=self._context)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Failures of a kept-alive connection the server closed while it sat idle: the request is sent
+# again once, on a new connection (never after any of the answer arrived).
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = _MAX_REDIRECTS
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
-        if (old.scheme, old.hostname, old.port) != (new.scheme, new.hostname, new.port):
-            raise _ForeignRedirect(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _opener(scheme: str, deadline: float, timeout_s: float) -> urllib.request.OpenerDirector:
-    # ProxyHandler({}) replaces the default one that reads *_proxy from the environment.
-    # Redirects never change scheme, so the URL's scheme is the only one needing a handler.
-    transport = (_DeadlineHTTPSHandler if scheme == "https" else _DeadlineHTTPHandler)(deadline, timeout_s)
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), transport, _SameOriginRedirects())
+class _ForeignRedirect(Exception):
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
 
 
 def _reason_for(exc: BaseException, timeout_s: float) -> str:
     """A short human reason for a failed request."""
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        inner = exc.reason
-        if isinstance(inner, BaseException):
-            return _reason_for(inner, timeout_s)
-        if isinstance(inner, str) and "timed out" in inner:
-            return f"timed out after {_fmt_seconds(timeout_s)}"
-        return f"request failed: {inner}"
     if isinstance(exc, _ForeignRedirect):
         return f"redirected to another host ({exc.target}); not followed"
     if isinstance(exc, (TimeoutError, socket.timeout)):
@@ -266,48 +197,130 @@ def _read_body(resp, deadline: float, max_bytes: int) -> tuple[bytes | None, str
     return b"".join(chunks), None
 
 
+class Connections:
+    """Keep-alive HTTP(S) connections, one per origin (scheme, host, port), reused from one GET to
+    the next: a monitor asks the same engine for the same pages every tick, and a new TCP (or TLS)
+    connection for each costs more than the request (about 1.3 ms of CPU against 0.2 ms here).
+
+    For one thread at a time (an engine probe's). A connection is kept only after an answer was
+    read to its end; any failure, a redirect or an error status closes it."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
+
+    def _drop(self, origin: tuple[str, str, int]) -> None:
+        connection = self._open.pop(origin, None)
+        if connection is not None:
+            connection.close()
+
+    def _send(self, origin: tuple[str, str, int], target: str, deadline: float,
+              timeout_s: float) -> http.client.HTTPResponse:
+        """The response's status and headers for GET ``target`` (its body still to read)."""
+        connection = self._open.get(origin)
+        for attempt in range(2):
+            reused = connection is not None
+            if connection is None:
+                scheme, host, port = origin
+                if scheme == "https":
+                    connection = http.client.HTTPSConnection(host, port, context=_tls_context())
+                else:
+                    connection = http.client.HTTPConnection(host, port)
+                self._open[origin] = connection
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out after {_fmt_seconds(timeout_s)}")
+            connection.timeout = remaining  # connect() uses it
+            if connection.sock is not None:
+                connection.sock.settimeout(remaining)
+            connection.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s)
+            try:
+                connection.request("GET", target, headers=_HEADERS)
+                return connection.getresponse()
+            except _STALE:
+                self._drop(origin)
+                if not reused or attempt:
+                    raise
+                connection = None  # the server closed it while idle: once more, on a new one
+            except BaseException:
+                self._drop(origin)
+                raise
+        raise AssertionError("unreachable")
+
+    def get(self, url: str, timeout_s: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES,
+            expect: str | None = None) -> FetchResult:
+        """GET ``url`` within ``timeout_s`` seconds overall, reading at most ``max_bytes`` (see :func:`fetch`)."""
+        start = time.monotonic()
+        deadline = start + max(timeout_s, 0.001)
+
+        def failed(why: str, status: int | None = None, content_type: str | None = None) -> FetchResult:
+            return FetchResult(False, status, None, content_type, time.monotonic() - start, why)
+
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            return failed(f"bad URL: {exc}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return failed(f"bad URL {url!r}: need http://host:port/path")
+        origin = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        current = url
+        status = None
+        for _ in range(_MAX_REDIRECTS + 1):
+            parts = urllib.parse.urlsplit(current)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            resp = None
+            complete = False
+            try:
+                resp = self._send(origin, target, deadline, timeout_s)
+                answered = time.monotonic() - start
+                status = resp.status
+                content_type = resp.headers.get("Content-Type")
+                location = resp.headers.get("Location")
+                if status in _REDIRECTS and location:
+                    following = urllib.parse.urljoin(current, location)
+                    new = urllib.parse.urlsplit(following)
+                    new_origin = (new.scheme, new.hostname, new.port or (443 if new.scheme == "https" else 80))
+                    if new_origin != origin:
+                        raise _ForeignRedirect(following)
+                    current = following
+                    continue
+                if not 200 <= status < 300:
+                    return failed(f"HTTP {status}", status, content_type)
+                body, why = _read_body(resp, deadline, max_bytes)
+                if why:
+                    return failed(why, status, content_type)
+                complete = True
+            except Exception as exc:  # a probe never raises: every failure becomes a reason
+                return failed(_reason_for(exc, timeout_s), getattr(resp, "status", None))
+            finally:
+                if resp is not None:
+                    resp.close()
+                if not complete:
+                    self._drop(origin)  # what is left unread would be the next answer's start
+            sniffers = {"prometheus": sniff_not_prometheus, "json": sniff_not_json}
+            if expect in sniffers:
+                why = sniffers[expect](body, content_type)
+                if why:
+                    return failed(why, status, content_type)
+            return FetchResult(True, status, body, content_type, time.monotonic() - start, None, answered)
+        return failed(f"HTTP {status}: more than {_MAX_REDIRECTS} redirects", status)
+
+
 def fetch(url: str, timeout_s: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES,
           expect: str | None = None) -> FetchResult:
-    """GET ``url`` within ``timeout_s`` seconds overall, reading at most ``max_bytes``.
+    """GET ``url`` within ``timeout_s`` seconds overall, reading at most ``max_bytes``, on a
+    connection of its own (:class:`Connections` keeps them between GETs).
 
     ``expect`` = ``"prometheus"`` or ``"json"`` also turns a 200 whose body is plainly
     something else (an HTML page, say) into a failure with that reason.
     """
-    start = time.monotonic()
-    deadline = start + max(timeout_s, 0.001)
-
-    def failed(why: str, status: int | None = None, content_type: str | None = None) -> FetchResult:
-        return FetchResult(False, status, None, content_type, time.monotonic() - start, why)
-
+    connections = Connections()
     try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError as exc:
-        return failed(f"bad URL: {exc}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return failed(f"bad URL {url!r}: need http://host:port/path")
-
-    resp = None
-    try:
-        request = urllib.request.Request(url, headers=_HEADERS, method="GET")
-        resp = _opener(parts.scheme, deadline, timeout_s).open(request)
-        answered = time.monotonic() - start
-        status = resp.status
-        content_type = resp.headers.get("Content-Type")
-        body, why = _read_body(resp, deadline, max_bytes)
-        if why:
-            return failed(why, status, content_type)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return failed(f"HTTP {exc.code}", exc.code, exc.headers.get("Content-Type") if exc.headers else None)
-    except Exception as exc:  # a probe never raises: every failure becomes a reason
-        return failed(_reason_for(exc, timeout_s), getattr(resp, "status", None))
+        return connections.get(url, timeout_s, max_bytes, expect)
     finally:
-        if resp is not None:
-            resp.close()
-
-    sniffers = {"prometheus": sniff_not_prometheus, "json": sniff_not_json}
-    if expect in sniffers:
-        why = sniffers[expect](body, content_type)
-        if why:
-            return failed(why, status, content_type)
-    return FetchResult(True, status, body, content_type, time.monotonic() - start, None, answered)
+        connections.close()

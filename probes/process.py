@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 import psutil
 
 from infermon.probes.engines.registry import engine, engine_for_launcher, option_value, parallelism, role_for_launcher
+from infermon.probes.listeners import Listeners
 from infermon.probes.snapshot import ProcessInfo, ProcessTree
 
 _TITLE = re.compile(r"^[A-Za-z][\w.-]*::\S+$")
@@ -189,7 +191,7 @@ def _resolve_relative(model: str, proc: psutil.Process) -> str:
 
 
 # Tree membership is re-read this often (and at once when a member vanishes): finding
-# descendants means reading every process's stat file on the host.
+# descendants means reading each tree thread's children file, or every process's stat file.
 CHILD_SCAN_S = 2.0
 
 
@@ -208,6 +210,7 @@ class _Member:
     start_ticks: int | None = None
     cpu_seconds: float | None = None
     cpu_read_at: float = 0.0
+    threads: int = 1
 
 
 def clean_cmdline(argv) -> tuple[str, ...]:
@@ -296,6 +299,11 @@ class ProcessProbe:
         self._clock = clock or time.monotonic
         self._root = open_target(pid)
         self._root_created = self._root.create_time()
+        try:
+            stat = _read_stat(pid)
+        except (OSError, ValueError, IndexError):
+            stat = None
+        self._root_ticks = stat.start_ticks if stat is not None else None
         self._members: dict[int, _Member] = {}
         self._scanned_at = -1e18
         self._framework: tuple[str, str | None] | None = None
@@ -307,6 +315,7 @@ class ProcessProbe:
         """Listening ports of the target's ancestors of the same engine, when the target is one of an
         engine's renamed children (``--pid`` of a ``VLLM::Worker``): its API server is a parent."""
         ports: list[int] = []
+        listeners = Listeners()
         try:
             module = engine_for_launcher(_title(clean_cmdline(self._root.cmdline())) or "")
             if module is None:
@@ -314,25 +323,53 @@ class ProcessProbe:
             for parent in self._root.parents():
                 if engine_for_launcher(launcher(clean_cmdline(parent.cmdline()))) is not module:
                     break
-                ports.extend(_listening_ports(parent))
+                ports.extend(_listening_ports(parent, listeners))
         except psutil.Error:
             pass
         return tuple(dict.fromkeys(ports))
+
+    def _root_state(self) -> str:
+        """``running``, ``exited`` (gone, a zombie) or ``reused`` (the pid names another process now):
+        one read of /proc/PID/stat, where psutil would read it three times."""
+        stat = None
+        try:
+            stat = _read_stat(self.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return "reused" if psutil.pid_exists(self.pid) else "exited"
+        except (OSError, ValueError, IndexError):
+            stat = None
+        if stat is None or self._root_ticks is None:  # not Linux: ask psutil
+            if not self._root.is_running():
+                return "reused" if psutil.pid_exists(self.pid) else "exited"
+            return "exited" if self._root.status() == psutil.STATUS_ZOMBIE else "running"
+        if stat.start_ticks != self._root_ticks:
+            return "reused"
+        return "exited" if stat.state in ("Z", "X", "x") else "running"
 
     def _exited_tree(self, reason: str) -> ProcessTree:
         return ProcessTree(root_pid=self.pid, processes=(), alive=False, why={"process": reason})
 
     def _rescan(self, now: float) -> None:
-        children = self._root.children(recursive=True)
+        threads = sum(max(1, member.threads) for member in self._members.values()) or 1
+        pids = descendants(self.pid, threads)
         members: dict[int, _Member] = {self.pid: self._members.get(self.pid) or _Member(self._root, self._root_created)}
-        for child in children:
+        if pids is None:  # no /proc (not Linux): psutil's own walk
+            found = [(child.pid, child) for child in self._root.children(recursive=True)]
+        else:
+            found = [(pid, None) for pid in pids]
+        for pid, child in found:
+            known = self._members.get(pid)
+            if known is not None and (child is None or known.proc is child):
+                # A reused pid shows in its stat's start time at the next read (and is dropped then).
+                members[pid] = known
+                continue
             try:
+                child = child or psutil.Process(pid)
                 created = child.create_time()
             except psutil.Error:
                 continue
-            known = self._members.get(child.pid)
             # Keep the object CPU% was primed on, unless the pid now names another process.
-            members[child.pid] = known if known is not None and known.created == created else _Member(child, created)
+            members[pid] = known if known is not None and known.created == created else _Member(child, created)
         self._members = members
         self._scanned_at = now
 
@@ -340,11 +377,10 @@ class ProcessProbe:
         """One reading of the tree; a dead or replaced target gives ``alive=False`` and the reason."""
         now = self._clock()
         try:
-            if not self._root.is_running():
-                if psutil.pid_exists(self.pid):
-                    return self._exited_tree(f"pid {self.pid} exited and was reused by another process")
-                return self._exited_tree(f"pid {self.pid} has exited")
-            if self._root.status() == psutil.STATUS_ZOMBIE:
+            state = self._root_state()
+            if state == "reused":
+                return self._exited_tree(f"pid {self.pid} exited and was reused by another process")
+            if state == "exited":
                 return self._exited_tree(f"pid {self.pid} has exited")
             if now - self._scanned_at >= CHILD_SCAN_S:
                 self._rescan(now)
@@ -356,8 +392,9 @@ class ProcessProbe:
         infos: list[ProcessInfo] = []
         vanished = []
         self._cmdlines_changed = False
+        listeners = Listeners()  # read at most once this tick, by the first member due a port refresh
         for pid, member in self._members.items():
-            info = self._read(member, now)
+            info = self._read(member, now, listeners)
             if info is None:
                 vanished.append(pid)
             else:
@@ -387,7 +424,7 @@ class ProcessProbe:
                            pipeline_parallel=degrees.get("pipeline_parallel"),
                            data_parallel=degrees.get("data_parallel"), why=why)
 
-    def _read(self, member: _Member, now: float) -> ProcessInfo | None:
+    def _read(self, member: _Member, now: float, listeners: Listeners) -> ProcessInfo | None:
         proc = member.proc
         try:
             if now - member.static_read_at >= PORT_REFRESH_S:
@@ -396,7 +433,7 @@ class ProcessProbe:
                     member.name = proc.name()
                     member.ppid = proc.ppid()
                     member.role = role_of(member.cmdline)
-                    member.ports = _listening_ports(proc)
+                    member.ports = _listening_ports(proc, listeners)
                     member.static_read_at = now
                     self._cmdlines_changed = True
             stat = _read_stat(proc.pid)
@@ -411,6 +448,7 @@ class ProcessProbe:
         if stat.start_ticks is not None and member.start_ticks is not None and stat.start_ticks != member.start_ticks:
             return None  # the pid now names another process
         member.start_ticks = stat.start_ticks
+        member.threads = stat.threads
         cpu = None
         if member.cpu_seconds is not None and now > member.cpu_read_at:
             cpu = max(0.0, (stat.cpu_seconds - member.cpu_seconds) / (now - member.cpu_read_at) * 100.0)
@@ -426,6 +464,7 @@ class _Stat:
     rss_bytes: int
     threads: int
     start_ticks: int | None
+    state: str = "R"
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -449,13 +488,92 @@ def _read_stat(pid: int) -> _Stat | None:
     fields = data[data.rindex(b")") + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])
     return _Stat(cpu_seconds=(utime + stime) / _CLOCK_TICKS, rss_bytes=int(fields[21]) * _PAGE_SIZE,
-                 threads=int(fields[17]), start_ticks=int(fields[19]))
+                 threads=int(fields[17]), start_ticks=int(fields[19]), state=fields[0].decode("ascii", "replace"))
 
 
-def _listening_ports(proc: psutil.Process) -> tuple[int, ...]:
+def _listening_ports(proc: psutil.Process, listeners: Listeners | None = None) -> tuple[int, ...]:
+    """TCP ports ``proc`` listens on (``listeners``: the sockets read once for the whole tree)."""
+    if not os.path.isdir("/proc/self"):
+        return _listening_ports_psutil(proc)
+    return (listeners or Listeners()).ports_of(proc.pid)
+
+
+def _listening_ports_psutil(proc: psutil.Process) -> tuple[int, ...]:
     try:
         connections = proc.net_connections(kind="tcp")
     except (psutil.Error, OSError):
         return ()
     ports = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN and c.laddr}
     return tuple(sorted(ports))
+
+
+def _children_files() -> bool:
+    """Whether this kernel lists each task's children (``/proc/PID/task/TID/children``)."""
+    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+def _pids_on_host() -> list[int] | None:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read(4096)
+        return int(data[data.rindex(b")") + 2:].split(None, 2)[1])
+    except (OSError, ValueError, IndexError):
+        return None  # gone meanwhile
+
+
+def descendants(pid: int, tree_threads: int = 1) -> list[int] | None:
+    """Every descendant of ``pid`` (None where there is no /proc: not Linux).
+
+    Two ways, whichever reads fewer files: each tree task's ``children`` file (one per thread of
+    the tree; ``tree_threads`` is how many there were at the last reading), or every process's stat
+    file on the host for its parent (what psutil does). A small server on a busy host takes the
+    first; a tree of many-threaded workers on a quiet one the second."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    on_host = _pids_on_host()
+    if on_host is None:
+        return None
+    if _children_files() and tree_threads < len(on_host):
+        found: list[int] = []
+        queue = [pid]
+        seen = {pid}
+        while queue:
+            parent = queue.pop()
+            try:
+                tasks = os.listdir(f"/proc/{parent}/task")
+            except OSError:
+                continue  # gone meanwhile, or not ours
+            for task in tasks:
+                try:
+                    with open(f"/proc/{parent}/task/{task}/children", "rb") as handle:
+                        listed = handle.read(1 << 20).split()
+                except OSError:
+                    continue
+                for child in map(int, listed):
+                    if child not in seen:
+                        seen.add(child)
+                        found.append(child)
+                        queue.append(child)
+        return found
+    children: dict[int, list[int]] = {}
+    for other in on_host:
+        parent = _parent_of(other)
+        if parent is not None:
+            children.setdefault(parent, []).append(other)
+    found = []
+    queue = [pid]
+    seen = {pid}
+    while queue:
+        for child in children.get(queue.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+                queue.append(child)
+    return found

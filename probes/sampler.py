@@ -207,3 +207,6 @@ class Sampler:
         self.nvml.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        close_engine = getattr(self._engine, "close", None)
+        if close_engine is not None:
+            close_engine()

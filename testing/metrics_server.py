@@ -23,6 +23,10 @@ for others), switchable while running via ``set_mode``:
 ``redirect``        302 to the same path on another host (127.0.0.2)
 ==================  ==================================================================
 
+``keep_alive=True`` answers in HTTP/1.1 and keeps each connection open for the next request
+(``connections`` counts those accepted); ``requests_per_connection=n`` then closes a connection
+after its n-th answer without saying so, as a server whose keep-alive timeout ran out would.
+
 Everything is bounded: slow answers wake when the server stops, streams end
 when the client hangs up or the server stops, and the server stops itself
 after ``max_lifetime_s`` in case a test forgets. Use it as a context manager.
@@ -73,7 +77,8 @@ class MetricsServer:
                  json_routes: Mapping[str, Any] | None = None,
                  mode: str = "ok", modes: Mapping[str, str] | None = None,
                  delay_s: float = 3.0, huge_bytes: int = 100_000_000,
-                 max_lifetime_s: float = 60.0) -> None:
+                 max_lifetime_s: float = 60.0, keep_alive: bool = False,
+                 requests_per_connection: int | None = None) -> None:
         self.metrics = metrics
         self.advance = dict(advance or {})
         self.slots = slots
@@ -83,6 +88,9 @@ class MetricsServer:
         self.huge_bytes = huge_bytes
         self.max_lifetime_s = max_lifetime_s
         self.requests: list[str] = []  # paths, in arrival order
+        self.keep_alive = keep_alive
+        self.requests_per_connection = requests_per_connection
+        self.connections = 0  # accepted
         self.bytes_streamed = 0
         self._served = {"/metrics": 0, "/slots": 0}
         self._stop = threading.Event()
@@ -99,6 +107,7 @@ class MetricsServer:
 
         class Handler(_Handler):
             server_owner = owner
+            protocol_version = "HTTP/1.1" if owner.keep_alive else "HTTP/1.0"
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._port = self._httpd.server_address[1]  # still known after close, for assertions
@@ -174,6 +183,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.answered = 0
+        with self.server_owner._lock:
+            self.server_owner.connections += 1
+
     def do_GET(self) -> None:
         owner = self.server_owner
         path = self.path.split("?", 1)[0]
@@ -183,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(owner, path, mode)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             pass  # the client gave up: exactly what a bounded client should do
+        self.answered += 1
+        if owner.requests_per_connection is not None and self.answered >= owner.requests_per_connection:
+            self.close_connection = True  # and no "Connection: close" said: the client finds out
 
     def _answer(self, owner: MetricsServer, path: str, mode: str) -> None:
         if mode == "close":
@@ -260,6 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream_huge(self, owner: MetricsServer, declared: bool) -> None:
+        self.close_connection = True  # without a Content-Length, the body ends when the connection does
         self.send_response(200)
         self.send_header("Content-Type", METRICS_TYPE)
         if declared:

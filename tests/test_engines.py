@@ -28,7 +28,7 @@ from infermon.probes.engines import (
 from infermon.probes.engines import sglang as sglang_engine
 from infermon.probes.engines.llamacpp import slots_from_json
 from infermon.probes.engines.vllm import NO_MFU_METRICS
-from infermon.probes.http import fetch
+from infermon.probes.http import Connections, fetch
 from infermon.probes.snapshot import to_plain
 
 from infermon.testing.metrics_server import MetricsServer, closed_port
@@ -386,6 +386,55 @@ def test_proxies_in_the_environment_are_ignored(monkeypatch):
     with MetricsServer(VLLM) as server:
         got = fetch(server.metrics_url, 1.0)
     assert got.ok and got.status == 200 and b"vllm:generation_tokens_total" in got.body
+
+
+def test_a_probe_keeps_its_connection_open_between_ticks():
+    props = {"model_path": "models/tiny-llama.gguf", "build_info": "b11434-1a2b3c4", "total_slots": 4}
+    with MetricsServer(LLAMACPP, keep_alive=True, slots=lambda k: [slot(0, True, 40 + 25 * k)],
+                       json_routes={"/props": props}) as server:
+        probe = EngineProbe(server.metrics_url)
+        samples = [probe.sample() for _ in range(5)]
+        probe.close()
+        assert server.count("/metrics") == 5 and server.count("/slots") == 5 and server.count("/props") == 1
+        assert server.connections == 1  # eleven requests, one connection
+    assert [s.slots_decoded for s in samples] == [40, 65, 90, 115, 140]
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_at_once():
+    # The server closes each connection after two answers without saying so (a keep-alive timeout):
+    # the next request meets a closed socket and is sent again, on a new connection, in the same tick.
+    with MetricsServer(VLLM, keep_alive=True, requests_per_connection=2) as server:
+        connections = Connections()
+        try:
+            got = [connections.get(server.metrics_url, 1.0, expect="prometheus") for _ in range(6)]
+            time.sleep(0.05)
+        finally:
+            connections.close()
+        assert all(g.ok and b"vllm:generation_tokens_total" in g.body for g in got), [g.why for g in got]
+        assert server.count("/metrics") == 6 and server.connections == 3
+
+
+@pytest.mark.parametrize("mode, reason", [("truncated", "cut short"), ("500", "HTTP 500"), ("close", "connection closed"),
+                                          ("html", "looks like HTML")])
+def test_a_failed_answer_on_a_kept_connection_leaves_the_next_request_clean(mode, reason):
+    with MetricsServer(VLLM, keep_alive=True) as server:
+        connections = Connections()
+        try:
+            assert connections.get(server.metrics_url, 1.0).ok
+            server.set_mode(mode)
+            failed = connections.get(server.metrics_url, 1.0, expect="prometheus")
+            server.set_mode("ok")
+            after = connections.get(server.metrics_url, 1.0, expect="prometheus")
+        finally:
+            connections.close()
+    assert not failed.ok and reason in failed.why
+    assert after.ok and b"vllm:generation_tokens_total" in after.body
+
+
+def test_redirects_on_a_kept_connection_stay_on_the_same_origin():
+    with MetricsServer(VLLM, keep_alive=True, mode="redirect") as server:
+        got = Connections().get(server.metrics_url, 1.0)
+    assert not got.ok and got.why == f"redirected to another host (http://127.0.0.2:{server.port}/metrics); not followed"
 
 
 # ---------------------------------------------------------------- hints for missing metrics

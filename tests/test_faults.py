@@ -80,7 +80,8 @@ def test_pid_reused_by_another_process_is_reported(monkeypatch):
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         probe = ProcessProbe(target.pid)
-        monkeypatch.setattr(probe._root, "is_running", lambda: False)
+        # The process the probe opened started one clock tick earlier than the one now at its pid.
+        monkeypatch.setattr(probe, "_root_ticks", probe._root_ticks - 1)
         tree = probe.sample()
         assert not tree.alive and "reused" in tree.why["process"]
     finally:

@@ -312,3 +312,20 @@ def test_acceptance_from_the_engines_rate_inverts_the_early_stop(k, alpha):
     rate = sum(alpha ** i for i in range(1, k + 1)) / k  # accepted ÷ drafted, drafts after a rejection dropped
     assert acceptance_from_rate(rate, k) == pytest.approx(alpha, abs=1e-6)
     assert acceptance_from_rate(0.0, k) == 0.0 and acceptance_from_rate(1.0, k) == 1.0
+
+
+def test_live_levers_apply_each_ticks_measured_rate_exactly():
+    """The live view keeps the modeled levers while the operating point holds still and applies every
+    tick's measured rate to them: the efficiency is this tick's rate, not the one they were built at."""
+    from infermon.testing import scripted
+
+    views = [view for view in scripted.views(12) if view.levers is not None and view.levers.efficiency is not None]
+    rates = {view.figures.generation_tokens_per_s.value for view in views}
+    assert len(views) >= 8 and len(rates) >= 2  # the scripted rate moves (600, 620, 560 tokens/s…)
+    for view in views:
+        measured = view.figures.generation_tokens_per_s.value
+        found = view.levers
+        assert found.efficiency == pytest.approx(measured / found.baseline.tokens_per_s, rel=1e-12)
+        for lever in found.levers:
+            if lever.tokens_per_s is not None:
+                assert lever.expected_tokens_per_s == pytest.approx(lever.tokens_per_s * found.efficiency, rel=1e-12)

@@ -232,3 +232,15 @@ def test_record_exits_zero_after_the_process_exits(fake_vllm, tmp_path):
     _, err = recorder.communicate(timeout=20)
     assert recorder.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_version_is_printed_on_stdout(capsys):
+    from importlib import metadata
+
+    from infermon.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code in (0, None)
+    captured = capsys.readouterr()
+    assert captured.out == f"infermon {metadata.version('infermon')}\n" and captured.err == ""

@@ -9,7 +9,9 @@ import time
 import psutil
 import pytest
 
-from infermon.probes.process import ProcessProbe, TargetError, detect_framework, launcher, model_from_cmdline
+from infermon.probes.listeners import Listeners, _from_tables
+from infermon.probes.process import (ProcessProbe, TargetError, _listening_ports, descendants, detect_framework, launcher,
+                                     model_from_cmdline)
 
 CHILD = textwrap.dedent("""
     import socket, sys, time
@@ -127,3 +129,89 @@ def test_a_script_mentioning_vllm_is_not_vllm():
 ])
 def test_model_from_cmdline(cmdline, framework, model):
     assert model_from_cmdline(cmdline, framework) == model
+
+
+# ------------------------------------------------------------------ listening ports and descendants
+
+SOCKETS = textwrap.dedent("""
+    import socket, time
+    v4 = socket.socket(); v4.bind(("127.0.0.1", 0)); v4.listen()
+    ports = [v4.getsockname()[1]]
+    try:
+        v6 = socket.socket(socket.AF_INET6); v6.bind(("::1", 0)); v6.listen(); ports.append(v6.getsockname()[1])
+    except OSError:
+        pass  # no IPv6 here
+    # A connection of its own: its local port is not a listening one.
+    client = socket.create_connection(("127.0.0.1", ports[0])); peer, _ = v4.accept()
+    print(" ".join(map(str, ports)), client.getsockname()[1], flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.fixture
+def listening_process():
+    proc = subprocess.Popen([sys.executable, "-c", SOCKETS], stdout=subprocess.PIPE, text=True)
+    *listening, connected = (int(v) for v in proc.stdout.readline().split())
+    yield proc, set(listening), connected
+    proc.kill()
+    proc.wait()
+
+
+def test_listening_ports_are_the_processs_listeners_not_its_connections(listening_process):
+    from infermon.probes.process import _listening_ports_psutil
+
+    proc, listening, connected = listening_process
+    ports = set(_listening_ports(psutil.Process(proc.pid)))
+    assert ports == listening and connected not in ports
+    assert ports == set(_listening_ports_psutil(psutil.Process(proc.pid)))  # psutil's own reading agrees
+    assert _listening_ports(psutil.Process(os.getpid())) == ()  # this process listens on nothing
+
+
+def test_the_kernels_socket_dump_and_the_proc_tables_agree(listening_process):
+    proc, listening, _ = listening_process
+    netlink = Listeners()
+    from_netlink = netlink.sockets(proc.pid)
+    assert netlink._netlink_ok, "the sock_diag dump was refused on this machine"
+    assert from_netlink == _from_tables(proc.pid)
+    assert listening <= set(from_netlink.values())
+
+
+def test_refused_netlink_falls_back_to_the_proc_tables(listening_process, monkeypatch):
+    import infermon.probes.listeners as listeners_module
+
+    def refused(family):
+        raise PermissionError("netlink refused")
+
+    monkeypatch.setattr(listeners_module, "_dump", refused)
+    proc, listening, connected = listening_process
+    listeners = Listeners()
+    assert set(listeners.ports_of(proc.pid)) == listening
+    assert not listeners._netlink_ok
+
+
+def test_a_gone_process_listens_on_nothing():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert Listeners().ports_of(proc.pid) == ()
+
+
+def test_descendants_both_ways_match_psutils_walk(tmp_path):
+    script = tmp_path / "tree.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "depth = int(sys.argv[1])\n"
+                      "kids = [subprocess.Popen([sys.executable, __file__, str(depth - 1)]) for _ in range(2 if depth else 0)]\n"
+                      "time.sleep(60)\n")
+    root = subprocess.Popen([sys.executable, str(script), "2"])  # 2 children, 4 grandchildren
+    try:
+        deadline = time.monotonic() + 20
+        while len(psutil.Process(root.pid).children(recursive=True)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        want = sorted(p.pid for p in psutil.Process(root.pid).children(recursive=True))
+        assert len(want) == 6
+        assert sorted(descendants(root.pid, tree_threads=1)) == want           # each task's children file
+        assert sorted(descendants(root.pid, tree_threads=10**9)) == want       # every process's parent
+    finally:
+        for proc in psutil.Process(root.pid).children(recursive=True):
+            proc.kill()
+        root.kill()
+        root.wait()

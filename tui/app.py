@@ -15,11 +15,9 @@ import time
 from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Container
 from textual.message import Message
-from textual.containers import Vertical
 from textual.reactive import var
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from infermon.live.summary import format_summary
 from infermon.live.view import LiveView
@@ -29,6 +27,7 @@ from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, Pr
 from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
 from infermon.tui.text import fit
+from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow
 
 # The full layout (every panel at once) from this size up.
 FULL_WIDTH = 120
@@ -148,6 +147,9 @@ class InfermonApp(App[None]):
 
     # ------------------------------------------------------------------ layout
 
+    def get_default_screen(self) -> Backdrop:
+        return Backdrop(id="_default")
+
     def compose(self) -> ComposeResult:
         # Widgets drawn every tick are kept here once, not looked up per tick.
         self._header = HeaderBar("", id="header")
@@ -163,16 +165,16 @@ class InfermonApp(App[None]):
         yield self._advice
         yield self._overview
         yield self._tabs
-        with Container(id="panels"):
-            with Vertical(id="left", classes="column"):
+        with PanelRow(id="panels"):
+            with Column(id="left", classes="column"):
                 yield throughput
                 yield memory
-            with Vertical(id="right", classes="column"):
+            with Column(id="right", classes="column"):
                 yield roofline
                 yield devices
                 yield processes
         yield Static(f"terminal too small: infermon needs at least {MIN_WIDTH}×{MIN_HEIGHT}", id="too-small")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         from infermon.themes import BUILTIN

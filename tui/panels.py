@@ -11,13 +11,12 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal
 
 from infermon.live.figure import MEASURED
 from infermon.live.view import LiveView
 from infermon.tui.plot import roofline_text
 from infermon.tui.text import Columns, Row, bar, chart, fit
-from infermon.tui.widgets import Body, Panel, Paragraph, TableFormat
+from infermon.tui.widgets import Body, Panel, Paragraph, Side, TableFormat
 from infermon.views.fmt import ports_text, si, sig3, value_text
 
 __all__ = ["PANELS", "Panel", "Paragraph", "Body", "ThroughputPanel", "RooflinePanel", "MemoryPanel",
@@ -126,7 +125,7 @@ class RooflinePanel(Panel):
         self._plot_key: tuple | None = None
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="roof-body"):
+        with Side(id="roof-body"):
             yield Body(id="roof-figures")
             yield Body(id="roof-plot")
 

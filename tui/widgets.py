@@ -12,7 +12,9 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
-from textual.containers import Vertical
+from textual.containers import Container, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
 from textual.css.query import NoMatches
 from textual.geometry import Region
 from textual.widget import Widget
@@ -83,6 +85,40 @@ def changed_span(old: Text, new: Text) -> tuple[int, int] | None:
     while end > first and cell(a, sa, end - 1) == cell(b, sb, end - 1):
         end -= 1
     return first, end
+
+
+# Layout boxes that draw nothing of their own (no border, no content: their children cover them).
+# ``BLANK`` lets the compositor fill them with their background instead of running each through
+# Textual's line renderer every frame: a frame whose changes span the screen visits every widget.
+
+class PanelRow(Container):
+    """The panels' row (``#panels``)."""
+
+    BLANK = True
+
+
+class Column(Vertical):
+    """One column of panels."""
+
+    BLANK = True
+
+
+class Side(Horizontal):
+    """Two boxes side by side (the roofline's figures and plot)."""
+
+    BLANK = True
+
+
+class KeyBar(Footer):
+    """The key line at the bottom: its keys cover it."""
+
+    BLANK = True
+
+
+class Backdrop(Screen):
+    """The dashboard's screen: its widgets cover it."""
+
+    BLANK = True
 
 
 class Panel(Vertical):

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from infermon.probes.engines.mapping import SLOW_FIELDS, apply_info, parse_engine_text, sample_from_exposition
 from infermon.probes.engines.registry import ENGINES, engine
-from infermon.probes.http import DEFAULT_MAX_BYTES, fetch
+from infermon.probes.http import DEFAULT_MAX_BYTES, Connections
 from infermon.probes.snapshot import EngineSample
 
 # Latency histograms are most of a scrape's lines and the parser costs ~15–70 µs a line: they (and
@@ -49,9 +49,9 @@ def failure_hints(kind: str | None, status: int | None) -> tuple[str, ...]:
     return ()
 
 
-def get_json(url: str, timeout_s: float) -> tuple[object, int | None, str | None]:
+def get_json(connections: Connections, url: str, timeout_s: float) -> tuple[object, int | None, str | None]:
     """(payload, HTTP status, why it failed): one bounded GET of a JSON endpoint."""
-    got = fetch(url, timeout_s, _EXTRA_BODY_LIMIT, expect="json")
+    got = connections.get(url, timeout_s, _EXTRA_BODY_LIMIT, expect="json")
     if not got.ok:
         return None, got.status, got.why or "failed"
     try:
@@ -79,6 +79,11 @@ class EngineProbe:
         self._scrapes = 0
         self._latency: dict[str, object] = {}
         self._latency_why: dict[str, str] = {}
+        self._http = Connections()
+
+    def close(self) -> None:
+        """Close the kept-alive connection to the engine."""
+        self._http.close()
 
     def sample(self) -> EngineSample:
         try:
@@ -89,7 +94,7 @@ class EngineProbe:
 
     def _sample(self) -> EngineSample:
         deadline = self._clock() + self.timeout_s
-        got = fetch(self.url, self.timeout_s, self.max_bytes, expect="prometheus")
+        got = self._http.get(self.url, self.timeout_s, self.max_bytes, expect="prometheus")
         arrived = self._clock()
         if got.ok and got.answered_s is not None:
             # The counters are as old as the answer, not as the last byte read (a long body, or
@@ -132,14 +137,14 @@ class EngineProbe:
             if remaining <= 0.01:
                 answers[path] = (None, None, f"no time left in this tick for {path}")
             else:
-                answers[path] = get_json(base_url(self.url) + path, remaining)
+                answers[path] = get_json(self._http, base_url(self.url) + path, remaining)
         return answers
 
     def _add_info(self, sample: EngineSample, path: str, deadline: float) -> EngineSample:
         # Fetched until one definite answer (at most 3 tries), then kept: model and version do not change.
         if self._info is None and self._info_tries < 3 and deadline - self._clock() > 0.01:
             self._info_tries += 1
-            payload, status, failed = get_json(base_url(self.url) + path, deadline - self._clock())
+            payload, status, failed = get_json(self._http, base_url(self.url) + path, deadline - self._clock())
             if failed is None:
                 self._info = payload if isinstance(payload, dict) else {}
             elif status is not None:
