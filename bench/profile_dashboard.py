@@ -83,6 +83,38 @@ def analyse(raw: str, rate: int, seconds: float) -> dict:
             "top_functions": [(k, ms(v)) for k, v in functions.most_common(15)]}
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid`` so far, from /proc/PID/task/*/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def thread_names(spy: str, pid: int) -> dict[int, str]:
+    """Thread id → Python thread name, from one ``py-spy dump``."""
+    dump = subprocess.run([spy, "dump", "--pid", str(pid), "--nonblocking"], capture_output=True, text=True,
+                          timeout=60).stdout
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'Thread (\d+) \(\w+\): "([^"]+)"', dump)}
+
+
+def per_thread(before: dict[int, float], after: dict[int, float], names: dict[int, str], wall: float) -> dict:
+    """CPU ms per wall second of each thread over the window, by the kernel's own counters."""
+    rows = {}
+    for tid, seconds in after.items():
+        used = (seconds - before.get(tid, 0.0)) / wall * 1000
+        name = {"MainThread": "event loop (Textual)", "infermon-sampler": "sampling thread"}.get(
+            names.get(tid, ""), names.get(tid) or f"thread {tid}")
+        rows[name] = rows.get(name, 0.0) + round(used, 2)
+    return dict(sorted(rows.items(), key=lambda item: -item[1]))
+
+
 def main() -> int:
     from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
     from side_by_side import Load, Pane
@@ -110,17 +142,21 @@ def main() -> int:
             pane = Pane("infermon", [sys.executable, "-m", "infermon.cli.main", "--pid", str(server.process.pid),
                                      "--interval", "1"], cols, rows, folder)
             time.sleep(args.settle)
+            names = thread_names(spy, pane.pid)
+            threads0 = thread_cpu(pane.pid)
             cpu0, began = pane.cpu_seconds(), time.monotonic()
             subprocess.run([spy, "record", "--pid", str(pane.pid), "--duration", f"{args.seconds:.0f}", "--rate",
                             str(args.rate), "--format", "raw", "--threads", "--nonblocking", "--output", str(raw_path)],
                            check=True, capture_output=True, timeout=args.seconds + 60)
             wall = time.monotonic() - began
             cpu1 = pane.cpu_seconds()
+            threads = per_thread(threads0, thread_cpu(pane.pid), names, wall)
         finally:
             if pane is not None:
                 pane.close()
             load.stop()
     result = analyse(raw_path.read_text(), args.rate, args.seconds)
+    result["threads_cpu_ms_per_s"] = threads
     result["process_cpu_percent"] = round((cpu1 - cpu0) / wall * 100, 3) if cpu0 is not None and cpu1 is not None else None
     result["conditions"] = (f"{args.size}, 1 Hz, {args.seconds:.0f} s, py-spy {args.rate} Hz nonblocking; "
                             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -131,7 +167,10 @@ def main() -> int:
     print(f"dashboard profile ({result['conditions']})")
     print(f"CPU: {result['cpu_ms_per_s']} ms per second in py-spy's samples "
           f"({result['process_cpu_percent']}% of a core by the process's own counters)")
-    for title, key in (("by thread", "by_thread"), ("by part (innermost known frame)", "by_part")):
+    print("\nby thread, the kernel's counters (exact; py-spy's samples below also count waits):")
+    for name, value in result["threads_cpu_ms_per_s"].items():
+        print(f"  {value:8.2f} ms/s  {name}")
+    for title, key in (("by thread, py-spy", "by_thread"), ("by part (innermost known frame)", "by_part")):
         print(f"\n{title}:")
         for name, value in result[key].items():
             print(f"  {value:8.2f} ms/s  {name}")

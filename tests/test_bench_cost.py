@@ -60,3 +60,28 @@ def test_profile_split_by_thread_and_innermost_known_frame():
     assert result["cpu_ms_per_s"] == 500.0  # 50 samples at 100 Hz over 1 s
     assert result["by_thread"] == {"event loop (Textual)": 300.0, "sampling thread": 200.0}
     assert result["by_part"] == {"textual": 300.0, "psutil": 100.0, "infermon derivation": 100.0}
+
+
+def test_per_thread_cpu_is_each_threads_increase_per_wall_second_by_name():
+    before = {10: 1.00, 11: 0.50, 12: 0.20}
+    after = {10: 1.12, 11: 0.53, 12: 0.20, 13: 0.01}  # 13 started during the window
+    names = {10: "MainThread", 11: "infermon-sampler", 12: "textual-input"}
+    rows = profile_dashboard.per_thread(before, after, names, wall=10.0)
+    assert rows == {"event loop (Textual)": 12.0, "sampling thread": 3.0, "thread 13": 1.0, "textual-input": 0.0}
+    assert list(rows) == ["event loop (Textual)", "sampling thread", "thread 13", "textual-input"]
+
+
+def test_thread_cpu_reads_this_process_threads():
+    import os
+    import threading
+
+    stop = threading.Event()
+    worker = threading.Thread(target=lambda: stop.wait(5))
+    worker.start()
+    try:
+        seconds = profile_dashboard.thread_cpu(os.getpid())
+        assert os.getpid() in seconds and worker.native_id in seconds
+        assert all(value >= 0 for value in seconds.values())
+    finally:
+        stop.set()
+        worker.join()
