@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_BYTES = 8_000_000
 _CHUNK_BYTES = 64 * 1024
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _MAX_REDIRECTS = 3
 _HEADERS = {
     # prometheus_client servers answer OpenMetrics to clients that accept it, and the parser
@@ -90,6 +91,14 @@ class _DeadlineRaw(io.RawIOBase):
         if remaining <= 0:
             raise TimeoutError(f"timed out after {_fmt_seconds(self._timeout_s)}")
         self._sock.settimeout(remaining)
+        if _QUICKACK is not None:
+            # Acknowledge at once: a server that writes its headers and its body in two sends
+            # without TCP_NODELAY holds the body until our ACK, which Linux delays by up to 40 ms
+            # on a kept-alive connection (not on a new one). Not sticky, so before every read.
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass
         return self._file.readinto(buffer)
 
     def close(self) -> None:
