@@ -528,6 +528,22 @@ def _parent_of(pid: int) -> int | None:
         return None  # gone meanwhile
 
 
+def _listed_children(parent: int) -> list[int]:
+    """The children each task of ``parent`` lists in ``/proc/PID/task/TID/children``."""
+    try:
+        tasks = os.listdir(f"/proc/{parent}/task")
+    except OSError:
+        return []  # gone meanwhile, or not ours
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{parent}/task/{task}/children", "rb") as handle:
+                found.extend(map(int, handle.read(1 << 20).split()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def descendants(pid: int, tree_threads: int = 1) -> list[int] | None:
     """Every descendant of ``pid`` (None where there is no /proc: not Linux).
 
@@ -541,37 +557,19 @@ def descendants(pid: int, tree_threads: int = 1) -> list[int] | None:
     if on_host is None:
         return None
     if _children_files() and tree_threads < len(on_host):
-        found: list[int] = []
-        queue = [pid]
-        seen = {pid}
-        while queue:
-            parent = queue.pop()
-            try:
-                tasks = os.listdir(f"/proc/{parent}/task")
-            except OSError:
-                continue  # gone meanwhile, or not ours
-            for task in tasks:
-                try:
-                    with open(f"/proc/{parent}/task/{task}/children", "rb") as handle:
-                        listed = handle.read(1 << 20).split()
-                except OSError:
-                    continue
-                for child in map(int, listed):
-                    if child not in seen:
-                        seen.add(child)
-                        found.append(child)
-                        queue.append(child)
-        return found
-    children: dict[int, list[int]] = {}
-    for other in on_host:
-        parent = _parent_of(other)
-        if parent is not None:
-            children.setdefault(parent, []).append(other)
-    found = []
+        children_of = _listed_children
+    else:
+        table: dict[int, list[int]] = {}
+        for other in on_host:
+            parent = _parent_of(other)
+            if parent is not None:
+                table.setdefault(parent, []).append(other)
+        children_of = lambda parent: table.get(parent, ())  # noqa: E731
+    found: list[int] = []
     queue = [pid]
     seen = {pid}
     while queue:
-        for child in children.get(queue.pop(), ()):
+        for child in children_of(queue.pop()):
             if child not in seen:
                 seen.add(child)
                 found.append(child)
