@@ -513,11 +513,14 @@ class Deriver:
             held_note = held_why if held_why.startswith("between") else "last reading (the source has not published since)"
         put("generation_tokens_per_s", gen, label, gen_why, held_note, stale)
         put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why), held_note, stale)
-        put("requests_running", gauges.requests_running if gauges else None, ENGINE if tokens.source != "agent" else MEASURED,
+        # The gauges are the engine's, or the agents' own readings (when no engine answered, even
+        # if the agents count no tokens): the source follows where they came from, not the rate's.
+        gauge_source = MEASURED if gauges is not None and gauges.kind == "agent" else ENGINE
+        put("requests_running", gauges.requests_running if gauges else None, gauge_source,
             _gauge_why(gauges, "requests_running", why))
-        put("requests_waiting", gauges.requests_waiting if gauges else None, ENGINE if tokens.source != "agent" else MEASURED,
+        put("requests_waiting", gauges.requests_waiting if gauges else None, gauge_source,
             _gauge_why(gauges, "requests_waiting", why))
-        put("batch", batch, label if batch_note and "steps" in batch_note else (ENGINE if tokens.source == "engine" else label),
+        put("batch", batch, label if batch_note and "steps" in batch_note else gauge_source,
             "no running-requests figure and no step counter" if gauges is not None else _gauge_why(gauges, "batch", why),
             batch_note)
         steps_source = label if steps_rate is not None and steps_rate.per_s is not None else MODELED

@@ -88,3 +88,23 @@ def test_a_run_counts_the_tokens_made_before_its_first_sample():
     assert _derive_agent_ticks(Deriver(count_from_start=True), readings)[-1].summary.generation_tokens == 67.0
     # Watching a process someone else started, the total counts from the first sample.
     assert _derive_agent_ticks(Deriver(), readings)[-1].summary.generation_tokens == 40.0
+
+
+def test_an_agent_that_counts_no_tokens_still_says_where_its_gauges_came_from():
+    """Its request gauges are the agent's own measurement: never "engine-reported" (no engine answered),
+    and a batch taken from them never shows a value beside "n/a"."""
+    from infermon.live.derive import Deriver
+    from infermon.live.figure import MEASURED
+    from infermon.probes.snapshot import Snapshot
+
+    deriver = Deriver()
+    view = None
+    for tick in range(3):
+        sample = agent(time=5000.0 + tick, monotonic=50.0 + tick, batch=1, max_batch=1)
+        view = deriver.update(Snapshot(time=1000.0 + tick, monotonic=100.0 + tick, interval_s=1.0, tree=None,
+                                       devices=(), engine=None, host=None, agents=(sample,),
+                                       why={"engine": "no engine /metrics found: 8000 connection refused"}))
+    f = view.figures
+    assert f.generation_tokens_per_s.value is None and f.generation_tokens_per_s.source == "n/a"
+    assert f.requests_running.value == 1 and f.requests_running.source == MEASURED
+    assert f.batch.value is None or f.batch.source == MEASURED, f.batch
