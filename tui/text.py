@@ -187,6 +187,11 @@ def figure_row(label: str, fig: Figure, styles: dict[str, Style] | None = None, 
     return row.text(width if width is not None else 10_000)
 
 
+# Formatted figure rows, by what they are made of (a few frames of every panel's rows).
+_ROWS: dict[tuple, Text] = {}
+_ROWS_KEPT = 2048
+
+
 @dataclass
 class Columns:
     """Column widths shared by a panel's figure rows: label, value and source as wide as the widest
@@ -209,8 +214,16 @@ class Columns:
         return cls(label, value, source, width, styles)
 
     def row(self, label: str, fig: Figure, note: str | None = None, value: str | None = None) -> Text:
-        return figure_row(label, fig, self.styles, self.label, self.value, note=note, value=value, width=self.width,
-                          source_width=self.source)
+        # Most rows show the same figure as the frame before: formatting them again is most of a
+        # panel's drawing, so rows are kept by everything they are made of (figures are frozen).
+        key = (label, fig, note, value, self.label, self.value, self.width, self.source, tuple(self.styles.items()))
+        found = _ROWS.get(key)
+        if found is None:
+            if len(_ROWS) >= _ROWS_KEPT:
+                _ROWS.clear()
+            found = _ROWS[key] = figure_row(label, fig, self.styles, self.label, self.value, note=note, value=value,
+                                            width=self.width, source_width=self.source)
+        return found.copy()
 
     def bar_row(self, label: str, fig: Figure, bar_of) -> Text:
         """``label value source`` and a bar in the cells left (``bar_of(width)`` → Text; at most 24)."""
