@@ -218,9 +218,14 @@ class Connections:
         self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
 
     def close(self) -> None:
-        for connection in self._open.values():
-            connection.close()
-        self._open.clear()
+        # May be called from another thread while a GET is under way (the app closing): take the
+        # connections in one step, then close them; that GET fails with a reason, never raises.
+        connections, self._open = list(self._open.values()), {}
+        for connection in connections:
+            try:
+                connection.close()
+            except OSError:
+                pass
 
     def _drop(self, origin: tuple[str, str, int]) -> None:
         connection = self._open.pop(origin, None)
