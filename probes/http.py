@@ -98,7 +98,7 @@ class _DeadlineRaw(io.RawIOBase):
             try:
                 self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             except OSError:
-                pass
+                pass  # a socket that refuses it reads as before, only slower with such servers
         return self._file.readinto(buffer)
 
     def close(self) -> None:
@@ -225,7 +225,7 @@ class Connections:
             try:
                 connection.close()
             except OSError:
-                pass
+                pass  # already broken: nothing left to release
 
     def _drop(self, origin: tuple[str, str, int]) -> None:
         connection = self._open.pop(origin, None)
