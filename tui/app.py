@@ -147,6 +147,14 @@ class InfermonApp(App[None]):
 
     # ------------------------------------------------------------------ layout
 
+    def get_driver_class(self):
+        stock = super().get_driver_class()
+        try:
+            from infermon.tui.driver import driver_class
+        except ImportError:  # a Textual without the key parser the quiet driver builds on
+            return stock
+        return driver_class(stock)
+
     def get_default_screen(self) -> Backdrop:
         return Backdrop(id="_default")
 
