@@ -255,3 +255,42 @@ async def test_levers_screen_shows_each_lever_and_follows_new_samples():
         assert {"batch_x2", "weights_int4", "kv_fp8", "speculative", "tensor_parallel"} <= keys
         await pilot.press("escape")
         assert not isinstance(app.screen, LeversScreen)
+
+
+def assert_kept_lines_are_current(app) -> int:
+    """Each widget that keeps its lines (tui/widgets.py KeptLines) gives the compositor now
+    exactly what it would render from scratch: the kept lines are never stale."""
+    from textual.widget import Widget
+
+    from infermon.tui.widgets import KeptLines
+
+    checked = 0
+    for widget in app.screen.query("*"):
+        kept = getattr(widget, "_kept", None)
+        if not isinstance(widget, KeptLines) or kept is None or not widget.display:
+            continue
+        crop = kept[0][0]
+        strips = widget.render_lines(crop)  # what the compositor would get now
+        widget._styles_cache.clear()
+        fresh = Widget.render_lines(widget, crop)
+        assert [s.text for s in fresh] == [s.text for s in strips], widget
+        assert fresh == strips, widget
+        checked += 1
+    return checked
+
+
+async def test_widgets_that_keep_their_lines_never_show_stale_ones():
+    app, source = make_app(scripted.snapshots(40))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, source)
+        assert assert_kept_lines_are_current(app) >= 10
+        for keys in (["t"], ["2"], ["escape"], ["p"], ["p"], ["t", "t"]):
+            await pilot.press(*keys)
+            await pilot.pause()
+            await pilot.pause()
+            checked = assert_kept_lines_are_current(app)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        checked += assert_kept_lines_are_current(app)
+        assert checked >= 5

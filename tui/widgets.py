@@ -87,6 +87,35 @@ def changed_span(old: Text, new: Text) -> tuple[int, int] | None:
     return first, end
 
 
+class KeptLines:
+    """Mixin for a widget: the lines it gave the compositor last time are given again, as they
+    are, while nothing asked it to repaint.
+
+    The compositor renders every widget inside the bounding box of a frame's changes, and at 1 Hz
+    figures change from the top of the screen to the bottom. Textual then recomputes each unchanged
+    widget's background, filters and border for every line. Here an unchanged widget costs a
+    comparison. "Nothing asked" is Textual's own record of lines to repaint (``refresh()`` fills it,
+    a new size, theme or style empties the kept lines too); where a Textual release keeps no such
+    record, every frame renders as before.
+    """
+
+    _kept: tuple | None = None
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        dirty = getattr(getattr(self, "_styles_cache", None), "_dirty_lines", None)
+        key = (crop, self.size, tuple(self.app.get_line_filters()))
+        kept = self._kept
+        if kept is not None and dirty is not None and not dirty and kept[0] == key:
+            return kept[1]
+        strips = super().render_lines(crop)
+        self._kept = (key, strips) if dirty is not None else None
+        return strips
+
+    def notify_style_update(self) -> None:
+        self._kept = None
+        super().notify_style_update()
+
+
 # Layout boxes that draw nothing of their own (no border, no content: their children cover them).
 # ``BLANK`` lets the compositor fill them with their background instead of running each through
 # Textual's line renderer every frame: a frame whose changes span the screen visits every widget.
@@ -121,7 +150,7 @@ class Backdrop(Screen):
     BLANK = True
 
 
-class Panel(Vertical):
+class Panel(KeptLines, Vertical):
     """A bordered panel with a number key and a title; may be maximised.
 
     Subclasses compose a :class:`Body` (and a chart or a plot) and draw their rows in :meth:`show`.
@@ -218,7 +247,7 @@ class _RowSetter:
         self.rows[self.key] = Text(text, end="") if isinstance(text, str) else text
 
 
-class Body(Widget):
+class Body(KeptLines, Widget):
     """The rows of a panel (or a chart, a plot) as one widget: each row is made into a strip once
     when it changes, and only the cells that changed are marked for repainting.
 
