@@ -55,6 +55,9 @@ _FI_DEV_PCIE_COUNT_RX_BYTES = 198
 _FI_DEV_NVLINK_LINK_COUNT = 91
 _FI_DEV_NVLINK_THROUGHPUT_DATA_TX = 138  # cumulative KiB, per link (scopeId = link)
 _FI_DEV_NVLINK_THROUGHPUT_DATA_RX = 139
+# nvml.h: "A scopeId of UINT_MAX returns aggregate value summed up across all links for the
+# specified counter type" (two fields a GPU instead of two per link: 36 on an H100 SXM).
+_ALL_LINKS = 0xFFFFFFFF
 NVLINK_NONE = "no NVLink on this GPU"
 _VALUE_NOT_AVAILABLE_ULL = 2**64 - 1  # NVML_VALUE_NOT_AVAILABLE as unsigned long long
 _KIB = 1024  # nvmlDeviceGetPcieThroughput's "KB/s" are KiB/s (as nvitop reads them)
@@ -200,6 +203,7 @@ class _Device:
     variant: dict[str, int] = field(default_factory=dict)  # reading → first call variant worth trying
     pcie_previous: tuple[float, float | None, int, int] | None = None  # (clock s, NVML s, tx, rx)
     nvlink_links: int | None = None
+    nvlink_aggregate: bool | None = None  # the driver sums the links itself (None: not asked yet)
     nvlink_previous: tuple[float, int, int] | None = None  # (clock s, tx KiB, rx KiB)
     gpm: _GpmState = field(default_factory=_GpmState)
 
@@ -414,7 +418,8 @@ class NvmlProbe:
     # --- NVLink ---
 
     def _nvlink(self, device: _Device, why: dict[str, str]) -> tuple[float | None, float | None]:
-        """NVLink data bytes/s summed over the GPU's links, from NVML's cumulative per-link KiB counters."""
+        """NVLink data bytes/s summed over the GPU's links, from NVML's cumulative KiB counters
+        (bytes/s = Δ KiB × 1024 / Δ seconds between two ticks)."""
         fields = ("nvlink_tx_bytes_per_s", "nvlink_rx_bytes_per_s")
         if "nvlink" in device.unsupported:
             _blame(why, fields, device.unsupported["nvlink"])
@@ -432,22 +437,10 @@ class NvmlProbe:
                 device.unsupported["nvlink"] = NVLINK_NONE
                 _blame(why, fields, NVLINK_NONE)
                 return None, None
-        ids = [(field, link) for link in range(device.nvlink_links)
-               for field in (_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, _FI_DEV_NVLINK_THROUGHPUT_DATA_RX)]
-        values, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, ids)
-        if failure is not None:
-            return self._nvlink_failed(device, why, fields, failure)
-        tx = rx = 0
-        for value in values or ():
-            if value.nvmlReturn != 0:
-                if value.nvmlReturn == _ERR_NOT_SUPPORTED:
-                    device.unsupported["nvlink"] = NOT_SUPPORTED
-                _blame(why, fields, self._code_reason(value.nvmlReturn))
-                return None, None
-            if value.fieldId == _FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
-                tx += value.value.ullVal
-            else:
-                rx += value.value.ullVal
+        counts = self._nvlink_counts(device, why, fields)
+        if counts is None:
+            return None, None
+        tx, rx = counts
         now = self._clock()
         previous, device.nvlink_previous = device.nvlink_previous, (now, tx, rx)
         if previous is None or now <= previous[0] or tx < previous[1] or rx < previous[2]:
@@ -455,6 +448,49 @@ class NvmlProbe:
             return None, None
         elapsed = now - previous[0]
         return (tx - previous[1]) * _KIB / elapsed, (rx - previous[2]) * _KIB / elapsed
+
+    def _nvlink_counts(self, device: _Device, why: dict[str, str], fields: tuple[str, ...]) -> tuple[int, int] | None:
+        """Cumulative (TX, RX) KiB over all links: the driver's own sum where it gives one, else
+        the sum of the per-link counters (drivers that refuse the all-links scope)."""
+        if device.nvlink_aggregate is not False:
+            ids = [(_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, _ALL_LINKS), (_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, _ALL_LINKS)]
+            values, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, ids)
+            if failure is not None:
+                self._nvlink_failed(device, why, fields, failure)
+                return None
+            try:
+                returns = [value.nvmlReturn for value in values]
+                if returns == [0, 0]:
+                    device.nvlink_aggregate = True
+                    tx, rx = _whole(values[0].value.ullVal), _whole(values[1].value.ullVal)
+                    if tx is None or rx is None:
+                        _blame(why, fields, "NVML gave no usable value")
+                        return None
+                    return tx, rx
+            except Exception:
+                returns = None
+            if device.nvlink_aggregate:  # it summed before: a passing failure, not a refusal
+                _blame(why, fields, self._code_reason(next((r for r in returns or () if r), None)))
+                return None
+            device.nvlink_aggregate = False  # this driver wants each link asked for
+        ids = [(field, link) for link in range(device.nvlink_links)
+               for field in (_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, _FI_DEV_NVLINK_THROUGHPUT_DATA_RX)]
+        values, failure = self._invoke("nvmlDeviceGetFieldValues", device.handle, ids)
+        if failure is not None:
+            self._nvlink_failed(device, why, fields, failure)
+            return None
+        tx = rx = 0
+        for value in values or ():
+            if value.nvmlReturn != 0:
+                if value.nvmlReturn == _ERR_NOT_SUPPORTED:
+                    device.unsupported["nvlink"] = NOT_SUPPORTED
+                _blame(why, fields, self._code_reason(value.nvmlReturn))
+                return None
+            if value.fieldId == _FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
+                tx += value.value.ullVal
+            else:
+                rx += value.value.ullVal
+        return tx, rx
 
     def _nvlink_failed(self, device: _Device, why: dict[str, str], fields: tuple[str, ...],
                        failure: _Failure) -> tuple[None, None]:

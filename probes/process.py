@@ -478,8 +478,14 @@ def _read_stat(pid: int) -> _Stat | None:
     read stat and statm and call sysconf for every process.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
+        # os.open/os.read: half the cost of a buffered file object, for a line of about 300 bytes.
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+            while len(data) % 4096 == 0 and (more := os.read(fd, 4096)):
+                data += more
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         if not os.path.isdir("/proc/self"):
             return None  # not Linux: let psutil do it

@@ -35,6 +35,7 @@ ANY_TENSOR_UTIL = pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
 SM_UTIL = pynvml.NVML_GPM_METRIC_SM_UTIL
 SM_OCCUPANCY = pynvml.NVML_GPM_METRIC_SM_OCCUPANCY
 NOT_AVAILABLE = pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
+ALL_LINKS = 0xFFFFFFFF  # an NVLink counter's scopeId for the sum over all links
 
 
 class FakeClock:
@@ -128,6 +129,8 @@ class FakeNvml:
     ``memory_v2=False``: memory info v2 is missing (old driver); v1 still works.
     ``process_api="v2"``: the *_v3 process listings are missing (old driver).
     ``pcie_counters=False``: the PCIe byte-counter field values are not supported.
+    ``nvlink_all_links=False``: NVLink counters are read link by link only (the all-links scope is
+    an invalid argument).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class FakeNvml:
         memory_v2: bool = True,
         process_api: str = "v3",
         pcie_counters: bool = True,
+        nvlink_all_links: bool = True,
     ) -> None:
         for name in dir(pynvml):
             if name.startswith(("NVML_", "NVMLError", "nvmlClocks", "nvmlMemory_v")):
@@ -154,8 +158,10 @@ class FakeNvml:
         self.memory_v2 = memory_v2
         self.process_api = process_api
         self.pcie_counters = pcie_counters
+        self.nvlink_all_links = nvlink_all_links
         self.initialized = False
         self.calls: Counter[str] = Counter()
+        self.fields_asked = 0  # field values asked for, over all nvmlDeviceGetFieldValues calls
         self.device_calls: Counter[tuple[str, int]] = Counter()
         self._injections: list[_Injection] = []
         self._gpm_samples: dict[int, _GpmRecord] = {}
@@ -314,6 +320,7 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(self, handle: FakeHandle, fieldIds: list[int]) -> Any:
         """PCIe byte counters grow at the scripted rate on the fake clock; other fields are unsupported."""
         gpu = self._enter("nvmlDeviceGetFieldValues", handle)
+        self.fields_asked += len(fieldIds)
         counters = {
             pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: gpu.pcie_tx_bytes_per_s,
             pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: gpu.pcie_rx_bytes_per_s,
@@ -335,6 +342,13 @@ class FakeNvml:
                 slot.nvmlReturn = pynvml.NVML_SUCCESS
                 slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
                 slot.value.uiVal = gpu.nvlink_links
+            elif field_id in nvlink and gpu.nvlink_links and scope == ALL_LINKS:
+                if not self.nvlink_all_links:  # an older driver: each link must be asked for
+                    slot.nvmlReturn = pynvml.NVML_ERROR_INVALID_ARGUMENT
+                    continue
+                slot.nvmlReturn = pynvml.NVML_SUCCESS
+                slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                slot.value.ullVal = gpu.nvlink_links * int(nvlink[field_id] * self.clock() / 1024)  # KiB
             elif field_id in nvlink and gpu.nvlink_links and scope < gpu.nvlink_links:
                 slot.nvmlReturn = pynvml.NVML_SUCCESS
                 slot.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG

@@ -616,18 +616,25 @@ def test_a_tick_of_eight_gpus_discovers_nothing_again():
     probe.close()
 
 
-def test_nvlink_traffic_summed_over_links_needs_two_ticks():
+@pytest.mark.parametrize("all_links", [True, False], ids=["driver-sums-links", "link-by-link"])
+def test_nvlink_traffic_summed_over_links_needs_two_ticks(all_links):
+    """The driver's own sum over links (scopeId UINT_MAX: two fields a tick) where it gives one,
+    else every link's counters (36 fields a tick on an H100 SXM): the same rates either way."""
     from infermon.testing.fake_nvml import FakeClock, FakeGpu, FakeNvml
     from infermon.probes.nvml import NvmlProbe
 
     clock = FakeClock()
     gpu = FakeGpu(nvlink_links=18, nvlink_tx_bytes_per_s=10e9, nvlink_rx_bytes_per_s=5e9)
-    probe = NvmlProbe(FakeNvml([gpu, FakeGpu(nvlink_links=0)], clock=clock), clock=clock)
+    nvml = FakeNvml([gpu, FakeGpu(nvlink_links=0)], clock=clock, nvlink_all_links=all_links)
+    probe = NvmlProbe(nvml, clock=clock)
     probe.start()
     first = probe.sample(frozenset())
     assert first[0].nvlink_tx_bytes_per_s is None and "two ticks" in first[0].why["nvlink_tx_bytes_per_s"]
     clock.advance(1.0)
+    asked = nvml.fields_asked
     second = probe.sample(frozenset())
     assert second[0].nvlink_tx_bytes_per_s == pytest.approx(18 * 10e9, rel=1e-3)
     assert second[0].nvlink_rx_bytes_per_s == pytest.approx(18 * 5e9, rel=1e-3)
     assert second[1].nvlink_tx_bytes_per_s is None and "no NVLink" in second[1].why["nvlink_tx_bytes_per_s"]
+    pcie = 2 * 2  # both GPUs' PCIe byte counters
+    assert nvml.fields_asked - asked == pcie + (2 if all_links else 36)
