@@ -172,7 +172,9 @@ def bootstrap_code(folder: str, interval_s: float) -> str:
 # host, where a vLLM worker generated nothing meanwhile and its engine core gave up on it). gdb
 # reads the executable before it attaches and, once attached, only libc's and libpython's symbols
 # (mmap, Py_AddPendingCall, PyRun_SimpleString): about a second in all on that host.
-ONLY_NEEDED_SYMBOLS = "sharedlibrary libc[.]so|libpython"
+# gdb reads the pattern as a POSIX basic regex: alternation is ``\|`` (a bare ``|`` is a literal,
+# which matched no library, and a Python built with --enable-shared then had no C API in sight).
+ONLY_NEEDED_SYMBOLS = r"sharedlibrary libc[.]so\|libpython"
 
 
 def quick_attach_options(pid: int) -> list[str]:

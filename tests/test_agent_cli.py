@@ -177,3 +177,22 @@ def test_demo_runs_headless_and_reports_tokens(env):
     [inside] = data["agents"]
     assert inside["kv_source"] == "reported" and inside["rss_bytes"] > inside["weights_bytes"] > 0
     assert inside["prompt_tokens_total"] > 0
+
+
+def test_gdb_reads_the_symbols_of_libc_and_of_a_shared_libpython():
+    """gdb takes ``sharedlibrary``'s pattern as a POSIX basic regex, where alternation is ``\\|``
+    and a bare ``|`` is a literal: with a bare one, a Python built with --enable-shared (pyenv,
+    conda) had no C API in sight and every attach failed."""
+    import re
+
+    from infermon.probes.inject import ONLY_NEEDED_SYMBOLS
+
+    command, pattern = ONLY_NEEDED_SYMBOLS.split(" ", 1)
+    assert command == "sharedlibrary"
+    # Basic regex → Python regex: "\|" alternates, "|" is itself.
+    as_python = "|".join(part.replace("|", r"\|") for part in pattern.split(r"\|"))
+    for library in ("/lib/x86_64-linux-gnu/libc.so.6", "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
+                    "/opt/conda/lib/libpython3.12.so.1.0"):
+        assert re.search(as_python, library), library
+    for library in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/libtorch_cpu.so"):
+        assert not re.search(as_python, library), library

