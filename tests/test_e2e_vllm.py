@@ -436,10 +436,18 @@ def test_attach_to_the_worker_leaves_the_server_generating(vllm_server):
             assert tracers - {"0"}, "attach says it attached but nothing ever traced the worker"
             data, _, _ = once_json(vllm_server.process.pid, 2.0)
             assert data["engine"]["kind"] == "vllm" and value(data, "generation_tokens_per_s") > 0
-            from_worker, _, _ = once_json(worker, 2.0)
-            assert from_worker["engine"]["kind"] == "vllm"  # the API server's counters, not the agent's 0
-            assert figure(from_worker, "generation_tokens_per_s")["source"] == "engine-reported"
-            assert value(from_worker, "generation_tokens_per_s") > 0
+            # Through the worker's pid: the API server's counters, never the agent's 0. A scrape
+            # of the busy server may miss a tick (then the rate is n/a, and says why): up to 3 tries.
+            seen = []
+            for _attempt in range(3):
+                from_worker, _, _ = once_json(worker, 2.0)
+                assert from_worker["engine"]["kind"] == "vllm", from_worker["engine"]
+                generation = figure(from_worker, "generation_tokens_per_s")
+                seen.append(generation)
+                assert generation["source"] in ("engine-reported", "n/a"), seen
+                if generation["source"] == "engine-reported":
+                    break
+            assert generation["source"] == "engine-reported" and generation["value"] > 0, seen
             detached = infermon("detach", str(worker))
             assert detached.returncode == 0, detached.stderr
         assert not stalls, f"no token generated for 2 s from {stalls[0]} s after attach began ({attached.stderr})"

@@ -7,7 +7,7 @@ changed cells are marked dirty, and Textual writes only those to the terminal.
 
 from __future__ import annotations
 
-from rich.cells import cell_len
+from rich.cells import cell_len, get_character_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -32,9 +32,43 @@ def strip_of(text: Text, width: int, base: Style, console) -> Strip:
     padded to ``width``.
 
     Rows are made here, once per change, instead of by Textual's content pipeline, which renders
-    every row of a widget again whenever any cell of it changes.
+    every row of a widget again whenever any cell of it changes. A row of one-cell characters
+    (nearly every row) is cut into runs of one style directly, a third of the time rich's
+    renderer takes; wider characters go through rich, which knows where their cells end.
     """
-    segments = Segment.apply_style(text.render(console, end=""), base)
+    plain = text.plain
+    if not plain.isascii() and any(get_character_cell_size(character) != 1 for character in set(plain)):
+        return strip_of_rich(text, width, base, console)
+
+    def resolve(style) -> Style:
+        return style if isinstance(style, Style) else console.get_style(style, default=Style.null())
+
+    plain = plain[:width]
+    length = len(plain)
+    row_style = base + resolve(text.style) if text.style else base
+    spans = [(max(0, span.start), min(length, span.end), resolve(span.style))
+             for span in text.spans if max(0, span.start) < min(length, span.end)]
+    cuts = sorted({0, length, *(edge for start, end, _ in spans for edge in (start, end))})
+    segments = []
+    for start, end in zip(cuts, cuts[1:]):
+        style = row_style
+        for span_start, span_end, span_style in spans:  # in order: a later span's style wins
+            if span_start <= start and end <= span_end:
+                style = style + span_style
+        segments.append(Segment(plain[start:end], style))
+    if length < width:
+        segments.append(Segment(" " * (width - length), base))
+    return Strip(segments, width)
+
+
+def strip_of_rich(text: Text, width: int, base: Style, console) -> Strip:
+    """:func:`strip_of` by rich's own renderer (any text).
+
+    ``Text.render`` leaves the text's own style out when it has no spans (rich's console applies
+    it elsewhere), so it goes under the segments here: a heading or a table's header row keeps
+    its colour or weight either way."""
+    own = text.style if isinstance(text.style, Style) else console.get_style(text.style, default=Style.null())
+    segments = Segment.apply_style(text.render(console, end=""), base + own)
     return Strip(list(segments)).crop_extend(0, width, base)
 
 

@@ -1,0 +1,37 @@
+"""A panel row becomes the same cells by the quick path of ``strip_of`` as by rich's renderer."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+from rich.console import Console
+from rich.style import Style
+from rich.text import Text
+
+from infermon.tui.widgets import strip_of, strip_of_rich
+
+CONSOLE = Console(color_system="truecolor", width=200)
+STYLES = st.sampled_from([Style(bold=True), Style(color="#ff0000"), Style(bgcolor="#001020", italic=True),
+                          Style(dim=True, color="#00ff00"), "bold", "dim", "", "reverse bold", Style.null()])
+CHARS = st.sampled_from(list("abc xyz0123,.%/·—…█▁▂▃▏▌") + ["漢", "é", "\u200b"])  # wide and zero-width too
+
+
+def cells(strip) -> list[tuple[str, Style]]:
+    """(character, its style) for every cell: how a strip looks, whatever its runs."""
+    out = []
+    for segment in strip:
+        out.extend((character, segment.style) for character in segment.text)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(chars=st.lists(CHARS, max_size=60), row_style=STYLES,
+       spans=st.lists(st.tuples(st.integers(-3, 70), st.integers(0, 70), STYLES), max_size=6),
+       width=st.integers(1, 80))
+def test_the_quick_path_makes_the_same_cells_as_rich(chars, row_style, spans, width):
+    text = Text("".join(chars), style=row_style, end="")
+    for start, end, style in spans:
+        text.stylize(style, start, end)
+    base = Style(color="#c0c0c0", bgcolor="#101010")
+    quick, rich = strip_of(text, width, base, CONSOLE), strip_of_rich(text, width, base, CONSOLE)
+    assert quick.cell_length == rich.cell_length == width
+    assert cells(quick) == cells(rich)
