@@ -189,23 +189,44 @@ def quick_attach_options(pid: int) -> list[str]:
 _CALL_PROBLEMS: dict[str, str | None] = {}
 
 
-def gdb_call_problem(gdb: str, timeout_s: float = 20.0) -> str | None:
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (the first ``flags`` line of /proc/cpuinfo; empty where there is none)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def gdb_call_problem(gdb: str, timeout_s: float = 20.0, flags: frozenset[str] | None = None) -> str | None:
     """Why gdb cannot call a function in a process and hand it back intact on this machine, or None.
 
-    Tried once per gdb on a throwaway child (``sleep``): gdb 13 cannot write back the extended
-    register state of CPUs with AMX tiles ("Couldn't write extended state status"), and a call
-    that fails that way leaves the process with broken registers (a syscall it was in returns
-    error 514 to Python). Attaching then would harm the target; refusing does not.
+    gdb 13 cannot write back the extended register state of CPUs with AMX tiles ("Couldn't write
+    extended state status"), and a call that fails that way leaves the process with broken
+    registers (a syscall it was in returns error 514 to Python). Attaching then would harm the
+    target; refusing does not. On a CPU with AMX, gdb is tried once on a throwaway child
+    (``sleep``), at the lowest priority: on a busy host that try took 10 s of CPU the target
+    would otherwise have had (its generation rate fell by a tenth meanwhile). A CPU without AMX
+    has no such state to restore and is not tried.
     """
     if gdb in _CALL_PROBLEMS:
         return _CALL_PROBLEMS[gdb]
+    flags = cpu_flags() if flags is None else flags
+    if not any(flag.startswith("amx") for flag in flags):
+        _CALL_PROBLEMS[gdb] = None
+        return None
     sleeper = shutil.which("sleep")
     if sleeper is None:
         return None
     child = subprocess.Popen([sleeper, "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        result = subprocess.run([gdb, "-nx", "-batch", "-q", "-iex", "set auto-load off", *quick_attach_options(child.pid),
+        nice = shutil.which("nice")
+        result = subprocess.run([*([nice, "-n", "19"] if nice else []), gdb, "-nx", "-batch", "-q",
+                                 "-iex", "set auto-load off", *quick_attach_options(child.pid),
                                  "-p", str(child.pid), "-ex", "sharedlibrary libc[.]so",
                                  "-ex", "print (int)getpid()", "-ex", "detach", "-ex", "quit"],
                                 capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -217,11 +238,21 @@ def gdb_call_problem(gdb: str, timeout_s: float = 20.0) -> str | None:
         child.wait()
     problem = None
     if "extended state" in output:
-        problem = ("this gdb cannot restore this CPU's extended register state (AMX) after calling into a "
-                   "process, which would corrupt it: start the program with `infermon run -- …`, or use "
-                   "Python 3.14+ (sys.remote_exec) or a newer gdb")
+        problem = AMX_PROBLEM
+    elif f"= {child.pid}" not in output and "ptrace" not in output and "not permitted" not in output:
+        # The try did not finish (a host too busy to give it 20 s at the lowest priority, or gdb
+        # failed otherwise): on a CPU with AMX, not knowing is reason enough not to call into a
+        # process. (A refused ptrace is left to the attach itself, which explains it.)
+        problem = ("could not check that gdb can call into a process safely on this CPU (it has AMX tiles, which "
+                   "gdb 13 cannot restore): start the program with `infermon run -- …`, or use Python 3.14+ "
+                   "(sys.remote_exec) or a newer gdb")
     _CALL_PROBLEMS[gdb] = problem
     return problem
+
+
+AMX_PROBLEM = ("this gdb cannot restore this CPU's extended register state (AMX) after calling into a process, "
+               "which would corrupt it: start the program with `infermon run -- …`, or use Python 3.14+ "
+               "(sys.remote_exec) or a newer gdb")
 
 
 def gdb_script(code: str) -> str:

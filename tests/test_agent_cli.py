@@ -196,3 +196,59 @@ def test_gdb_reads_the_symbols_of_libc_and_of_a_shared_libpython():
         assert re.search(as_python, library), library
     for library in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/libtorch_cpu.so"):
         assert not re.search(as_python, library), library
+
+
+def _fake_gdb(tmp_path, name: str, says: str) -> str:
+    script = tmp_path / name
+    (tmp_path / f"{name}.says").write_text(says + "\n")
+    script.write_text(f"#!/bin/sh\ncat '{tmp_path / name}.says'\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_gdb_is_tried_on_a_throwaway_process_only_where_the_cpu_has_amx(tmp_path, monkeypatch):
+    """A CPU without AMX has no tile state for gdb 13 to lose: no try, no CPU taken from the target.
+    With AMX, gdb's own answer decides; a try that says nothing is a refusal, a refused ptrace is
+    left to the attach (which explains it)."""
+    from infermon.probes import inject
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("gdb was run on a CPU without AMX")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inject.subprocess, "run", no_subprocess)
+        assert inject.gdb_call_problem(_fake_gdb(tmp_path, "gdb-plain", ""), flags=frozenset({"avx2", "sse4_2"})) is None
+    amx = frozenset({"avx512f", "amx_tile", "amx_bf16"})
+    broken = _fake_gdb(tmp_path, "gdb-13", "Couldn't write extended state status: Bad address.")
+    assert "extended register state" in inject.gdb_call_problem(broken, flags=amx)
+    silent = _fake_gdb(tmp_path, "gdb-silent", "")
+    assert "could not check" in inject.gdb_call_problem(silent, flags=amx)
+    refused = _fake_gdb(tmp_path, "gdb-refused", "ptrace: Operation not permitted.")
+    assert inject.gdb_call_problem(refused, flags=amx) is None
+    assert "amx_tile" in inject.cpu_flags(str(_cpuinfo(tmp_path, "fpu sse2 amx_tile avx2")))
+    assert inject.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def _cpuinfo(tmp_path, flags: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    return path
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_a_real_gdb_that_copes_is_no_problem_even_where_amx_would_be_checked():
+    """The real gdb on a throwaway `sleep`, as on a CPU with AMX: where it can call getpid() and
+    detach, nothing stands in the way (on a CPU whose AMX state this gdb cannot restore, it says so)."""
+    from infermon.probes import inject
+
+    gdb = shutil.which("gdb")
+    inject._CALL_PROBLEMS.pop(gdb, None)
+    try:
+        problem = inject.gdb_call_problem(gdb, flags=frozenset({"amx_tile"}))
+    finally:
+        inject._CALL_PROBLEMS.pop(gdb, None)
+    real_amx = any(flag.startswith("amx") for flag in inject.cpu_flags())
+    if real_amx:
+        assert problem is None or "AMX" in problem
+    else:
+        assert problem is None, problem
