@@ -44,29 +44,50 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from infermon.cli import agent_cmds, calc_cmd, calibrate_cmd, demo_cmd, export_cmd, monitor, replay_cmd
+# Each command's module, in the order of the help. A command names its own module: the others are
+# not imported. `infermon attach` on a busy 2-core host spent 6 s importing what calc and the
+# dashboard need, CPU taken from the very server it was attaching to.
+COMMAND_MODULES = (("calc", "calc_cmd"), ("calibrate", "calibrate_cmd"), ("run", "agent_cmds"),
+                   ("attach", "agent_cmds"), ("detach", "agent_cmds"), ("replay", "replay_cmd"),
+                   ("diff", "replay_cmd"), ("demo", "demo_cmd"), ("export", "export_cmd"))
+
+
+def _command_of(argv: list[str] | None) -> str | None:
+    """The subcommand ``argv`` starts with (None: options first, the dashboard, or no arguments)."""
+    first = (sys.argv[1:] if argv is None else argv)[:1]
+    names = {name for name, _ in COMMAND_MODULES}
+    return first[0] if first and first[0] in names else None
+
+
+def build_parser(argv: list[str] | None = None, *, every_command: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser: every command's, or (``every_command=False``) only that of the
+    command ``argv`` starts with, when it starts with one."""
+    import importlib
 
     parser = OneLineParser(
         prog=PROG,
         description="A terminal monitor for LLM inference: tokens/s, bandwidth and FLOP/s against the roofline.",
     )
     parser.add_argument("--version", action=_VersionAction)
+    from infermon.cli import monitor  # the dashboard's options: their defaults are every command's too
+
     monitor.add_arguments(parser)
+    chosen = None if every_command else _command_of(argv)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    calc_cmd.add_parser(sub)
-    calibrate_cmd.add_parser(sub)
-    agent_cmds.add_parsers(sub)
-    replay_cmd.add_parsers(sub)
-    demo_cmd.add_parser(sub)
-    export_cmd.add_parser(sub)
+    added: set[str] = set()
+    for name, module in COMMAND_MODULES:
+        if module in added or (chosen is not None and name != chosen):
+            continue
+        added.add(module)
+        loaded = importlib.import_module(f"infermon.cli.{module}")
+        (getattr(loaded, "add_parsers", None) or loaded.add_parser)(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 runtime failure, 2 bad input)."""
     try:
-        parser = build_parser()
+        parser = build_parser(argv, every_command=False)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             if getattr(args, "pid", None) is not None:

@@ -8,8 +8,6 @@ import sys
 import time
 
 from infermon.cli.errors import RuntimeFailure, UserError
-from infermon.model.loaders import ModelLoadError, load_model
-from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
 
 
 MIN_INTERVAL_S = 0.05
@@ -36,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser, with_pid: bool = True) -> Non
 def check_arguments(args: argparse.Namespace) -> None:
     """Every check of the watch options that needs no process, so that commands which start one
     (``run``, ``demo``) fail with one line before anything starts."""
+    from infermon.model.loaders import ModelLoadError, load_model
+
     _config(args)
     if args.model:
         try:
@@ -65,6 +65,7 @@ def check_record_path(path: str) -> None:
 
 
 def _config(args: argparse.Namespace):
+    from infermon.model.units import QuantityError, parse_bandwidth, parse_flops
     from infermon.probes.sampler import SamplerConfig
 
     # Also refuses nan. Below 50 ms every tick would scrape the engine and walk /proc of the whole

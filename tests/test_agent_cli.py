@@ -252,3 +252,21 @@ def test_a_real_gdb_that_copes_is_no_problem_even_where_amx_would_be_checked():
         assert problem is None or "AMX" in problem
     else:
         assert problem is None, problem
+
+
+def test_attach_imports_only_what_it_needs():
+    """On a busy host every millisecond of the attach command's CPU is taken from the server it
+    attaches to: it imports no other command's module and no Prometheus client."""
+    code = ("import sys\n"
+            "from infermon.cli.main import main\n"
+            "status = main(['attach', '1', '--yes'])\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith(('infermon.cli.', 'prometheus_client', "
+            "'infermon.model.calc', 'textual')))\n"
+            "print(status, loaded)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    status, _, loaded = result.stdout.partition(" ")
+    assert status != "0", result.stdout  # pid 1 is not a Python this test may attach to
+    for module in ("calc_cmd", "replay_cmd", "export_cmd", "demo_cmd", "calibrate_cmd", "prometheus_client",
+                   "infermon.model.calc", "textual"):
+        assert module not in loaded, (module, loaded)
+    assert "infermon.cli.agent_cmds" in loaded

@@ -24,8 +24,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from infermon.probes.snapshot import Histogram
 
 Labels = dict[str, str]
@@ -147,6 +145,10 @@ def parse_exposition(text: str, families: Iterable[str] | None = None,
     series = _series_from_shape(skeleton, words)
     if series is not None:
         return Exposition(series=series)
+    # Imported here: prometheus_client's package import (its HTTP exposition included) is 55 ms,
+    # which commands that never scrape (attach, calc) should not pay.
+    from prometheus_client.parser import text_string_to_metric_families
+
     parsed: list[tuple[str, Labels, float, object]] = []
     try:
         for family in text_string_to_metric_families(text):
