@@ -255,20 +255,36 @@ AMX_PROBLEM = ("this gdb cannot restore this CPU's extended register state (AMX)
                "(sys.remote_exec) or a newer gdb")
 
 
-def gdb_script(code: str) -> str:
-    """gdb commands that queue ``code`` as a pending call without using the target's malloc."""
+# The functions gdb calls in the target, by the file that exports them (the executable when none
+# matches: a statically linked CPython).
+CALLED = {r"/libc[.]so|/libc-[0-9.]+[.]so": ("mmap",), r"/libpython3": ("Py_AddPendingCall", "PyRun_SimpleString")}
+
+
+def gdb_script(code: str, addresses: dict[str, int] | None = None) -> str:
+    """gdb commands that queue ``code`` as a pending call without using the target's malloc.
+
+    With ``addresses`` (mmap, Py_AddPendingCall, PyRun_SimpleString, found before attaching by
+    :mod:`infermon.probes.elf_symbols`) gdb calls them and reads no symbols while the target is
+    stopped; without, it reads libc's and libpython's symbols to find them."""
     data = code.encode() + b"\0"
     if len(data) > 4096:
         raise InjectError("bootstrap code too long")
     data += b"\0" * (-len(data) % 8)
-    lines = ["set pagination off", "set confirm off", "set unwindonsignal on", ONLY_NEEDED_SYMBOLS,
-             "set $buf = ((void* (*)(void*, unsigned long, int, int, int, long))mmap)(0, 4096, 3, 34, -1, 0)",
-             'if $buf == (void*)-1\n  echo INFERMON-MMAP-FAILED\\n\n  detach\n  quit\nend']
+    known = addresses is not None and all(name in addresses for names in CALLED.values() for name in names)
+
+    def function(name: str) -> str:
+        return f"{addresses[name]:#x}" if known else name
+
+    lines = ["set pagination off", "set confirm off", "set unwindonsignal on"]
+    if not known:
+        lines.append(ONLY_NEEDED_SYMBOLS)
+    lines += [f"set $buf = ((void* (*)(void*, unsigned long, int, int, int, long)){function('mmap')})(0, 4096, 3, 34, -1, 0)",
+              'if $buf == (void*)-1\n  echo INFERMON-MMAP-FAILED\\n\n  detach\n  quit\nend']
     for offset in range(0, len(data), 8):
         word = int.from_bytes(data[offset:offset + 8], "little", signed=True)
         lines.append(f"set {{long}}($buf + {offset}) = {word}")
-    lines.append("set $rc = ((int (*)(int (*)(void*), void*))Py_AddPendingCall)"
-                 "((int (*)(void*))PyRun_SimpleString, (void*)$buf)")
+    lines.append(f"set $rc = ((int (*)(int (*)(void*), void*)){function('Py_AddPendingCall')})"
+                 f"((int (*)(void*)){function('PyRun_SimpleString')}, (void*)$buf)")
     lines.append('printf "INFERMON-PENDING %d\\n", $rc')
     lines += ["detach", "quit"]
     return "\n".join(lines) + "\n"
@@ -297,8 +313,10 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
     problem = gdb_call_problem(gdb)
     if problem:
         raise InjectError(problem)
+    from infermon.probes.elf_symbols import resolve
+
     with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as handle:
-        handle.write(gdb_script(code))
+        handle.write(gdb_script(code, resolve(pid, CALLED)))
         script = handle.name
     try:
         # gdb must load nothing the target's owner controls: no auto-loaded scripts or
