@@ -39,6 +39,11 @@ DEFAULT_INTERVAL_S = 1.0
 ENV_INTERVAL = "INFERMON_AGENT_INTERVAL"
 # How long global forward hooks may look for a plain torch loop's model.
 DISCOVERY_S = 30.0
+# Serving engines call their model with flattened token ids ([tokens], not [batch, seq]): the
+# search never finds it there, and its global hooks send every module call of every step through
+# torch's slow path for DISCOVERY_S (a vLLM worker generated 5-30% less meanwhile). Their own
+# /metrics count their tokens; where one of these is loaded, the agent does not search.
+SERVING_ENGINES = ("vllm", "sglang", "text_generation_server", "tensorrt_llm")
 
 _lock = threading.Lock()
 _agent = None  # the one _Agent of this process
@@ -370,6 +375,7 @@ class _Agent:
         self.patches: list = []
         self.discovery = None
         self.discovery_until = 0.0
+        self.discovery_skipped: str | None = None  # why no plain torch loop is searched for
         self.errors = 0
         self.last_error = ""
         self.started = time.time()
@@ -484,6 +490,11 @@ class _Agent:
         only until the model is found (then it alone is watched) or DISCOVERY_S has passed.
         """
         if self.discovery is not None or self.models:
+            return
+        engine = next((name for name in SERVING_ENGINES if name in sys.modules), None)
+        if engine is not None:
+            self.discovery = ()
+            self.discovery_skipped = f"{engine} is loaded: it calls its model with flattened token ids (its /metrics count the tokens)"
             return
         torch = sys.modules.get("torch")
         hooks = getattr(getattr(getattr(torch, "nn", None), "modules", None), "module", None)
@@ -789,6 +800,7 @@ class _Agent:
             "params": sum(m.params for m in alive) or None,
             "model_config": self.model_config, "hf_generate_hooked": self.generate_patched,
             "counting": "reported" if self.reported else "hooks", **kv, "models": models,
+            "discovery_skipped": self.discovery_skipped,
             "ttft": self.ttft.plain(), "inter_token": self.inter_token.plain(),
             "rss_bytes": rss, "torch": self._torch(), "errors": self.errors, "last_error": self.last_error,
         }

@@ -113,6 +113,24 @@ def test_plain_torch_loop_is_found_without_watch(channel, monkeypatch):
     assert record["watched_modules"] == 1
 
 
+def test_no_search_for_a_model_where_a_serving_engine_is_loaded(channel, monkeypatch):
+    """vLLM (and SGLang, TGI, TensorRT-LLM) call their model with flattened token ids: the search
+    could not find it, and its global forward hooks would slow every module call meanwhile."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setattr(agent, "DISCOVERY_S", 10.0)
+    agent.start(0.05)
+    record = wait_record(check=lambda r: r["seq"] >= 2)
+    assert "vllm is loaded" in record["discovery_skipped"]
+    assert not torch.nn.modules.module._global_forward_pre_hooks  # no hook on every module call
+    model = tiny_generate.TinyDecoder().eval()
+    with torch.no_grad():
+        tiny_generate.generate(model, 2, 8, 4)
+    record = wait_record(check=lambda r: r["seq"] >= 4)
+    assert record["watched_modules"] == 0 and record["generation_tokens_total"] == 0
+
+
 def test_channel_and_record_are_owner_only(channel):
     agent.start(0.05)
     wait_record()
