@@ -196,7 +196,7 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
             for line in handle:
                 if line.startswith("flags"):
                     return frozenset(line.partition(":")[2].split())
-    except OSError:
+    except OSError:  # no /proc/cpuinfo (not Linux): no flags known
         pass
     return frozenset()
 

@@ -55,7 +55,7 @@ class _WakingEvent(threading.Event):
             try:
                 while os.read(self.read_fd, 512):
                     pass
-            except BlockingIOError:
+            except BlockingIOError:  # drained: nothing more to read
                 pass
 
     def close(self) -> None:
