@@ -22,6 +22,7 @@ from infermon.probes.snapshot import EngineSample
 # the KV capacity) are parsed every HISTOGRAM_EVERY scrapes (percentiles want a longer window anyway).
 HISTOGRAM_EVERY = 5
 _EXTRA_BODY_LIMIT = 1_000_000  # a few hundred llama.cpp slots with their params fit in well under 1 MB
+INFO_TRIES = 10  # reads of the info endpoint (/version, /props, …) before giving up on it
 
 
 def metrics_url(url: str, kind: str | None = None) -> str:
@@ -141,8 +142,10 @@ class EngineProbe:
         return answers
 
     def _add_info(self, sample: EngineSample, path: str, deadline: float) -> EngineSample:
-        # Fetched until one definite answer (at most 3 tries), then kept: model and version do not change.
-        if self._info is None and self._info_tries < 3 and deadline - self._clock() > 0.01:
+        """The model's name and the engine's version from ``path`` (vLLM's ``/version``, …)."""
+        # Fetched until one definite answer, then kept: model and version do not change. A busy
+        # server's timeouts are not answers: up to 10 tries (3 once left a loaded vLLM unversioned).
+        if self._info is None and self._info_tries < INFO_TRIES and deadline - self._clock() > 0.01:
             self._info_tries += 1
             payload, status, failed = get_json(self._http, base_url(self.url) + path, deadline - self._clock())
             if failed is None:
