@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 
 _SHT_DYNSYM = 11
@@ -29,7 +30,12 @@ def dynamic_symbols(path: str, wanted: frozenset[str]) -> tuple[dict[str, int], 
     """(name → value in the file of each ``wanted`` symbol defined in ``.dynsym``, the lowest
     ``PT_LOAD`` virtual address), or None where the file is not a readable 64-bit little-endian ELF."""
     try:
-        with open(path, "rb") as handle:
+        # The path comes from the target's map and may have been swapped since for something that
+        # is not a file (a FIFO would block the open forever): regular files only, opened without
+        # waiting.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
             header = handle.read(64)
             if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
                 return None

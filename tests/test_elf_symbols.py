@@ -57,6 +57,10 @@ def test_files_that_are_not_64_bit_little_endian_elf_give_nothing(tmp_path):
         path.write_bytes(data)
         assert dynamic_symbols(str(path), frozenset({"mmap"})) is None, name
     assert dynamic_symbols(str(tmp_path / "missing"), frozenset({"mmap"})) is None
+    fifo = tmp_path / "libc.so.6"  # a mapped library swapped for a FIFO: no open that waits forever
+    os.mkfifo(fifo)
+    assert dynamic_symbols(str(fifo), frozenset({"mmap"})) is None
+    assert dynamic_symbols(str(tmp_path), frozenset({"mmap"})) is None  # a directory
     assert resolve(2**22 + 12345, CALLED) == {}  # no such process
 
 
