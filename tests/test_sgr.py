@@ -1,0 +1,156 @@
+"""Style changes as differences (tui/sgr.py): fewer bytes, and the terminal shows the same cells.
+
+"The same" is checked on a terminal emulator (pyte): every cell's character, colours and
+attributes, and the cursor, after the original stream and after the rewritten one.
+"""
+
+from __future__ import annotations
+
+import pyte
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.color import Color, ColorSystem
+from rich.console import Console
+from rich.style import Style
+
+from infermon.testing import scripted
+from infermon.tui.sgr import SgrCoalescer, parse_sgr, transition
+from test_tui import make_app, settle
+
+COLS, ROWS = 40, 8
+
+
+def screen_after(*writes: str, cols: int = COLS, rows: int = ROWS) -> pyte.Screen:
+    screen = pyte.Screen(cols, rows)
+    stream = pyte.Stream(screen)
+    for data in writes:
+        stream.feed(data)
+    return screen
+
+
+def cells(screen: pyte.Screen) -> list:
+    return [[screen.buffer[y][x] for x in range(screen.columns)] for y in range(screen.lines)]
+
+
+def assert_same_screen(original: list[str], rewritten: list[str], cols: int = COLS, rows: int = ROWS) -> None:
+    a = screen_after(*original, cols=cols, rows=rows)
+    b = screen_after(*rewritten, cols=cols, rows=rows)
+    for y, (row_a, row_b) in enumerate(zip(cells(a), cells(b))):
+        assert row_a == row_b, (y, "".join(c.data for c in row_a), "".join(c.data for c in row_b))
+    assert (a.cursor.x, a.cursor.y) == (b.cursor.x, b.cursor.y)
+    # The style in force afterwards (what the next character would be printed in) is the same too.
+    assert a.cursor.attrs == b.cursor.attrs
+
+
+def test_a_figure_after_its_label_costs_one_short_change_instead_of_a_reset_and_a_restatement():
+    label, value = "\x1b[1;38;2;221;227;234;48;2;18;22;28m", "\x1b[38;2;221;227;234;48;2;18;22;28m"
+    original = f"\x1b[10;63H{label}bandwidth  \x1b[0m{value}   12.9\x1b[0m\r\n\x1b[13;63H{label}FLOP/s  \x1b[0m{value}31.4\x1b[0m"
+    out = SgrCoalescer().feed(original)
+    assert out == (f"\x1b[10;63H{label}bandwidth  \x1b[22m   12.9"  # the line break before a move is dropped
+                   f"\x1b[13;63H\x1b[1mFLOP/s  \x1b[22m31.4\x1b[0m")
+    assert len(out) < 0.6 * len(original)
+    assert_same_screen([original], [out], cols=120, rows=40)
+
+
+def test_the_shorter_of_a_difference_and_a_restatement():
+    bold_red = {"1": "1", "fg": "31"}
+    assert transition({}, {}) == ""
+    assert transition(bold_red, {}) == "\x1b[0m"
+    assert transition({}, bold_red) == "\x1b[1;31m"
+    assert transition(bold_red, {"fg": "31"}) == "\x1b[22m"
+    # One code ends both bold and dim: dim is set again.
+    assert transition({"1": "1", "2": "2", "bg": "44"}, {"2": "2", "bg": "44"}) == "\x1b[22;2m"
+    assert transition({"fg": "38;2;1;2;3", "bg": "48;5;7"}, {"bg": "48;5;7"}) == "\x1b[39m"
+    many = {"1": "1", "3": "3", "4": "4", "7": "7", "fg": "31", "bg": "42"}
+    assert transition(many, {"bg": "42"}) == "\x1b[0;42m"  # shorter than ending five attributes
+
+
+def test_styles_are_read_as_a_terminal_reads_them():
+    assert parse_sgr("", {"1": "1"}) == {}
+    assert parse_sgr("0;1;38;5;196;48;2;0;0;0", {}) == {"1": "1", "fg": "38;5;196", "bg": "48;2;0;0;0"}
+    assert parse_sgr("22;39", {"1": "1", "2": "2", "fg": "31", "bg": "44"}) == {"bg": "44"}
+    assert parse_sgr("38;2;1;2", {}) is None  # a colour cut short
+    assert parse_sgr("4:3", {}) is None  # a curly underline: not modelled
+    assert parse_sgr("58;5;1", {}) is None  # an underline colour: not modelled
+
+
+def test_a_style_it_cannot_read_passes_through_until_a_plain_reset():
+    original = ["\x1b[1mA\x1b[4:3mB\x1b[0m\x1b[31mC\x1b[0m\x1b[1mD", "\x1b[2;1HE\x1b[0m"]
+    coalescer = SgrCoalescer()
+    out = [coalescer.feed(data) for data in original]
+    assert "\x1b[4:3m" in out[0]
+    assert_same_screen(original, out)
+
+
+def test_other_escape_sequences_see_the_original_style():
+    # Erasing fills with the current background: the style must be in force first, reset or not.
+    original = ["\x1b[44mA\x1b[0m\x1b[2;1H\x1b[K\x1b[41m\x1b[3;1H\x1b[2K"]
+    out = [SgrCoalescer().feed(data) for data in original]
+    assert_same_screen(original, out)
+    assert out[0].index("\x1b[0m") < out[0].index("\x1b[K")
+
+
+_COLOURS = st.one_of(st.none(), st.sampled_from(["red", "bright_blue", "color(202)", "#ddE3ea", "#12161c", "#4fa3e0"]))
+_STYLES = st.builds(lambda fg, bg, bold, dim, italic, underline, reverse, strike: Style(
+    color=Color.parse(fg) if fg else None, bgcolor=Color.parse(bg) if bg else None, bold=bold, dim=dim,
+    italic=italic, underline=underline, reverse=reverse, strike=strike),
+    _COLOURS, _COLOURS, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+_PIECES = st.one_of(
+    st.tuples(_STYLES, st.text(alphabet="ab █░╱●—é ", min_size=1, max_size=6)).map(
+        lambda pair: pair[0].render(pair[1], color_system=ColorSystem.TRUECOLOR)),
+    st.builds(lambda y, x: f"\x1b[{y};{x}H", st.integers(1, ROWS - 1), st.integers(1, COLS - 8)),
+    st.just("\r\n"), st.just("\n"), st.just("\r"), st.just("\x1b[0m"), st.just("\x1b[m"),
+    st.just("\x1b[K"), st.just("\x1b[?25l"), st.just("\x1b[1;2m"), st.just("\x1b[22m"), st.just("\x1b[4:3m"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_PIECES, max_size=14), min_size=1, max_size=4))
+def test_any_stream_leaves_the_same_screen(writes):
+    """Streams of rich's styled text, moves, line breaks and other sequences, in several writes,
+    on a terminal tall enough that no line break scrolls (Textual's never do)."""
+    writes = ["".join(pieces) for pieces in writes]
+    coalescer = SgrCoalescer()
+    out = [coalescer.feed(data) for data in writes]
+    assert_same_screen(writes, out, rows=ROWS + "".join(writes).count("\n") + 1)
+    assert sum(map(len, out)) <= sum(map(len, writes)) + 4 * len(writes)
+
+
+async def test_the_dashboards_own_frames_leave_the_same_screen_in_about_half_the_bytes():
+    """Every frame the dashboard draws (the first whole screen, then the changes of each new
+    sample, a theme change), as Textual would write them to a true-colour terminal, and rewritten."""
+    app, source = make_app(scripted.snapshots(30))
+    truecolor = Console(color_system="truecolor", force_terminal=True, width=120)
+    frames: list[str] = []
+    original_display = app._display
+
+    def record(screen, renderable) -> None:
+        from textual._compositor import CompositorUpdate
+
+        if isinstance(renderable, CompositorUpdate):
+            frames.append(renderable.render_segments(truecolor))
+        original_display(screen, renderable)
+
+    app._display = record
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, source)
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.pause()
+    assert len(frames) >= 5
+    coalescer = SgrCoalescer()
+    rewritten = [coalescer.feed(frame) for frame in frames]
+    for n in range(1, len(frames) + 1):
+        assert_same_screen(frames[:n], rewritten[:n], cols=120, rows=40)
+    changes = slice(1, None)  # the frames after the first whole screen
+    ratio = sum(map(len, rewritten[changes])) / sum(map(len, frames[changes]))
+    assert ratio < 0.6, ratio
+
+
+def test_each_write_ends_in_the_style_the_original_left():
+    """Whatever else writes to the terminal between two writes sees what it would have seen."""
+    coalescer = SgrCoalescer()
+    frame = "\x1b[1;1H\x1b[1;38;2;1;2;3mX\x1b[0m"
+    assert coalescer.feed(frame) == coalescer.feed(frame) == "\x1b[1;1H\x1b[1;38;2;1;2;3mX\x1b[0m"
+    assert coalescer.feed("\x1b[44mA") == "\x1b[44mA"
+    assert coalescer.feed("B\x1b[0m") == "B\x1b[0m"
