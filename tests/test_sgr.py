@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.style import Style
 
 from infermon.testing import scripted
-from infermon.tui.sgr import SgrCoalescer, parse_sgr, transition
+from infermon.tui.sgr import SgrCoalescer, attributes_of, parse_sgr, style_of, transition
 from test_tui import make_app, settle
 
 COLS, ROWS = 40, 8
@@ -53,25 +53,32 @@ def test_a_figure_after_its_label_costs_one_short_change_instead_of_a_reset_and_
 
 
 def test_the_shorter_of_a_difference_and_a_restatement():
+    def change(current: dict, target: dict) -> str:
+        return transition(style_of(current), style_of(target))
+
     bold_red = {"1": "1", "fg": "31"}
-    assert transition({}, {}) == ""
-    assert transition(bold_red, {}) == "\x1b[0m"
-    assert transition({}, bold_red) == "\x1b[1;31m"
-    assert transition(bold_red, {"fg": "31"}) == "\x1b[22m"
+    assert change({}, {}) == ""
+    assert change(bold_red, {}) == "\x1b[0m"
+    assert change({}, bold_red) == "\x1b[1;31m"
+    assert change(bold_red, {"fg": "31"}) == "\x1b[22m"
     # One code ends both bold and dim: dim is set again.
-    assert transition({"1": "1", "2": "2", "bg": "44"}, {"2": "2", "bg": "44"}) == "\x1b[22;2m"
-    assert transition({"fg": "38;2;1;2;3", "bg": "48;5;7"}, {"bg": "48;5;7"}) == "\x1b[39m"
+    assert change({"1": "1", "2": "2", "bg": "44"}, {"2": "2", "bg": "44"}) == "\x1b[22;2m"
+    assert change({"fg": "38;2;1;2;3", "bg": "48;5;7"}, {"bg": "48;5;7"}) == "\x1b[39m"
     many = {"1": "1", "3": "3", "4": "4", "7": "7", "fg": "31", "bg": "42"}
-    assert transition(many, {"bg": "42"}) == "\x1b[0;42m"  # shorter than ending five attributes
+    assert change(many, {"bg": "42"}) == "\x1b[0;42m"  # shorter than ending five attributes
 
 
 def test_styles_are_read_as_a_terminal_reads_them():
-    assert parse_sgr("", {"1": "1"}) == {}
-    assert parse_sgr("0;1;38;5;196;48;2;0;0;0", {}) == {"1": "1", "fg": "38;5;196", "bg": "48;2;0;0;0"}
-    assert parse_sgr("22;39", {"1": "1", "2": "2", "fg": "31", "bg": "44"}) == {"bg": "44"}
-    assert parse_sgr("38;2;1;2", {}) is None  # a colour cut short
-    assert parse_sgr("4:3", {}) is None  # a curly underline: not modelled
-    assert parse_sgr("58;5;1", {}) is None  # an underline colour: not modelled
+    def read(params: str, base: dict | None = None) -> dict | None:
+        style = parse_sgr(params, style_of(base or {}))
+        return None if style is None else attributes_of(style)
+
+    assert read("", {"1": "1"}) == {}
+    assert read("0;1;38;5;196;48;2;0;0;0") == {"1": "1", "fg": "38;5;196", "bg": "48;2;0;0;0"}
+    assert read("22;39", {"1": "1", "2": "2", "fg": "31", "bg": "44"}) == {"bg": "44"}
+    assert read("38;2;1;2") is None  # a colour cut short
+    assert read("4:3") is None  # a curly underline: not modelled
+    assert read("58;5;1") is None  # an underline colour: not modelled
 
 
 def test_a_style_it_cannot_read_passes_through_until_a_plain_reset():
@@ -101,6 +108,7 @@ _PIECES = st.one_of(
     st.builds(lambda y, x: f"\x1b[{y};{x}H", st.integers(1, ROWS - 1), st.integers(1, COLS - 8)),
     st.just("\r\n"), st.just("\n"), st.just("\r"), st.just("\x1b[0m"), st.just("\x1b[m"),
     st.just("\x1b[K"), st.just("\x1b[?25l"), st.just("\x1b[1;2m"), st.just("\x1b[22m"), st.just("\x1b[4:3m"),
+    st.just("\x1b[58;5;1mu\x1b[0m"), st.just("\x1b[0;7mr\x1b[0m"),
 )
 
 
