@@ -35,3 +35,28 @@ def test_the_quick_path_makes_the_same_cells_as_rich(chars, row_style, spans, wi
     quick, rich = strip_of(text, width, base, CONSOLE), strip_of_rich(text, width, base, CONSOLE)
     assert quick.cell_length == rich.cell_length == width
     assert cells(quick) == cells(rich)
+
+
+PIECES = st.lists(st.tuples(st.text(st.sampled_from(list("ab █…漢") + ["\x1b", "\r", "\x07"]), max_size=6),
+                            STYLES, st.booleans()), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=PIECES)
+def test_a_row_is_joined_in_one_step_as_appending_its_parts_would(pieces):
+    """``Row.text`` builds its Text in one step; appending each part, as rich does, gives the same
+    text and spans (control characters included: rich drops them piece by piece)."""
+    from infermon.tui.text import Part, appended, joined
+
+    parts = []
+    for text, style, pre_styled in pieces:
+        if pre_styled:
+            rich = Text(text, style=style)
+            rich.stylize("bold", 0, 1)
+            parts.append(Part(rich.plain, None, 0, False, rich))
+        else:
+            parts.append(Part(text, style))
+    one, other = joined(parts), appended(parts)
+    assert one.plain == other.plain
+    assert one.spans == other.spans
+    assert (one.no_wrap, one.overflow, one.end) == (other.no_wrap, other.overflow, other.end)

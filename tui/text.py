@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.style import Style
-from rich.text import Text
+from rich.control import strip_control_codes
+from rich.text import Span, Text
 
 from infermon.live.figure import Figure
 from infermon.views.fmt import note_text, source_text, value_text
@@ -105,13 +106,44 @@ class Row:
                 parts[-1] = Part(fit(last.text, max(1, room)), last.style)
                 break
             parts.pop()
-        out = Text(no_wrap=True, overflow="crop", end="")
-        for part in parts:
-            if part.rich is not None:
-                out.append_text(part.rich)
-            else:
-                out.append(part.text, style=part.style)
-        return out
+        return joined(parts)
+
+
+def joined(parts: list[Part]) -> Text:
+    """The parts as one Text: what appending them one by one gives, built in one step (a row is
+    a dozen parts, redrawn every second)."""
+    pieces: list[str] = []
+    spans: list[Span] = []
+    offset = 0
+    for part in parts:
+        rich = part.rich
+        if rich is not None:
+            size = len(rich.plain)
+            if rich.style:
+                spans.append(Span(offset, offset + size, rich.style))
+            spans.extend(Span(start + offset, end + offset, style) for start, end, style in rich.spans)
+            pieces.append(rich.plain)
+        else:
+            size = len(part.text)
+            if part.style and size:
+                spans.append(Span(offset, offset + size, part.style))
+            pieces.append(part.text)
+        offset += size
+    plain = "".join(pieces)
+    if strip_control_codes(plain) != plain:  # rich drops control codes piece by piece: as it does
+        return appended(parts)
+    return Text(plain, no_wrap=True, overflow="crop", end="", spans=spans)
+
+
+def appended(parts: list[Part]) -> Text:
+    """The parts appended one by one, as rich does it."""
+    out = Text(no_wrap=True, overflow="crop", end="")
+    for part in parts:
+        if part.rich is not None:
+            out.append_text(part.rich)
+        else:
+            out.append(part.text, style=part.style)
+    return out
 
 
 def bar(fraction: float | None, width: int, style: Style | str = "bold", empty_style: Style | str = "dim",
