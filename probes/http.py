@@ -179,7 +179,7 @@ def _read_head(wire: _Wire, deadline: float) -> _Head:
             if not wire.fill(deadline):
                 if not wire.buffer:
                     raise http.client.RemoteDisconnected("closed without a response")
-                raise http.client.IncompleteRead(bytes(wire.buffer))
+                raise _CutHead()
         end = wire.buffer.index(b"\r\n\r\n")
         lines = wire.take(end + 4)[:-4].decode("latin-1").split("\r\n")
         parts = lines[0].split(None, 2)
@@ -277,6 +277,10 @@ def _split(url: str) -> urllib.parse.SplitResult:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
+class _CutHead(Exception):
+    """The server closed the connection in the middle of a response's status line or headers."""
+
+
 class _ForeignRedirect(Exception):
     def __init__(self, target: str) -> None:
         super().__init__(target)
@@ -285,6 +289,8 @@ class _ForeignRedirect(Exception):
 
 def _reason_for(exc: BaseException, timeout_s: float) -> str:
     """A short human reason for a failed request."""
+    if isinstance(exc, _CutHead):
+        return "connection closed in the middle of the response's headers"
     if isinstance(exc, _ForeignRedirect):
         return f"redirected to another host ({exc.target}); not followed"
     if isinstance(exc, (TimeoutError, socket.timeout)):

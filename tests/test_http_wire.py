@@ -111,6 +111,7 @@ def test_interim_answers_and_folded_headers_are_read_as_http_client_reads_them()
 
 @pytest.mark.parametrize("answer, reason", [
     (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP server (bad status line)"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed in the middle of the response's headers"),
     (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", "malformed HTTP response"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "malformed HTTP response"),
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed HTTP response"),
