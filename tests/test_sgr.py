@@ -6,7 +6,15 @@ attributes, and the cursor, after the original stream and after the rewritten on
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
 import pyte
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.color import Color, ColorSystem
@@ -162,3 +170,50 @@ def test_each_write_ends_in_the_style_the_original_left():
     assert coalescer.feed(frame) == coalescer.feed(frame) == "\x1b[1;1H\x1b[1;38;2;1;2;3mX\x1b[0m"
     assert coalescer.feed("\x1b[44mA") == "\x1b[44mA"
     assert coalescer.feed("B\x1b[0m") == "B\x1b[0m"
+
+
+SHOW_VARIANT = """
+import sys
+from infermon.testing import scripted
+from infermon.live.derive import Deriver
+from infermon.tui.app import InfermonApp
+from infermon.tui.sources import LiveSource
+from infermon.tui import driver
+if sys.argv[1] == "as-textual-writes":
+    from textual.drivers.linux_driver import LinuxDriver
+    driver.QuietLinuxDriver.write = lambda self, data: LinuxDriver.write(self, data)
+sampler = scripted.ScriptedSampler(scripted.snapshots(12), interval_s=0.2)
+InfermonApp(LiveSource(sampler, Deriver()), target="pid 4242").run()
+"""
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux, a real terminal emulator")
+def test_a_real_terminal_shows_the_same_colours_with_and_without_the_rewrite(tmp_path):
+    """The dashboard in two tmux panes, one writing as Textual does and one through the rewrite:
+    once the scripted run has ended, tmux's record of every cell, colours included, is the same."""
+    script = tmp_path / "show.py"
+    script.write_text(SHOW_VARIANT)
+    sessions = {variant: f"sgr-{variant}-{os.getpid()}" for variant in ("as-textual-writes", "rewritten")}
+    for variant, session in sessions.items():
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                        f"env TERM=xterm-256color COLORTERM=truecolor {sys.executable} {script} {variant}"], check=True)
+
+    def capture(session: str) -> str:
+        shown = subprocess.run(["tmux", "capture-pane", "-e", "-p", "-t", session], capture_output=True, text=True).stdout
+        return re.sub(r"up [^·]*·", "", shown)  # the uptime differs by when each started
+
+    try:
+        deadline, previous, settled = time.monotonic() + 90, {}, {}
+        while time.monotonic() < deadline and len(settled) < 2:
+            time.sleep(2)
+            for variant, session in sessions.items():
+                now = capture(session)
+                if "Throughput" in now and now == previous.get(variant):
+                    settled[variant] = now
+                previous[variant] = now
+        assert len(settled) == 2, "the dashboards did not settle within 90 s"
+        assert "\x1b[" in settled["rewritten"]  # colours were captured
+        assert settled["rewritten"] == settled["as-textual-writes"]
+    finally:
+        for session in sessions.values():
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
