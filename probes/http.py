@@ -244,7 +244,9 @@ def _read_chunked(wire: _Wire, deadline: float, max_bytes: int) -> tuple[bytes |
         try:
             length = int(size_line, 16)
         except ValueError:
-            raise http.client.HTTPException(f"bad chunk size {size_line[:20]!r}") from None
+            length = -1
+        if length < 0 or not size_line.isalnum():  # int() also takes "-1", "+a", "a_b"
+            raise http.client.HTTPException(f"bad chunk size {size_line[:20]!r}")
         if length == 0:
             while wire.line(deadline, _MAX_HEAD_BYTES):  # trailers, up to the empty line
                 pass

@@ -115,6 +115,8 @@ def test_interim_answers_and_folded_headers_are_read_as_http_client_reads_them()
     (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", "malformed HTTP response"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "malformed HTTP response"),
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed HTTP response"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n-1\r\nab\r\n0\r\n\r\n", "malformed HTTP response"),
+    (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n+2\r\nab\r\n0\r\n\r\n", "malformed HTTP response"),
     (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n9\r\nabc", "cut short"),
     (OK_HEAD + b"Content-Length: many\r\n\r\n", "malformed HTTP response"),
     (OK_HEAD + b"Content-Length: 10\r\n\r\nabc", "response cut short: got 3 B, 10 B announced"),
