@@ -217,3 +217,70 @@ def test_a_real_terminal_shows_the_same_colours_with_and_without_the_rewrite(tmp
     finally:
         for session in sessions.values():
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+HOSTILE = "x\x1b[2J\x1b]52;c;cHduZWQ=\x07\x9b31m\x7fy"
+
+
+async def test_the_watched_processs_text_never_drives_the_terminal():
+    """A command line, a model name and an engine version carrying escape sequences (clear the
+    screen, write the clipboard) reach the terminal as U+FFFD, on every panel, the header and the
+    why screen."""
+    import dataclasses
+
+    from infermon.tui.app import InfermonApp
+    from infermon.tui.sources import LiveSource
+    from infermon.live.derive import Deriver
+
+    def hostile(snapshot):
+        processes = tuple(dataclasses.replace(p, cmdline=(HOSTILE, *p.cmdline[1:]), name=HOSTILE[:15])
+                          for p in snapshot.tree.processes)
+        engine = dataclasses.replace(snapshot.engine, model_name=HOSTILE, version=HOSTILE)
+        return dataclasses.replace(snapshot, tree=dataclasses.replace(snapshot.tree, processes=processes),
+                                   engine=engine)
+
+    sampler = scripted.ScriptedSampler([hostile(s) for s in scripted.snapshots(6)])
+    app = InfermonApp(LiveSource(sampler, Deriver()), target="pid 4242")
+    console = Console(color_system="truecolor", force_terminal=True, width=200)
+    frames: list[str] = []
+    original_display = app._display
+
+    def record(screen, renderable) -> None:
+        from textual._compositor import CompositorUpdate
+
+        if isinstance(renderable, CompositorUpdate):
+            frames.append(renderable.render_segments(console))
+        original_display(screen, renderable)
+
+    app._display = record
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, sampler)
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.pause()
+    shown = "".join(frames)
+    assert "\ufffd" in shown  # the text is there, its control characters shown as such
+    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f"):
+        assert sequence not in shown, repr(sequence)
+
+
+def test_the_once_report_shows_the_watched_processs_text_without_its_control_characters():
+    import dataclasses
+    import io
+
+    from infermon.live.derive import Deriver
+    from infermon.views.live_report import print_live_report
+
+    deriver = Deriver()
+    view = None
+    for snapshot in scripted.snapshots(3):
+        processes = tuple(dataclasses.replace(p, cmdline=(HOSTILE, *p.cmdline[1:])) for p in snapshot.tree.processes)
+        view = deriver.update(dataclasses.replace(
+            snapshot, tree=dataclasses.replace(snapshot.tree, processes=processes),
+            engine=dataclasses.replace(snapshot.engine, model_name=HOSTILE, version=HOSTILE)))
+    out = io.StringIO()
+    print_live_report(view, Console(file=out, force_terminal=True, color_system="truecolor", width=160))
+    shown = out.getvalue()
+    assert "\ufffd" in shown and shown.count("\n") > 20 and "\x1b[" in shown  # lines and colours kept
+    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f"):
+        assert sequence not in shown, repr(sequence)

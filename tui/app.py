@@ -27,7 +27,7 @@ from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, Pr
 from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
 from infermon.tui.text import fit
-from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow
+from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow, SafeStatic
 
 # The full layout (every panel at once) from this size up.
 FULL_WIDTH = 120
@@ -61,7 +61,7 @@ class ViewReady(Message):
         return isinstance(message, ViewReady)
 
 
-class HeaderBar(Static):
+class HeaderBar(SafeStatic):
     """The one-line header; its state word is coloured by the theme (``app.tcss``)."""
 
     COMPONENT_CLASSES = {"state--ok", "state--attention", "state--bad", "header--dim"}

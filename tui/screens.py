@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from infermon.live.view import LiveView
 from infermon.views.live_report import SECTIONS, figure_rows
+from infermon.tui.widgets import SafeStatic
 
 HELP = """\
 [b]Keys[/b]
@@ -128,7 +129,7 @@ class WhyScreen(ModalScreen[None]):
         scroll.border_title = "why: every figure, its source and its whole note (Esc closes)"
         with scroll:
             for renderable in why_renderables(self.view):
-                yield Static(renderable)
+                yield SafeStatic(renderable)
 
 
 LEVERS_HELP = ("Each row is the modeled decode tokens/s if one thing changed at today's batch and context; "
@@ -149,7 +150,7 @@ class LeversScreen(ModalScreen[None]):
     def __init__(self, view: LiveView | None) -> None:
         super().__init__()
         self.view = view
-        self._body = Static("")
+        self._body = SafeStatic("")
         self.shown = None
 
     def compose(self) -> ComposeResult:
@@ -192,4 +193,4 @@ class SummaryScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(self.text)
+            yield SafeStatic(self.text)

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.css.query import NoMatches
 from textual.geometry import Region
 from textual.widget import Widget
@@ -22,6 +22,7 @@ from textual.widget import Widget
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA
 from infermon.live.view import LiveView
 from infermon.tui.text import fit
+from infermon.views.fmt import CONTROL_CHARACTERS, printable
 
 SOURCE_CLASSES = {MEASURED: "source--measured", ENGINE: "source--engine", MODELED: "source--modeled",
                   DATASHEET: "source--datasheet", GIVEN: "source--given", NA: "source--na"}
@@ -37,6 +38,9 @@ def strip_of(text: Text, width: int, base: Style, console) -> Strip:
     renderer takes; wider characters go through rich, which knows where their cells end.
     """
     plain = text.plain
+    if CONTROL_CHARACTERS.search(plain):  # the watched process's text must not drive our terminal
+        text = text.copy()
+        text.plain = plain = printable(plain)
     if not plain.isascii() and any(get_character_cell_size(character) != 1 for character in set(plain)):
         return strip_of_rich(text, width, base, console)
 
@@ -59,6 +63,23 @@ def strip_of(text: Text, width: int, base: Style, console) -> Strip:
     if length < width:
         segments.append(Segment(" " * (width - length), base))
     return Strip(segments, width)
+
+
+class SafeStatic(Static):
+    """A Static whose text never reaches the terminal with control characters in it (they show as
+    U+FFFD): its content carries the watched process's command lines, names and notes."""
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        return [safe_strip(strip) for strip in super().render_lines(crop)]
+
+
+def safe_strip(strip: Strip) -> Strip:
+    """``strip`` with control characters in its text shown as U+FFFD (escape sequences a segment
+    carries on purpose, Textual's own, are kept)."""
+    if not any(segment.control is None and CONTROL_CHARACTERS.search(segment.text) for segment in strip):
+        return strip
+    return Strip([segment if segment.control is not None else
+                  Segment(printable(segment.text), segment.style) for segment in strip], strip.cell_length)
 
 
 def strip_of_rich(text: Text, width: int, base: Style, console) -> Strip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
@@ -123,3 +124,16 @@ def ports_text(ports, shown: int = 2) -> str:
     ports = list(ports)
     text = ",".join(map(str, ports[:shown]))
     return f"{text} +{len(ports) - shown}" if len(ports) > shown else text
+
+
+# C0 controls, DEL and C1 controls: a terminal acts on them (ESC starts a sequence that can clear
+# the screen, retitle the window or write the clipboard). Text from the watched process, its files
+# and its endpoints may carry them; what infermon shows of it shows them as U+FFFD instead.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character replaced by U+FFFD (one cell for one character, so
+    styles laid over the text keep their places)."""
+    return CONTROL_CHARACTERS.sub("\ufffd", text) if CONTROL_CHARACTERS.search(text) else text
+

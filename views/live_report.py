@@ -8,12 +8,13 @@ reason, exactly as the dashboard and the JSON carry them.
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderHook
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from infermon.live.view import LiveView
-from infermon.views.fmt import figure_table, note_text, ports_text, si, source_text, value_text
+from infermon.views.fmt import figure_table, note_text, ports_text, printable, si, source_text, value_text
 
 # (section title, [(label, figure name)]) in the order the report prints them.
 SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -85,8 +86,36 @@ def figure_rows(view: LiveView, rows: tuple[tuple[str, str], ...]) -> list[tuple
     return out
 
 
+class _Printable:
+    """A renderable's lines with control characters in their text shown as U+FFFD (line ends and
+    rich's own control segments kept): command lines, names and notes come from the watched
+    process, and must not drive the reader's terminal."""
+
+    def __init__(self, renderable) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options):
+        for segment in console.render(self.renderable, options):
+            if segment.control is None and segment.text != "\n":
+                segment = Segment("\n".join(map(printable, segment.text.split("\n"))), segment.style)
+            yield segment
+
+
+class _PrintableHook(RenderHook):
+    def process_renderables(self, renderables: list) -> list:
+        return [_Printable(renderable) for renderable in renderables]
+
+
 def print_live_report(view: LiveView, console: Console | None = None) -> None:
     console = console or Console()
+    console.push_render_hook(_PrintableHook())
+    try:
+        _print_live_report(view, console)
+    finally:
+        console.pop_render_hook()
+
+
+def _print_live_report(view: LiveView, console: Console) -> None:
     tree = view.tree
     for warning in view.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
