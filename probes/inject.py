@@ -177,13 +177,22 @@ def bootstrap_code(folder: str, interval_s: float) -> str:
 ONLY_NEEDED_SYMBOLS = r"sharedlibrary libc[.]so\|libpython"
 
 
-def quick_attach_options(pid: int) -> list[str]:
-    """gdb options that keep the target stopped as briefly as possible (see ONLY_NEEDED_SYMBOLS)."""
+def quick_attach_options(pid: int, no_libraries: str | None = None) -> list[str]:
+    """gdb options that keep the target stopped as briefly as possible (see ONLY_NEEDED_SYMBOLS).
+
+    ``no_libraries``: a path that does not exist, in a folder only we can write, given as gdb's
+    sysroot when the called addresses are already known. Even with ``auto-solib-add off`` gdb opens
+    every library the target maps once attached (about 100 for a process that imported torch:
+    0.2 s of CPU with the target stopped, against 0.07 s for gdb's start); with no files to open it
+    only warns, and the target is stopped for the call alone."""
+    options = ["-iex", "set auto-solib-add off"]
+    if no_libraries is not None:
+        options += ["-iex", f"set sysroot {no_libraries}"]
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
-        return ["-iex", "set auto-solib-add off"]
-    return ["-iex", "set auto-solib-add off", exe]
+        return options
+    return [*options, exe]
 
 
 _CALL_PROBLEMS: dict[str, str | None] = {}
@@ -315,19 +324,24 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
         raise InjectError(problem)
     from infermon.probes.elf_symbols import resolve
 
-    with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as handle:
-        handle.write(gdb_script(code, resolve(pid, CALLED)))
-        script = handle.name
+    addresses = resolve(pid, CALLED)
+    known = all(name in addresses for names in CALLED.values() for name in names)
+    folder = tempfile.mkdtemp(prefix="infermon-gdb-")  # 0700: nobody else can put files in it
+    script = os.path.join(folder, "attach.gdb")
     try:
+        with open(script, "w") as handle:
+            handle.write(gdb_script(code, addresses))
+        no_libraries = os.path.join(folder, "no-libraries") if known else None
         # gdb must load nothing the target's owner controls: no auto-loaded scripts or
         # libthread_db from the target's directories (we may be root), no debuginfod download.
         result = subprocess.run([gdb, "-nx", "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
-                                 *quick_attach_options(pid), "-p", str(pid), "-batch", "-q", "-x", script],
+                                 *quick_attach_options(pid, no_libraries), "-p", str(pid), "-batch", "-q",
+                                 "-x", script],
                                 capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise InjectError(f"gdb did not finish within {timeout_s:.0f} s") from None
     finally:
-        os.unlink(script)
+        shutil.rmtree(folder, ignore_errors=True)
     output = result.stdout + result.stderr
     match = re.search(r"INFERMON-PENDING (-?\d+)", output)
     if match is None:

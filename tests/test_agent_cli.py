@@ -272,3 +272,42 @@ def test_attach_imports_only_what_it_needs():
                    "infermon.model.calc", "textual"):
         assert module not in loaded, (module, loaded)
     assert "infermon.cli.agent_cmds" in loaded
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None or shutil.which("strace") is None, reason="needs gdb and strace")
+def test_gdb_opens_no_file_of_the_target_once_the_addresses_are_known(tmp_path, monkeypatch):
+    """With the called addresses read from the ELF files beforehand, gdb gets a sysroot with
+    nothing in it: once attached it opens none of the target's libraries (about 100 for a process
+    that imported torch: 0.2 s with the target stopped), and the call still runs."""
+    from infermon.probes import inject
+
+    log, ran = tmp_path / "gdb.strace", tmp_path / "ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "gdb"
+    wrapper.write_text(f"#!/bin/sh\nexec '{shutil.which('strace')}' -qq -e trace=open,openat -o '{log}' "
+                       f"'{shutil.which('gdb')}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    target = subprocess.Popen([sys.executable, "-c", "import _ssl, _decimal, _sqlite3, time\nprint('ready', flush=True)\n"
+                               "while True: time.sleep(0.02)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout.readline().strip() == "ready"
+        try:
+            inject.inject_with_gdb(target.pid, f"open({str(ran)!r}, 'w').write('ran')")
+        except inject.InjectError as exc:
+            if "ptrace" in str(exc) or "extended" in str(exc):
+                pytest.skip(f"gdb cannot inject here: {exc}")
+            raise
+        deadline = time.monotonic() + 10
+        while not ran.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ran.exists() and ran.read_text() == "ran"
+        # Tries under the empty sysroot fail (ENOENT): only an open that succeeded reads a file.
+        opened = [line for line in log.read_text().splitlines() if "open" in line and "= -1 " not in line]
+        assert any("/proc/" in line for line in opened)  # the trace did see gdb's opens
+        for extension in ("_ssl.cpython", "_decimal.cpython", "_sqlite3.cpython"):
+            assert not any(extension in line for line in opened), f"gdb opened the target's {extension}"
+    finally:
+        target.kill()
+        target.wait()
