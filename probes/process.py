@@ -304,6 +304,7 @@ class ProcessProbe:
         except (OSError, ValueError, IndexError):
             stat = None
         self._root_ticks = stat.start_ticks if stat is not None else None
+        self._root_stat: _Stat | None = None  # read by _root_state, used again by _read
         self._members: dict[int, _Member] = {}
         self._scanned_at = -1e18
         self._framework: tuple[str, str | None] | None = None
@@ -331,7 +332,7 @@ class ProcessProbe:
     def _root_state(self) -> str:
         """``running``, ``exited`` (gone, a zombie) or ``reused`` (the pid names another process now):
         one read of /proc/PID/stat, where psutil would read it three times."""
-        stat = None
+        stat = self._root_stat = None
         try:
             stat = _read_stat(self.pid)
         except (FileNotFoundError, ProcessLookupError):
@@ -344,6 +345,7 @@ class ProcessProbe:
             return "exited" if self._root.status() == psutil.STATUS_ZOMBIE else "running"
         if stat.start_ticks != self._root_ticks:
             return "reused"
+        self._root_stat = stat  # this tick's figures for the root: its stat is not read twice
         return "exited" if stat.state in ("Z", "X", "x") else "running"
 
     def _exited_tree(self, reason: str) -> ProcessTree:
@@ -436,7 +438,7 @@ class ProcessProbe:
                     member.ports = _listening_ports(proc, listeners)
                     member.static_read_at = now
                     self._cmdlines_changed = True
-            stat = _read_stat(proc.pid)
+            stat = self._root_stat if proc.pid == self.pid and self._root_stat is not None else _read_stat(proc.pid)
             if stat is None:
                 with proc.oneshot():
                     times = proc.cpu_times()

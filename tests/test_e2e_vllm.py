@@ -406,13 +406,18 @@ def test_attach_to_the_worker_leaves_the_server_generating(vllm_server):
 
     worker = _worker_pid(vllm_server)
     tracers: set[str] = set()
+    stopped: list[float] = []
     watching = threading.Event()
 
-    def watch_tracer() -> None:  # who ptraces the worker, every 20 ms during the attach
+    def watch_tracer() -> None:  # who ptraces the worker, and whether it is stopped, every 20 ms
         while watching.is_set():
             try:
                 with open(f"/proc/{worker}/status") as handle:
-                    tracers.update(line.split()[1] for line in handle if line.startswith("TracerPid:"))
+                    for line in handle:
+                        if line.startswith("TracerPid:"):
+                            tracers.add(line.split()[1])
+                        elif line.startswith("State:") and line.split()[1] in ("t", "T"):
+                            stopped.append(time.monotonic())
             except OSError:
                 pass
             time.sleep(0.02)
@@ -437,6 +442,9 @@ def test_attach_to_the_worker_leaves_the_server_generating(vllm_server):
             assert tracers <= {"0"}, tracers  # refused before anything traced the worker
         else:
             assert tracers - {"0"}, "attach says it attached but nothing ever traced the worker"
+            # gdb opens none of the worker's libraries (they are ~100): stopped for the call alone,
+            # about 0.03 s here; it once stayed stopped for 0.3 s, and for 35 s before that.
+            assert 0.02 * len(stopped) <= 2.0, f"the worker was seen stopped for {0.02 * len(stopped):.2f} s"
             data, _, _ = once_json(vllm_server.process.pid, 2.0)
             assert data["engine"]["kind"] == "vllm" and value(data, "generation_tokens_per_s") > 0
             # Through the worker's pid: the API server's counters, never the agent's 0. A scrape
