@@ -351,11 +351,13 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: dict[tuple[str, str, int], _Wire] = {}
+        # The request already sent on an origin's connection by prime(), its answer not yet read.
+        self._sent: dict[tuple[str, str, int], str] = {}
 
     def close(self) -> None:
         # May be called from another thread while a GET is under way (the app closing): take the
         # connections in one step, then close them; that GET fails with a reason, never raises.
-        connections, self._open = list(self._open.values()), {}
+        connections, self._open, self._sent = list(self._open.values()), {}, {}
         for connection in connections:
             try:
                 connection.close()
@@ -363,6 +365,7 @@ class Connections:
                 pass  # already broken: nothing left to release
 
     def _drop(self, origin: tuple[str, str, int]) -> None:
+        self._sent.pop(origin, None)
         connection = self._open.pop(origin, None)
         if connection is not None:
             connection.close()
@@ -371,13 +374,17 @@ class Connections:
               timeout_s: float) -> tuple[_Wire, _Head]:
         """The connection and the response's status and headers for GET ``target`` (its body
         still to read)."""
+        sent = self._sent.pop(origin, None)
+        if sent is not None and sent != target:
+            self._drop(origin)  # its next bytes answer another request
         wire = self._open.get(origin)
         for attempt in range(2):
             reused = wire is not None
             try:
                 if wire is None:
                     wire = self._open[origin] = _Wire(origin, deadline, timeout_s)
-                wire.send_get(target, deadline)
+                if not (reused and attempt == 0 and sent == target):
+                    wire.send_get(target, deadline)
                 return wire, _read_head(wire, deadline)
             except _STALE:
                 self._drop(origin)
@@ -388,6 +395,27 @@ class Connections:
                 self._drop(origin)
                 raise
         raise AssertionError("unreachable")
+
+    def prime(self, url: str, timeout_s: float = 1.0) -> None:
+        """Send GET ``url`` now on the kept-alive connection to its origin, if there is one, so the
+        server answers while the caller does other work; the next :meth:`get` of ``url`` reads that
+        answer (a monitor's tick reads ``/proc`` meanwhile, and needs no thread to wait on the
+        engine). Opens nothing and never raises: anything that goes wrong is left to ``get``."""
+        try:
+            parts = _split(url)
+            origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        except ValueError:
+            return
+        wire = self._open.get(origin)
+        if wire is None or origin in self._sent:
+            return
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            wire.send_get(target, time.monotonic() + max(timeout_s, 0.001))
+        except Exception:  # a broken connection: get() opens a new one
+            self._drop(origin)
+            return
+        self._sent[origin] = target
 
     def get(self, url: str, timeout_s: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES,
             expect: str | None = None) -> FetchResult:

@@ -67,7 +67,6 @@ class Sampler:
         self._engine_why: str | None = None
         self._last_discovery = -1e9
         self._host = None
-        self._executor = None
         # Pids whose agent published last tick: when one exits, its final record is read once more.
         self._agent_pids: frozenset[int] = frozenset()
         # Final records read (and removed): they stand for their process until it leaves the tree.
@@ -118,8 +117,12 @@ class Sampler:
         """Sample everything once."""
         started_wall, started = self._wall(), self._clock()
         why: dict[str, str] = {}
-        # The scrape waits on the engine's answer, not on our CPU: it runs beside the local probes.
-        pending = self._pool().submit(self._engine.sample) if self._engine is not None else None
+        # The engine answers while /proc is read: its metrics are asked for first and read after,
+        # on this thread (no second thread to wake and wait on each tick).
+        scraping = self._engine is not None
+        prime = getattr(self._engine, "prime", None)
+        if prime is not None:
+            prime()
         tree = self.process.sample()
         devices: tuple = ()
         if self.nvml.available:
@@ -128,8 +131,8 @@ class Sampler:
             why["devices"] = self.nvml.why or "NVML unavailable"
 
         engine: EngineSample | None = None
-        if pending is not None:
-            engine = pending.result()
+        if scraping:
+            engine = self._engine.sample()
             if engine.source_time is None and "engine" not in engine.why:
                 # When the answer was in hand: the clock its counters are differenced over.
                 engine = replace(engine, source_time=self._clock())
@@ -196,17 +199,8 @@ class Sampler:
                 del self._final_agents[pid]
         return tuple(sorted(agents + tuple(extra), key=lambda a: a.pid))
 
-    def _pool(self):
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infermon-scrape")
-        return self._executor
-
     def close(self) -> None:
         self.nvml.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         close_engine = getattr(self._engine, "close", None)
         if close_engine is not None:
             close_engine()

@@ -131,6 +131,30 @@ def test_slow_endpoint_never_holds_a_tick_past_the_interval():
         target.wait()
 
 
+def test_the_engine_is_asked_once_a_tick_and_read_on_the_sampling_thread():
+    """Each tick asks for the metrics before reading /proc and reads the answer after (on a kept
+    connection): one request a tick, no thread of its own, and the counters read as they move."""
+    import threading
+
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with MetricsServer(VLLM, advance={"vllm:generation_tokens_total": 50.0}) as server:
+            sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.2, metrics_url=server.metrics_url,
+                                            host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}))
+            threads = threading.active_count()
+            totals = []
+            for _ in range(5):
+                snapshot = sampler.tick()
+                totals.append(snapshot.engine.generation_tokens_total)
+            assert threading.active_count() == threads
+            assert server.count("/metrics") == 5, server.requests
+            assert [b - a for a, b in zip(totals, totals[1:])] == [50.0] * 4, totals
+            sampler.close()
+    finally:
+        target.kill()
+        target.wait()
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=10),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
                     max_leaves=30)

@@ -150,3 +150,59 @@ def test_https_is_verified_and_read(tmp_path, monkeypatch):
     with CannedServer([OK_HEAD + b"Content-Length: 2\r\n\r\nok"], tls=server_tls) as server:
         got = fetch(f"https://127.0.0.1:{server.port}/metrics", 2.0)
     assert got.ok and got.body == b"ok"
+
+
+def _answer(body: bytes) -> bytes:
+    return OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _wait(predicate, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_primed_request_is_sent_once_and_its_answer_read_by_the_next_get():
+    """prime() sends on the kept connection at once (the engine answers while the tick reads
+    /proc); the next get() reads that answer instead of asking again. Without a kept connection
+    it opens nothing."""
+    with CannedServer([_answer(b"one"), _answer(b"two"), _answer(b"three")]) as server:
+        connections = Connections()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        connections.prime(url)
+        assert connections.get(url).body == b"one"
+        assert len(server.requests) == 1  # the prime before any connection sent nothing
+        connections.prime(url)
+        assert _wait(lambda: len(server.requests) == 2)  # asked before get() ...
+        assert connections.get(url).body == b"two"  # ... and get() reads that answer
+        assert len(server.requests) == 2
+        assert connections.get(url).body == b"three"
+        assert server.connections == 1 and len(server.requests) == 3
+        connections.close()
+
+
+def test_a_primed_request_for_another_page_is_not_taken_for_the_answer():
+    with CannedServer([_answer(b"first"), _answer(b"for /a"), _answer(b"for /b")]) as server:
+        connections = Connections()
+        base = f"http://127.0.0.1:{server.port}"
+        assert connections.get(base + "/a").body == b"first"
+        connections.prime(base + "/a")
+        assert connections.get(base + "/b").body == b"for /b"
+        assert server.connections == 2  # the connection holding /a's answer was dropped
+        assert server.requests[-1].startswith(b"GET /b ")
+        connections.close()
+
+
+def test_a_primed_request_on_a_connection_the_server_closed_is_asked_again():
+    with CannedServer([_answer(b"one"), None, _answer(b"two")]) as server:
+        connections = Connections()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        assert connections.get(url).body == b"one"
+        assert _wait(lambda: server.connections == 1)
+        connections.prime(url)
+        got = connections.get(url)
+        assert got.ok and got.body == b"two", got.why
+        connections.close()

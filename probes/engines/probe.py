@@ -86,6 +86,14 @@ class EngineProbe:
         """Close the kept-alive connection to the engine."""
         self._http.close()
 
+    def prime(self) -> None:
+        """Ask for the metrics now; the next :meth:`sample` reads the answer (see
+        :meth:`Connections.prime`). Never raises."""
+        try:
+            self._http.prime(self.url, self.timeout_s)
+        except Exception:  # belt and braces: sample() asks again
+            pass
+
     def sample(self) -> EngineSample:
         try:
             return self._sample()
