@@ -60,3 +60,19 @@ def test_a_row_is_joined_in_one_step_as_appending_its_parts_would(pieces):
     assert one.plain == other.plain
     assert one.spans == other.spans
     assert (one.no_wrap, one.overflow, one.end) == (other.no_wrap, other.overflow, other.end)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chars=st.lists(st.sampled_from(list("ab xy 12,.—…漢é") + ["\t", "\n", "\x1b", "  "]), max_size=70),
+       spans=st.lists(st.tuples(st.integers(0, 70), st.integers(0, 70), STYLES), max_size=4),
+       width=st.integers(1, 80))
+def test_a_paragraph_wraps_as_rich_does(chars, spans, width):
+    """The verdict's quick path (a printable line that fits is its own row) gives rich's rows."""
+    from infermon.tui.widgets import wrapped
+
+    text = Text("".join(chars), style="bold")
+    for start, end, style in spans:
+        text.stylize(style, start, end)
+    ours = [(row.plain, row.spans, row.style) for row in wrapped(text, width, CONSOLE)]
+    expected = [(row.plain, row.spans, row.style) for row in text.wrap(CONSOLE, width)] if text.plain else []
+    assert ours == expected

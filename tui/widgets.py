@@ -453,6 +453,18 @@ class TableFormat:
         return out
 
 
+def wrapped(text: Text, width: int, console) -> list[Text]:
+    """``text`` wrapped to ``width`` cells, as rich wraps it. A line that already fits (the verdict,
+    nearly every tick) is its own single row: rich's word splitting costs more than the rest of the
+    verdict's redraw."""
+    plain = text.plain
+    if not plain:
+        return []
+    if plain.isprintable() and cell_len(plain) <= width:
+        return [text]
+    return list(text.wrap(console, width))
+
+
 class Paragraph(Body):
     """Text wrapped to its width (the verdict): rows like a :class:`Body`, so a changed word
     repaints only its cells; the height follows the wrapped rows."""
@@ -479,7 +491,7 @@ class Paragraph(Body):
         if not width or not self.is_mounted:
             rows = [self._shown] if self._shown.plain else []
         else:
-            rows = list(self._shown.wrap(self.app.console, width)) if self._shown.plain else []
+            rows = wrapped(self._shown, width, self.app.console)
         # The height never shrinks until the terminal is resized: a verdict that flips between one
         # row and two (or advice that comes and goes) would move everything below it, a whole
         # screen repainted each time.
