@@ -141,12 +141,24 @@ def test_the_engine_is_asked_once_a_tick_and_read_on_the_sampling_thread():
         with MetricsServer(VLLM, advance={"vllm:generation_tokens_total": 50.0}) as server:
             sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.2, metrics_url=server.metrics_url,
                                             host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}))
-            threads = threading.active_count()
+            # Threads the ticks start; the server's own, and other tests', come and go meanwhile.
+            started, ticking = [], threading.current_thread()
+            start = threading.Thread.start
+
+            def recording_start(thread):
+                if threading.current_thread() is ticking:
+                    started.append(thread.name)
+                return start(thread)
+
             totals = []
-            for _ in range(5):
-                snapshot = sampler.tick()
-                totals.append(snapshot.engine.generation_tokens_total)
-            assert threading.active_count() == threads
+            threading.Thread.start = recording_start
+            try:
+                for _ in range(5):
+                    snapshot = sampler.tick()
+                    totals.append(snapshot.engine.generation_tokens_total)
+            finally:
+                threading.Thread.start = start
+            assert started == [], started
             assert server.count("/metrics") == 5, server.requests
             assert [b - a for a, b in zip(totals, totals[1:])] == [50.0] * 4, totals
             sampler.close()
