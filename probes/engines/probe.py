@@ -91,8 +91,8 @@ class EngineProbe:
         :meth:`Connections.prime`). Never raises."""
         try:
             self._http.prime(self.url, self.timeout_s)
-        except Exception:  # belt and braces: sample() asks again
-            pass
+        except Exception:  # belt and braces: whatever state the connection is in, sample() starts afresh
+            self._http.close()
 
     def sample(self) -> EngineSample:
         try:
