@@ -130,8 +130,11 @@ def test_generation_and_prompt_rates_match_the_servers_counters(under_load):
         assert figure(data, key)["source"] == "engine-reported"
         assert within(measured, band), f"{key} {measured:.1f} outside the server's {band[0]:.1f}–{band[1]:.1f}"
     # The counter itself is the server's: it lies between the tape's values around infermon's read.
+    # Below: at least what any scrape that had ended before infermon's second tick began read (not
+    # the value interpolated at that instant: the tape can have a gap of seconds where the loaded
+    # server answered a scrape late or not at all, and the counter does not move linearly across it).
     total_read = engine["generation_tokens_total"]
-    assert tape.counter_at("vllm:generation_tokens_total", second_tick, clock=0) - 50 <= total_read
+    assert tape.counter_bounds("vllm:generation_tokens_total", second_tick, clock=0)[0] <= total_read
     # Above: at most what a scrape that began after infermon ended read (not the value interpolated
     # between two scrapes: a counter moves in steps, and a step may come before the midpoint).
     last_began = tape.spans[-1][0]
@@ -140,7 +143,7 @@ def test_generation_and_prompt_rates_match_the_servers_counters(under_load):
 
 def test_requests_and_kv_usage_are_the_servers(under_load):
     data, launched, ended, interval, tape = under_load
-    near = [p[2] for p in tape.points if data["time"] - 1.5 <= p[0] <= ended + 0.5]
+    near = tape.around(data["time"], ended)  # infermon's second read lies in this window
     seen = {total(p, "vllm:num_requests_running") for p in near}
     finished = {total(p, "vllm:request_success_total") for p in near}
     if len(finished) > 1:  # a request ended meanwhile: the batch was briefly smaller, maybe empty
