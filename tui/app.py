@@ -9,6 +9,7 @@ only draw.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -138,6 +139,7 @@ class InfermonApp(App[None]):
         self._initial_theme = theme
         self._notices = notices
         self._drawn: LiveView | None = None
+        self._gc_frozen = False
         self._header_shown: tuple | None = None
         self._tabs_shown: tuple | None = None
         self._panels: list[Panel] = []
@@ -292,7 +294,21 @@ class InfermonApp(App[None]):
             if time.monotonic() - next_at > interval:
                 next_at = time.monotonic()  # fell behind (suspended laptop): do not burst to catch up
 
+    @staticmethod
+    def _freeze_startup_objects() -> None:
+        """Leave what exists once the first view is on screen out of every later garbage collection.
+
+        Modules, widgets, styles and caches (about 95,000 objects) live as long as the app. Python's
+        full collection walks them all, about 70 ms on a loaded 2-core host, once a minute or so:
+        more than a tenth of the dashboard's whole CPU. Frozen, a full collection walks only what
+        was made since. Objects are still freed by reference counting; only a cycle among the
+        frozen ones would stay, and they are the app's own. Unfrozen when the app ends."""
+        gc.collect()
+        gc.freeze()
+
     def on_unmount(self) -> None:
+        if self._gc_frozen:
+            gc.unfreeze()
         # The thread ends before the source closes: a tick in progress never meets a closed probe.
         self._stop.set()
         self.source.interrupt()
@@ -339,6 +355,9 @@ class InfermonApp(App[None]):
         if view is self._drawn:
             return
         self._drawn = view
+        if not self._gc_frozen:
+            self._gc_frozen = True
+            self.call_after_refresh(self._freeze_startup_objects)
         verdict = view.verdict
         for tone in TONES:
             self._verdict.set_class(verdict.tone == tone, f"-{tone}")
