@@ -313,3 +313,51 @@ async def test_startup_objects_are_left_out_of_garbage_collections_while_the_app
         del cycle
         assert gc.collect() >= 1 and all(id(o) != tracked for o in gc.get_objects())
     assert gc.get_freeze_count() == 0
+
+
+class _FailingOnce:
+    """A sampler whose second tick raises with words an endpoint could have put in an error."""
+
+    def __init__(self) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        self._items = iter(scripted.snapshots(2))
+        self.config = SimpleNamespace(interval_s=0.0)
+        self.ticks = 0
+        self._closed = threading.Event()
+
+    def tick(self):
+        self.ticks += 1
+        if self.ticks == 2:
+            raise ValueError("could not read '\x1b]0;owned\x07\x1b[2J' [/b] [$nope] [link=x]")
+        item = next(self._items, None)
+        if item is None:
+            self._closed.wait()
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+async def test_a_toast_shows_outside_words_as_they_are_and_never_drives_the_terminal():
+    """A failed tick's exception, a bad markup string: each toast is plain words (control
+    characters as U+FFFD, brackets as brackets), and the app goes on."""
+    sampler = _FailingOnce()
+    app = InfermonApp(LiveSource(sampler, Deriver()), target="pid 4242")
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(200):
+            if sampler.ticks >= 3:
+                break
+            await asyncio.sleep(0.01)
+        app.notify("a theme named [/i] with [$x] in it")  # invalid markup, as Textual's own calls may pass
+        for _ in range(5):
+            await pilot.pause()
+        toasts = list(app._notifications)
+        failed = next(t for t in toasts if "sampling failed" in t.message)
+        assert "\x1b" not in failed.message and "\x07" not in failed.message and "\ufffd" in failed.message
+        assert "[/b] [$nope] [link=x]" in failed.message and not failed.markup
+        theme = next(t for t in toasts if "theme named" in t.message)
+        assert theme.message == "a theme named [/i] with [$x] in it" and not theme.markup
+        assert app.is_running and "tok/s" in find_row(app, "o-gen")  # still drawing
+    app.notify("after the app ended")  # never raises

@@ -29,6 +29,7 @@ from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScr
 from infermon.tui.sources import ViewSource
 from infermon.tui.text import fit
 from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow, SafeStatic
+from infermon.views.fmt import printable
 
 # The full layout (every panel at once) from this size up.
 FULL_WIDTH = 120
@@ -198,7 +199,7 @@ class InfermonApp(App[None]):
         self._thread.start()
         if self._notices:
             more = f" (+{len(self._notices) - 1} more)" if len(self._notices) > 1 else ""
-            self.notify(f"{self._notices[0]}{more}", title="recording", severity="warning", timeout=8)
+            self.notify(f"{self._notices[0]}{more}", title="recording", severity="warning", timeout=8, markup=False)
 
     def on_resize(self, event) -> None:
         self._apply_size(event.size)
@@ -278,7 +279,7 @@ class InfermonApp(App[None]):
                     return  # the app is closing and has interrupted the source: not a failure
                 try:
                     self.call_from_thread(self.notify, f"sampling failed this tick: {type(exc).__name__}: {exc}",
-                                          severity="warning", timeout=4)
+                                          severity="warning", timeout=4, markup=False)
                 except Exception:  # the app closed meanwhile (its loop cancels the call)
                     return
                 view = False
@@ -293,6 +294,23 @@ class InfermonApp(App[None]):
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             if time.monotonic() - next_at > interval:
                 next_at = time.monotonic()  # fell behind (suspended laptop): do not burst to catch up
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """A toast that never lets a control character reach the terminal (it shows as U+FFFD) and
+        never fails on its markup: text that is not valid markup is shown as it is. Our own toasts
+        that carry text from outside (a recording's file name, a theme's name, an exception's words
+        about what an endpoint sent) pass ``markup=False``; Textual's own keep their markup.
+        Thread-safe, as Textual's is."""
+        message, title = printable(str(message)), printable(str(title))
+        if markup:
+            from textual.content import Content
+
+            try:
+                Content.from_markup(message)
+            except Exception:  # invalid markup: the words as they are
+                markup = False
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     @staticmethod
     def _freeze_startup_objects() -> None:
@@ -512,7 +530,7 @@ class InfermonApp(App[None]):
         names = theme_names(next((t for t in self._extra_themes if t.name == "user"), None))
         current = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(current + 1) % len(names)]
-        self.notify(f"theme: {self.theme}", timeout=2)
+        self.notify(f"theme: {self.theme}", timeout=2, markup=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
