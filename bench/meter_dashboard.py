@@ -126,7 +126,6 @@ def inside(pid: str, settle: float, seconds: float, out: str) -> None:
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
     from side_by_side import Load, Pane
 
