@@ -28,8 +28,8 @@ FIGURE_ROWS = 9
 # Device lines in the overview when it is sized to its content (above a panel).
 DEVICE_LINES_STACKED = 4
 # Lines shown when rows are left over, most useful first: what would change tokens/s, latency, the
-# batch the engine steps at, then memory.
-EXTRA_LINES = ("o-lever", "o-latency", "o-batch", "o-memory")
+# batch the engine steps at, memory, then the KV pool's size and the requests it pushed out.
+EXTRA_LINES = ("o-lever", "o-latency", "o-batch", "o-memory", "o-capacity")
 # Levers that need more hardware are on the levers screen, not offered as the best one.
 MORE_HARDWARE = ("tensor_parallel",)
 
@@ -93,6 +93,8 @@ class Overview(Panel):
         self.line("o-lever").set(self._best_lever(view, styles, width) if "o-lever" in extras else "")
         self._heading(3, styles, width)
         self._kv(f, styles, width)
+        self.line("o-capacity").set(self._two("capacity", f.kv_capacity_tokens, "preemptions", f.preemptions_total,
+                                              styles, width) if "o-capacity" in extras else "")
         self.line("o-memory").set(self._two("weights", f.weight_bytes, "tree RSS", f.tree_rss_bytes, styles, width)
                                   if "o-memory" in extras else "")
         self._heading(4, styles, width)
