@@ -121,6 +121,41 @@ def test_attach_and_detach_a_running_script(env):
         target.wait()
 
 
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
+def test_attach_and_its_gdb_run_at_the_lowest_priority_and_leave_the_targets(env, tmp_path):
+    """On a host the server keeps busy, attach's own CPU (about half a second, gdb's included) came
+    out of the server's time: it now runs at nice 19, and so does the gdb it starts. The target
+    keeps its own priority."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "gdb-nice"
+    wrapper = bin_dir / "gdb"
+    # Field 19 of /proc/PID/stat is the nice value (the command name before it has no spaces here).
+    wrapper.write_text(f"#!/bin/sh\ncut -d' ' -f19 /proc/$$/stat > '{seen}'\nexec '{shutil.which('gdb')}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    target = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"], env=env)
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, target.pid)
+        attached = infermon("attach", str(target.pid), "--yes", env={**env, "PATH": f"{bin_dir}:{env['PATH']}"})
+        if "refused ptrace" in attached.stderr or "extended register state" in attached.stderr:
+            pytest.skip(f"gdb cannot inject here: {attached.stderr.strip()}")
+        assert attached.returncode == 0, attached.stderr
+        assert seen.read_text().strip() == "19"
+        assert os.getpriority(os.PRIO_PROCESS, target.pid) == own
+        assert infermon("detach", str(target.pid), env=env).returncode == 0
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_yield_to_the_target_lowers_only_this_process_once():
+    code = ("import os\nfrom infermon.cli.agent_cmds import yield_to_the_target as y\n"
+            "print(os.getpriority(os.PRIO_PROCESS, 0), y(), os.getpriority(os.PRIO_PROCESS, 0), y())")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    before, returned, after, again = ran.stdout.split()
+    assert (returned, after, again) == (before, "19", "None") if before != "19" else (returned, again) == ("None", "None")
+
+
 def test_attach_refuses_a_non_python_process(env):
     target = subprocess.Popen(["sleep", "30"])
     try:
