@@ -29,6 +29,11 @@ from pathlib import Path
 # (label, module, attribute path): the step each meter times; nested steps are part of the one above.
 STEPS = (
     ("sampling thread: probes (Sampler.tick)", "infermon.probes.sampler", "Sampler.tick"),
+    ("  the process tree's /proc (ProcessProbe.sample)", "infermon.probes.process", "ProcessProbe.sample"),
+    ("  the engine: requests sent (EngineProbe.prime)", "infermon.probes.engines.probe", "EngineProbe.prime"),
+    ("  the engine: answers read and parsed (EngineProbe.sample)", "infermon.probes.engines.probe", "EngineProbe.sample"),
+    ("  the agents' channel (read_agents)", "infermon.probes.agent_channel", "read_agents"),
+    ("  the host CPU and memory (host_device_sample)", "infermon.probes.host", "host_device_sample"),
     ("sampling thread: derivation (Deriver.update)", "infermon.live.derive", "Deriver.update"),
     ("event loop: a new view, all (on_view_ready)", "infermon.tui.app", "InfermonApp.on_view_ready"),
     ("  our drawing (InfermonApp._draw: the rows of every shown panel)", "infermon.tui.app", "InfermonApp._draw"),

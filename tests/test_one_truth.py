@@ -123,3 +123,30 @@ async def test_the_dashboard_shows_the_same_values_and_sources(views):
             assert value_text(fig) in shown, (line_id, shown)
             word = fig.source if fig.value is not None else (fig.why or "n/a")[:20]
             assert word in shown, (line_id, shown)
+
+
+def test_a_figure_kept_from_the_last_tick_is_the_one_built_afresh():
+    """The derivation hands out last tick's Figure object where a figure reads as it did: every
+    figure of every tick must equal what a derivation that keeps nothing builds."""
+    import dataclasses
+
+    from infermon.live.derive import Deriver
+    from infermon.testing import scripted
+
+    class Forgetful(dict):
+        def get(self, key, default=None):
+            return default
+
+    snapshots = scripted.snapshots_then_exit(10)
+    keeping, fresh = Deriver(), Deriver()
+    kept_any = False
+    previous = None
+    for snapshot in snapshots:
+        fresh._last_figures = Forgetful()
+        a, b = keeping.update(snapshot), fresh.update(snapshot)
+        assert dataclasses.asdict(a.figures) == dataclasses.asdict(b.figures)
+        if previous is not None:
+            kept_any |= any(getattr(a.figures, f.name) is getattr(previous.figures, f.name)
+                            for f in dataclasses.fields(a.figures))
+        previous = a
+    assert kept_any  # the steady scripted server repeats figures: the cache was used
