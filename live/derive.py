@@ -21,6 +21,7 @@ from infermon.live.verdict import IDLE_TOKENS_PER_S, VerdictInputs, verdict as m
 from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, ModelInfo, Trend
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
+from infermon.model.frozen import evolve
 from infermon.model.gpu import GpuLookupError, Hardware, combine, find_gpu, lookup_gpu
 from infermon.model.levers import (Levers, OperatingPoint, Speculation, acceptance_from_rate, modeled_levers,
                                    with_measured_rate)
@@ -473,7 +474,7 @@ class Deriver:
                 if proc.used_bytes is not None:
                     gpu_by_pid[proc.pid] = gpu_by_pid.get(proc.pid, 0) + proc.used_bytes
         if tree is not None and gpu_by_pid:
-            tree = replace(tree, processes=tuple(replace(p, gpu_memory_bytes=gpu_by_pid.get(p.pid)) for p in tree.processes))
+            tree = evolve(tree, processes=tuple(evolve(p, gpu_memory_bytes=gpu_by_pid.get(p.pid)) for p in tree.processes))
         rss = [p.rss_bytes for p in (tree.processes if tree else ()) if p.rss_bytes is not None]
         tree_rss = sum(rss) if rss else None
         tree_gpu = [d.memory_tree_bytes for d in snapshot.devices if d.kind == "gpu" and d.memory_tree_bytes is not None]
@@ -675,7 +676,7 @@ class Deriver:
         view = LiveView(
             time=snapshot.time, monotonic=snapshot.monotonic, interval_s=interval, figures=figures, verdict=verdict,
             tree=tree, devices=snapshot.devices, engine=engine_out,
-            agents=tuple(replace(a, model_config=None, ttft=None, inter_token=None) for a in snapshot.agents),
+            agents=tuple(evolve(a, model_config=None, ttft=None, inter_token=None) for a in snapshot.agents),
             host=snapshot.host,
             model=_model_info(fig, self.model_source), hardware=hw_info, trend=trend,
             summary=self.accumulator.summary(), warnings=warnings, notes=tuple(dict.fromkeys(notes)), why=why,
@@ -808,7 +809,7 @@ def _slim_engine(engine: EngineSample | None) -> EngineSample | None:
     if engine is None:
         return None
     changes = {name: None for name in ("ttft", "inter_token", "queue_time")}
-    return replace(engine, **changes)
+    return evolve(engine, **changes)
 
 
 def _model_info(fig: ModelFigures | None, source: str | None) -> ModelInfo | None:

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from infermon.model.figures import ModelFigures, model_figures
+from infermon.model.frozen import evolve
 from infermon.model.gpu import Hardware
 from infermon.model.kv import kv_bytes_per_token
 from infermon.model.parallel import Parallelism
@@ -267,16 +268,6 @@ def levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint, speculation: 
     return with_measured_rate(modeled_levers(fig, hw, point, speculation), point.measured_tokens_per_s)
 
 
-def _changed(lever: Lever, **changes) -> Lever:
-    """``dataclasses.replace(lever, **changes)`` for the expected figures alone, without running
-    ``__init__`` over every field again: the live view applies the measured rate to a dozen levers
-    every tick, and ``replace`` was a quarter of the whole derivation's CPU. (Lever has no
-    ``__post_init__`` to skip; a test checks the two agree.)"""
-    copy = object.__new__(Lever)
-    copy.__dict__.update(lever.__dict__, **changes)
-    return copy
-
-
 def with_measured_rate(found: Levers, measured_tokens_per_s: float | None) -> Levers:
     """The levers with the measured efficiency applied.
 
@@ -292,15 +283,17 @@ def with_measured_rate(found: Levers, measured_tokens_per_s: float | None) -> Le
     eff = measured / base
 
     def applied(lever: Lever) -> Lever:
-        return _changed(
+        # evolve, not replace: the live view applies the measured rate to a dozen levers every tick,
+        # and replace was a quarter of the whole derivation's CPU.
+        return evolve(
             lever,
             expected_tokens_per_s=lever.tokens_per_s * eff if lever.tokens_per_s is not None else None,
             expected_latency_s=lever.latency_s / eff if lever.latency_s is not None else None)
 
     note = (f"measured {measured:,.1f} tokens/s is {eff:.0%} of the modeled {base:,.1f}: "
             "the last column applies that efficiency to every lever")
-    return dataclasses.replace(found, baseline=applied(found.baseline), efficiency=eff, efficiency_note=note,
-                               levers=tuple(applied(lever) for lever in found.levers))
+    return evolve(found, baseline=applied(found.baseline), efficiency=eff, efficiency_note=note,
+                  levers=tuple(applied(lever) for lever in found.levers))
 
 
 def modeled_levers(fig: ModelFigures, hw: Hardware, point: OperatingPoint,

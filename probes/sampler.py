@@ -8,11 +8,11 @@ raises for anything the environment does: each part degrades with a reason.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from infermon.probes.process import ProcessProbe
-from infermon.probes.snapshot import AgentSample, EngineSample, ProcessTree, Snapshot
+from infermon.probes.snapshot import AgentSample, EngineSample, ProcessTree, Snapshot, evolve
 
 # While no metrics endpoint answers, look again this often (servers take a while to start).
 REDISCOVER_S = 10.0
@@ -135,13 +135,13 @@ class Sampler:
             engine = self._engine.sample()
             if engine.source_time is None and "engine" not in engine.why:
                 # When the answer was in hand: the clock its counters are differenced over.
-                engine = replace(engine, source_time=self._clock())
+                engine = evolve(engine, source_time=self._clock())
         elif tree.alive:
             probe = self._engine_probe(tree)
             if probe is not None:
                 engine = probe.sample()
                 if engine.source_time is None and "engine" not in engine.why:
-                    engine = replace(engine, source_time=self._clock())
+                    engine = evolve(engine, source_time=self._clock())
             else:
                 why["engine"] = self._engine_why or "no metrics endpoint found (give --metrics-url)"
         if not tree.alive:

@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported for the engine modules, which may import this module and the Prometheus text handling alone.
+from infermon.model.frozen import evolve  # noqa: F401
+
 
 @dataclass(frozen=True)
 class ProcessInfo:

@@ -332,22 +332,25 @@ def test_live_levers_apply_each_ticks_measured_rate_exactly():
 
 
 def test_the_measured_rate_is_applied_as_dataclasses_replace_would():
-    """``with_measured_rate`` copies each lever without ``__init__``: the result must equal
-    ``dataclasses.replace``'s, field for field, and the modeled levers stay as they were."""
+    """``with_measured_rate`` copies the levers with ``evolve`` (no ``__init__``): the result must
+    equal what ``dataclasses.replace`` builds, and the modeled levers stay as they were."""
     import dataclasses
 
-    from infermon.model.levers import Lever, _changed
+    from infermon.model.levers import with_measured_rate
     from infermon.testing import scripted
 
     found = next(view.levers for view in scripted.views(6) if view.levers is not None and view.levers.levers)
-    assert not hasattr(Lever, "__post_init__")  # nothing that replace() would run is skipped
-    for lever in (found.baseline, *found.levers):
-        changes = {"expected_tokens_per_s": 123.5, "expected_latency_s": None}
-        copied, replaced = _changed(lever, **changes), dataclasses.replace(lever, **changes)
-        assert copied == replaced and type(copied) is Lever and copied is not lever
-        assert dataclasses.asdict(copied) == dataclasses.asdict(replaced)
-    original = dataclasses.asdict(found.baseline)
-    _changed(found.baseline, expected_tokens_per_s=-1.0)
-    assert dataclasses.asdict(found.baseline) == original
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        _changed(found.baseline, expected_tokens_per_s=1.0).expected_tokens_per_s = 2.0
+    before = dataclasses.asdict(found)
+    measured = 0.8 * found.baseline.tokens_per_s
+    applied = with_measured_rate(found, measured)
+    eff = measured / found.baseline.tokens_per_s
+
+    def by_replace(lever):
+        return dataclasses.replace(
+            lever, expected_tokens_per_s=lever.tokens_per_s * eff if lever.tokens_per_s is not None else None,
+            expected_latency_s=lever.latency_s / eff if lever.latency_s is not None else None)
+
+    assert applied.baseline == by_replace(found.baseline)
+    assert applied.levers == tuple(by_replace(lever) for lever in found.levers)
+    assert applied.efficiency == pytest.approx(0.8)
+    assert dataclasses.asdict(found) == before

@@ -26,10 +26,10 @@ by anyone, and are never read.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from infermon.probes.engines.prometheus import Exposition
-from infermon.probes.snapshot import EngineSample
+from infermon.probes.snapshot import EngineSample, evolve
 
 NAME = "llamacpp"
 TITLE = "llama.cpp"
@@ -182,7 +182,7 @@ def apply_extra_reads(sample: EngineSample, answers: dict) -> EngineSample:
     for field_name in changes:
         why.pop(field_name, None)
     hints = sample.hints + ((NO_SLOTS_HINT,) if reading.why == NO_SLOTS_HINT else ())
-    return replace(sample, why=why, hints=hints, **changes)
+    return evolve(sample, why=why, hints=hints, **changes)
 
 
 def refine(sample: EngineSample) -> EngineSample:

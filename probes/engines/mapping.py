@@ -10,7 +10,6 @@ looked for.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import ModuleType
 
 from infermon.probes.engines.prometheus import (
@@ -24,7 +23,7 @@ from infermon.probes.engines.prometheus import (
     version_label,
 )
 from infermon.probes.engines.registry import ENGINES, detect_engine, engine_of_text
-from infermon.probes.snapshot import EngineSample
+from infermon.probes.snapshot import EngineSample, evolve
 
 # Counters and gauges summed over replicas.
 SUM_FIELDS = ("generation_tokens_total", "prompt_tokens_total", "requests_running", "requests_waiting",
@@ -165,4 +164,4 @@ def apply_info(sample: EngineSample, info: object) -> EngineSample:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
             changes[field_name] = str(value)
             why.pop(field_name, None)
-    return replace(sample, why=why, **changes) if changes else sample
+    return evolve(sample, why=why, **changes) if changes else sample

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from dataclasses import replace
 
 from infermon.probes.engines.mapping import SLOW_FIELDS, apply_info, parse_engine_text, sample_from_exposition
 from infermon.probes.engines.registry import ENGINES, engine
 from infermon.probes.http import DEFAULT_MAX_BYTES, Connections
-from infermon.probes.snapshot import EngineSample
+from infermon.probes.snapshot import EngineSample, evolve
 
 # Latency histograms are most of a scrape's lines and the parser costs ~15–70 µs a line: they (and
 # the KV capacity) are parsed every HISTOGRAM_EVERY scrapes (percentiles want a longer window anyway).
@@ -118,7 +117,7 @@ class EngineProbe:
         sample = sample_from_exposition(expo, kind=self.kind, url=self.url, histograms=with_histograms)
         if "engine" in sample.why:
             return sample
-        sample = replace(sample, source_time=arrived)
+        sample = evolve(sample, source_time=arrived)
         sample = self._carry_latency(sample, with_histograms)
         module = ENGINES[sample.kind]
         if module.EXTRA_READS:
@@ -137,7 +136,7 @@ class EngineProbe:
         why = {k: v for k, v in sample.why.items() if k not in SLOW_FIELDS}
         why.update(self._latency_why)
         kept = {k: v for k, v in self._latency.items() if getattr(sample, k) is None}
-        return replace(sample, why=why, **kept)
+        return evolve(sample, why=why, **kept)
 
     def _extra_reads(self, paths: tuple[str, ...], deadline: float) -> dict:
         answers = {}
@@ -167,4 +166,4 @@ class EngineProbe:
             why["model_name"] = f"neither the metrics nor {path} name the model"
         if sample.version is None:
             why["version"] = f"neither the metrics nor {path} give a version"
-        return replace(sample, why=why)
+        return evolve(sample, why=why)

@@ -13,10 +13,9 @@ core or the workers, so infermon takes per-process CPU and memory from /proc.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from infermon.probes.engines.prometheus import Exposition, replica_key
-from infermon.probes.snapshot import EngineSample
+from infermon.probes.snapshot import EngineSample, evolve
 
 NAME = "vllm"
 TITLE = "vLLM"
@@ -119,7 +118,7 @@ def refine(sample: EngineSample) -> EngineSample:
     been generated and they are still 0, they are no figure but the flag's absence. The
     spec_decode_* families exist only with speculative decoding on: their absence says so."""
     if all(getattr(sample, name) is None for name in _SPECULATIVE):
-        sample = replace(sample, why={**sample.why, **{name: NO_SPECULATION for name in _SPECULATIVE}})
+        sample = evolve(sample, why={**sample.why, **{name: NO_SPECULATION for name in _SPECULATIVE}})
     if not sample.generation_tokens_total:
         return sample
     present = [getattr(sample, name) for name in _ESTIMATES]
@@ -128,4 +127,4 @@ def refine(sample: EngineSample) -> EngineSample:
     why = dict(sample.why)
     for name in _ESTIMATES:
         why[name] = NO_MFU_METRICS
-    return replace(sample, why=why, **{name: None for name in _ESTIMATES})
+    return evolve(sample, why=why, **{name: None for name in _ESTIMATES})
