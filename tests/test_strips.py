@@ -63,6 +63,35 @@ def test_a_row_is_joined_in_one_step_as_appending_its_parts_would(pieces):
 
 
 @settings(max_examples=300, deadline=None)
+@given(chars=st.lists(st.sampled_from(list("ab █─▂…漢") + ["\x1b", "\r", "\x07", "\x08", "\x0b", "\x0c", "\n", "\t"]),
+                      max_size=30),
+       style=STYLES, spans=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), STYLES), max_size=4))
+def test_rich_text_is_the_text_rich_builds(chars, style, spans):
+    """``rich_text`` skips rich's pass over the characters where it would change nothing: the Text
+    must be rich's in every respect (control codes rich removes included), render the same cells,
+    and stay a working Text (copied, appended to, cut)."""
+    from rich.text import Span
+
+    from infermon.tui.text import _DIRECT, rich_text
+
+    assert _DIRECT  # this rich keeps its characters as rich_text expects: the quick path is taken
+    plain = "".join(chars)
+    size = len(Text(plain))  # spans inside what rich keeps of it (rich itself fails on others)
+    span_list = [Span(min(a, b, size), min(max(a, b), size), s) for a, b, s in spans]
+    quick = rich_text(plain, style=style, spans=list(span_list), no_wrap=True, end="")
+    built = Text(plain, style=style, spans=list(span_list), no_wrap=True, end="")
+    assert quick == built and quick.plain == built.plain and len(quick) == len(built)
+    assert (quick.style, quick.no_wrap, quick.end, quick.overflow) == (built.style, built.no_wrap, built.end, built.overflow)
+    assert list(quick.render(CONSOLE)) == list(built.render(CONSOLE))
+    grown, grown_built = quick.copy(), built.copy()
+    grown.append("z▂", "bold")
+    grown_built.append("z▂", "bold")
+    assert grown == grown_built and quick == built
+    if len(built) > 1:
+        assert quick[1:] == built[1:]
+
+
+@settings(max_examples=300, deadline=None)
 @given(chars=st.lists(st.sampled_from(list("ab xy 12,.—…漢é") + ["\t", "\n", "\x1b", "  "]), max_size=70),
        spans=st.lists(st.tuples(st.integers(0, 70), st.integers(0, 70), STYLES), max_size=4),
        width=st.integers(1, 80))

@@ -27,7 +27,7 @@ from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, Pr
                                  ThroughputPanel)
 from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
-from infermon.tui.text import fit
+from infermon.tui.text import fit, rich_text
 from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow, SafeStatic
 from infermon.views.fmt import printable
 
@@ -384,8 +384,8 @@ class InfermonApp(App[None]):
         verdict = view.verdict
         for tone in TONES:
             self._verdict.set_class(verdict.tone == tone, f"-{tone}")
-        self._verdict.set(Text(verdict.finding))
-        self._advice.set(Text(verdict.advice) if verdict.advice else "")
+        self._verdict.set(rich_text(verdict.finding))
+        self._advice.set(rich_text(verdict.advice) if verdict.advice else "")
         for panel in self._all_panels():
             if self._visible(panel):
                 panel.stale = False

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 
 from infermon.live.figure import MEASURED, Figure
 from infermon.live.view import LiveView
-from infermon.tui.text import Row, bar, fit, sparkline
+from infermon.tui.text import Row, bar, fit, rich_text, sparkline
 from infermon.tui.widgets import Body, Panel
 from infermon.views.fmt import note_text, si, sig3, source_text, value_text
 
@@ -103,7 +103,7 @@ class Overview(Panel):
     def _heading(self, number: int, styles, width: int) -> None:
         if self.headings:
             head = f"── {number} {dict(SECTIONS)[number]} "
-            self.line(f"h-{number}").set(Text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
+            self.line(f"h-{number}").set(rich_text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
 
     def _start(self, label: str, fig: Figure, styles, sw: int, value: str | None = None) -> tuple[Row, list[str]]:
         """A row opening with ``label value source`` (or ``label n/a`` and its reason, kept for the end)."""

@@ -377,17 +377,22 @@ class Body(KeptLines, Widget):
             self._strips.clear()
             self.refresh()
             return
+        changed = []
         for y, (before, after) in enumerate(zip(old, texts)):
             if before.plain == after.plain and before.spans == after.spans and before.style == after.style:
                 continue
             if before.cell_len > width:
                 self._strips.pop(y, None)
-                self.refresh(Region(0, y, width, 1))
+                changed.append(Region(0, y, width, 1))
                 continue
             span = changed_span(before, after)
             if span is not None and span[0] < width:
                 self._strips.pop(y, None)
-                self.refresh(Region(span[0], y, min(span[1], width) - span[0], 1))
+                changed.append(Region(span[0], y, min(span[1], width) - span[0], 1))
+        if changed:
+            # One call for every changed cell: each refresh() clears the widget's caches and asks
+            # for an idle check again, whatever the number of regions it is given.
+            self.refresh(*changed)
 
 
 def find_row(root, key: str) -> str:
