@@ -282,6 +282,13 @@ def yield_to_the_target() -> int | None:
         return None
 
 
+def _priority() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (OSError, AttributeError):
+        return 0
+
+
 def _until(seconds: float, done, every_s: float = 0.05) -> bool:
     """Whether ``done()`` came true within ``seconds``, asked every ``every_s`` and once more at the
     end: at the lowest priority on a busy host this process may not run for seconds, and a deadline
@@ -330,8 +337,8 @@ def attach_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise RuntimeFailure(f"attach: cannot prepare the agent's folder: {exc.strerror or exc}") from None
     if sys.stderr.isatty():  # at the lowest priority on a busy host this can take seconds: say what it does
-        print(f"infermon: loading the agent into pid {args.pid} via {method} (at the lowest CPU priority)…",
-              file=sys.stderr, flush=True)
+        lowest = " (at the lowest CPU priority)" if _priority() >= LOWEST_PRIORITY else ""
+        print(f"infermon: loading the agent into pid {args.pid} via {method}{lowest}…", file=sys.stderr, flush=True)
     try:
         used = inject(args.pid, folder, args.interval)
     except InjectError as exc:

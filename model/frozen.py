@@ -8,7 +8,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # Per class: the field names a copy may change directly, or None where only dataclasses.replace
-# is right (a __post_init__ to run, fields outside __init__, no instance __dict__).
+# is right (a __post_init__ or an __init__ of the class's own to run, fields outside __init__,
+# fields in slots).
 _PLAIN: dict[type, frozenset[str] | None] = {}
 
 
@@ -36,9 +37,19 @@ def evolve(instance: T, **changes) -> T:
 
 
 def _plain_fields(cls: type) -> frozenset[str] | None:
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
         return None
+    if not cls.__dataclass_params__.init or "__init__" in cls.__dict__ and not _generated(cls.__init__):
+        return None  # an __init__ of its own: replace runs it
+    if any("__slots__" in klass.__dict__ for klass in cls.__mro__ if klass is not object):
+        return None  # a field may live in a slot, not in the instance's __dict__
     fields = dataclasses.fields(cls)
     if any(not field.init for field in fields):
         return None
     return frozenset(field.name for field in fields)
+
+
+def _generated(init) -> bool:
+    """Whether ``init`` is the ``__init__`` dataclasses wrote (its code is compiled from a string)."""
+    code = getattr(init, "__code__", None)
+    return code is not None and code.co_filename.startswith("<")

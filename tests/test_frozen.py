@@ -55,3 +55,36 @@ def test_evolve_runs_post_init_and_respects_init_false_and_slots():
     with pytest.raises(ValueError):
         evolve(Derived(1.0), double=2.0)  # replace's refusal of an init=False field
     assert evolve(Slotted(1.0), value=2.0) == Slotted(2.0)
+
+
+def test_evolve_runs_an_init_of_the_class_own_and_sees_a_parents_slots():
+    calls = []
+
+    @dataclasses.dataclass(frozen=True, init=False)
+    class OwnInit:
+        value: float
+
+        def __init__(self, value: float) -> None:
+            calls.append(value)
+            object.__setattr__(self, "value", value)
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Base:
+        value: float
+
+    @dataclasses.dataclass(frozen=True)
+    class Child(Base):
+        other: float = 0.0
+
+    assert evolve(OwnInit(1.0), value=2.0).value == 2.0 and calls == [1.0, 2.0]
+    child = evolve(Child(1.0, 2.0), value=3.0)
+    assert (child.value, child.other) == (3.0, 2.0) and child == Child(3.0, 2.0)
+
+
+def test_the_quick_path_is_taken_for_the_projects_hot_classes():
+    from infermon.model.frozen import _plain_fields
+    from infermon.model.levers import Lever, Levers
+    from infermon.probes.snapshot import AgentSample
+
+    for cls in (EngineSample, AgentSample, Lever, Levers):
+        assert _plain_fields(cls) == frozenset(field.name for field in dataclasses.fields(cls)), cls
