@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -282,6 +283,24 @@ def yield_to_the_target() -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def yielding_to_the_target():
+    """The lowest CPU priority for what runs inside (and for the gdb it starts), then the priority
+    this thread had, where it may be raised again (root). Linux keeps a priority per thread and a
+    child inherits its starter's: a caller that runs the command in-process (a test session) would
+    otherwise start everything after it at the lowest priority. An unprivileged process cannot
+    raise it again; the command's own process ends here, so only such a caller keeps it."""
+    before = yield_to_the_target()
+    try:
+        yield
+    finally:
+        if before is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, before)
+            except OSError:
+                pass  # not permitted without privilege: see above
+
+
 def _priority() -> int:
     try:
         return os.getpriority(os.PRIO_PROCESS, 0)
@@ -302,18 +321,24 @@ def _until(seconds: float, done, every_s: float = 0.05) -> bool:
 
 
 def attach_command(args: argparse.Namespace) -> int:
-    yield_to_the_target()
-    from infermon.probes.agent_channel import find_agent
-    from infermon.probes.bootstrap import make_bootstrap
-    from infermon.probes.inject import InjectError, inject, python_version
     from infermon.probes.process import TargetError, open_target
 
+    # The checks first: they refuse at once, and leave an in-process caller's priority alone.
+    if not 0.05 <= args.interval <= 60:
+        raise UserError("--interval must be between 0.05 and 60 seconds")
     try:
         open_target(args.pid)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    if not 0.05 <= args.interval <= 60:
-        raise UserError("--interval must be between 0.05 and 60 seconds")
+    with yielding_to_the_target():
+        return _attach(args)
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from infermon.probes.agent_channel import find_agent
+    from infermon.probes.bootstrap import make_bootstrap
+    from infermon.probes.inject import InjectError, inject, python_version
+
     running, _, _ = find_agent(args.pid)
     if running is not None:
         print(f"infermon: pid {args.pid} already has an agent")
@@ -361,14 +386,19 @@ def attach_command(args: argparse.Namespace) -> int:
 
 
 def detach_command(args: argparse.Namespace) -> int:
-    yield_to_the_target()
-    from infermon.probes.agent_channel import find_agent, request_stop
     from infermon.probes.process import TargetError, open_target
 
     try:
         open_target(args.pid)
     except TargetError as exc:
         raise UserError(str(exc)) from None
+    with yielding_to_the_target():
+        return _detach(args)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    from infermon.probes.agent_channel import find_agent, request_stop
+
     running, _, why = find_agent(args.pid)
     if running is None:
         detail = f" ({why})" if why and "stale" in why else ""

@@ -22,6 +22,19 @@ class CliResult:
         return json.loads(self.out)
 
 
+@pytest.fixture(autouse=True)
+def _priority_unchanged():
+    """No test may leave the test session at another CPU priority: every process it starts after
+    would inherit it (an in-process ``attach`` once left it at nice 19, and the busy vLLM server's
+    tests starved)."""
+    import os
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    yield
+    after = os.getpriority(os.PRIO_PROCESS, 0)
+    assert after == before, f"the test left the session's CPU priority at {after} (was {before})"
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run ``infermon ARGS…`` in-process at a fixed 100-column terminal."""

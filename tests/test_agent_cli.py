@@ -156,6 +156,26 @@ def test_yield_to_the_target_lowers_only_this_process_once():
     assert (returned, after, again) == (before, "19", "None") if before != "19" else (returned, again) == ("None", "None")
 
 
+def test_the_lowest_priority_lasts_only_for_the_command():
+    """A test session ran ``attach`` in-process once, and every process it started afterwards ran at
+    nice 19, among them the clients of a busy server's tests: one waited 180 s for a core. The
+    command's priority is now given back where that is permitted (root), and its checks, which
+    refuse at once, never lower it."""
+    code = ("import os\nfrom infermon.cli.agent_cmds import yielding_to_the_target\n"
+            "from infermon.cli.main import main\n"
+            "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
+            "with yielding_to_the_target():\n    inside = os.getpriority(os.PRIO_PROCESS, 0)\n"
+            "after = os.getpriority(os.PRIO_PROCESS, 0)\n"
+            "status = main(['attach', '999999999', '--yes'])\n"
+            "print(before, inside, after, status, os.getpriority(os.PRIO_PROCESS, 0))")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    before, inside, after, status, refused = ran.stdout.split()
+    assert inside == "19" and status == "2"
+    if os.geteuid() == 0:
+        assert after == before  # raised again: permitted to root only
+    assert refused == after  # the refusal came before any change
+
+
 def test_attach_refuses_a_non_python_process(env):
     target = subprocess.Popen(["sleep", "30"])
     try:
