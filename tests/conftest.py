@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,12 @@ import pytest
 from infermon.cli.main import main
 
 from infermon.testing.samples import LLAMA2_7B
+
+# A suite started in the background of a script inherits SIGINT ignored (POSIX, for `cmd &` without
+# job control), and so would every process it starts: the Ctrl-C tests would wait for processes
+# that cannot hear it. Those tests are about Ctrl-C reaching infermon, so the session hears it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
