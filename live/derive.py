@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA, Figure, figure
 from infermon.live.history import History, LatencyWindow
 from infermon.live.inside import agent_kv, agent_memory
-from infermon.live.rates import Rate, SourceRates
+from infermon.live.rates import NEEDS_TWO_READINGS, Rate, SourceRates
 from infermon.live.summary import SummaryAccumulator
 from infermon.live.verdict import IDLE_TOKENS_PER_S, VerdictInputs, verdict as make_verdict
 from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, ModelInfo, Trend
@@ -491,15 +491,21 @@ class Deriver:
         no_counters = None
         if real_engine is not None and "engine" in real_engine.why and real_engine.url:
             no_counters = f"the engine at {real_engine.url} did not answer ({real_engine.why['engine']})"
-        elif tokens.why and tokens.source is None and snapshot.agents:
-            no_counters = tokens.why
+        elif tokens.source is None and snapshot.agents:
+            # An agent runs but counts nothing (yet): its reason, never "no agent".
+            no_counters = why.get("agent") or tokens.why or "the agent counts no tokens"
         stale_for = None
         if stale:
             stale_for = max(0.0, now - (self._engine_rates._last.seen_at if tokens.source == "engine" and self._engine_rates and self._engine_rates._last else now))
+        first_rate = tokens.rates.get("generation") if tokens.source is not None and not tokens.why else None
+        first_reading_of = None
+        if first_rate is not None and first_rate.per_s is None and first_rate.why == NEEDS_TWO_READINGS:
+            first_reading_of = "the engine's" if tokens.source == "engine" else "the agent's"
         verdict = make_verdict(VerdictInputs(
             generation=gen, prompt=prompt, batch=batch, intensity=intensity, ridge=ridge, mbu=mbu, mfu=mfu,
             disagreement=disagreement, have_model=fig is not None, have_hardware=hw is not None and bool(peak_bw),
-            stale_for=stale_for or (3 * interval if stale else None), no_counters_why=no_counters))
+            stale_for=stale_for or (3 * interval if stale else None), no_counters_why=no_counters,
+            first_reading_of=first_reading_of))
 
         # ---- figures
         gen_why = _rate_why(rate("generation"), tokens, why)

@@ -24,6 +24,10 @@ STALE_INTERVALS = 3.0
 GAP_SLACK = 1.5
 
 
+# Why a rate is n/a after the first reading of its counter (a rate is the difference of two).
+NEEDS_TWO_READINGS = "needs two readings of the counter"
+
+
 @dataclass(frozen=True)
 class Rate:
     """One counter's rate (per second) and, for totals, its increase over the interval."""
@@ -72,7 +76,7 @@ class SourceRates:
         if source_time is None:
             return {name: Rate(None, why="the source gave no time for its counters") for name in counters}
         if last is None or source_time < last.time:
-            why = "needs two readings of the counter" if last is None else "the source's clock went backwards"
+            why = NEEDS_TWO_READINGS if last is None else "the source's clock went backwards"
             self._last = _Last(source_time, dict(counters), {}, now,
                                {name: (source_time, value, None) for name, value in counters.items() if value is not None})
             return {name: Rate(None, why=why) for name in counters}
@@ -82,7 +86,7 @@ class SourceRates:
             stale = silent > STALE_INTERVALS * max(self.interval_s, 0.05)
             held = {}
             for name in counters:
-                rate = last.rates.get(name) or Rate(None, why="needs two readings of the counter")
+                rate = last.rates.get(name) or Rate(None, why=NEEDS_TWO_READINGS)
                 note = f"no new reading for {silent:.0f} s" if stale else (silent_why or rate.why)
                 held[name] = Rate(rate.per_s, 0.0 if rate.per_s is not None else None, held=True, stale=stale, why=note)
             return held
@@ -95,7 +99,7 @@ class SourceRates:
             if value is None:
                 rates[name] = Rate(None, why="the source does not report it")
             elif before is None:
-                rates[name] = Rate(None, why="needs two readings of the counter")
+                rates[name] = Rate(None, why=NEEDS_TWO_READINGS)
                 increases[name] = (source_time, value, None)
             elif value < before:
                 rates[name] = Rate(None, why="the counter went backwards (restarted?): rate skipped this tick")

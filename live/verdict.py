@@ -35,6 +35,7 @@ class VerdictInputs:
     have_hardware: bool
     stale_for: float | None = None
     no_counters_why: str | None = None
+    first_reading_of: str | None = None  # "the engine's" or "the agent's": counters read once so far
 
 
 def phase_of(generation: float | None, prompt: float | None) -> str:
@@ -82,6 +83,10 @@ def verdict(x: VerdictInputs) -> Verdict:
     phase = phase_of(x.generation, x.prompt)
     bound = bound_of(phase, x.intensity, x.ridge)
     if phase == "unknown":
+        if x.first_reading_of:
+            # Counters there, read once: a rate is a difference of two readings (none is "no counters").
+            return Verdict(phase, None, f"starting: {x.first_reading_of} token counters read once so far",
+                           "the rates show from the next sample", "neutral")
         if x.no_counters_why:
             return Verdict(phase, None, f"no token counters: {x.no_counters_why}",
                            "infermon keeps trying every interval", "warning")

@@ -23,13 +23,16 @@ def agent_counts_tokens(agent: AgentSample) -> bool:
     return bool(agent.params or agent.weights_bytes or agent.generation_tokens_total or agent.decode_steps_total)
 
 
-def agents_not_counting(agents: tuple[AgentSample, ...]) -> str:
-    """Why agents in the tree give no token rate (in the agent's own words where it says)."""
+def agents_not_counting(agents: tuple[AgentSample, ...], in_engine: bool = True) -> str:
+    """Why agents in the tree give no token rate (in the agent's own words where it says).
+    ``in_engine``: the tree is an engine's (vLLM, SGLang, …), whose workers call their model in a
+    way the agent cannot count; otherwise (a script) it has most likely not built its model yet."""
     pids = ", ".join(str(a.pid) for a in agents)
     said = next((a.why["tokens"] for a in agents if a.why.get("tokens")), None)
-    return (f"the agent in pid {pids} counts no tokens: "
-            + (said or "it watches no model (an engine worker calls its model with flattened token ids)")
-            + "; its torch figures still show")
+    if said is None:
+        said = ("it watches no model (an engine worker calls its model with flattened token ids)" if in_engine
+                else "no model called with token ids yet (a script counts from its model's first call)")
+    return f"the agent in pid {pids} counts no tokens: {said}; its torch figures still show"
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,9 @@ class Sampler:
                 engine = engine_from_agents(counting)
                 why.pop("engine", None)
             elif engine is None and agents:
-                why["agent"] = agents_not_counting(agents)
+                from infermon.probes.engines import engine as engine_module
+
+                why["agent"] = agents_not_counting(agents, in_engine=engine_module(tree.framework) is not None)
             elif not agents and engine is None and tree.alive:
                 why["agent"] = next(iter(reading.why.values()), "no agent in the process tree (infermon run / attach)")
             elif not agents and reading.why:

@@ -31,6 +31,9 @@ def test_which_agents_are_a_rate_source():
     assert agent_counts_tokens(agent(generation_tokens_total=12.0))  # counts by hand (count_tokens)
     said = agents_not_counting((agent(why={"tokens": "no tokens counted: no module here is called"}),))
     assert said.startswith("the agent in pid 42 counts no tokens: no tokens counted") and "torch" in said
+    # Without the agent's words: an engine's worker cannot be counted; a script has no model yet.
+    assert "flattened token ids" in agents_not_counting((agent(),), in_engine=True)
+    assert "yet" in agents_not_counting((agent(),), in_engine=False)
 
 
 def test_an_agent_that_sees_no_model_is_no_rate():
@@ -78,6 +81,7 @@ def test_agent_rates_use_its_monotonic_clock_when_the_wall_clock_steps_back():
     readings = [(5000.0, 50.0, 0.0), (5001.0, 51.0, 40.0), (4972.0, 52.0, 80.0), (4973.0, 53.0, 120.0)]
     views = _derive_agent_ticks(Deriver(), readings)
     assert [v.figures.generation_tokens_per_s.value for v in views[1:]] == [40.0, 40.0, 40.0]
+    assert views[0].verdict.finding.startswith("starting: the agent's"), views[0].verdict
     assert views[-1].summary.generation_tokens == 120.0
 
 

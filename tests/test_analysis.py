@@ -144,6 +144,8 @@ def test_verdicts_in_words():
                   have_hardware=True)
     assert verdict(VerdictInputs(generation=0.0, prompt=0.0, **common)).finding.startswith("idle")
     assert verdict(VerdictInputs(generation=None, prompt=None, **common)).finding.startswith("no token counters")
+    first = verdict(VerdictInputs(generation=None, prompt=None, first_reading_of="the engine's", **common))
+    assert first.finding == "starting: the engine's token counters read once so far" and first.tone == "neutral"
     prefill = verdict(VerdictInputs(generation=5.0, prompt=5000.0, **{**common, "intensity": 900.0}))
     assert prefill.finding.startswith("compute-bound prefill") and prefill.tone == "compute"
     off = verdict(VerdictInputs(generation=5000.0, prompt=0.0, **{**common, "mbu": 8.0}))
@@ -189,3 +191,16 @@ def test_the_engines_own_speculative_decoding_sets_the_speculative_lever():
     assert view.figures.spec_acceptance_rate.source == "engine-reported"
     lever = next(item for item in view.levers.levers if item.key == "speculative")
     assert "engine-reported" in lever.change and "k=4" in lever.change
+
+
+def test_the_first_tick_says_the_counters_were_read_once_never_that_there_are_none():
+    """A rate is the difference of two readings: on the first tick the engine (or the agent) has
+    answered, and the verdict once said "no engine metrics and no agent" all the same."""
+    from infermon.testing import scripted
+
+    first, second = scripted.views(2)
+    assert first.verdict.finding.startswith("starting: the engine's") and "no agent" not in first.verdict.finding
+    assert first.figures.generation_tokens_per_s.value is None
+    assert second.verdict.finding.startswith("memory-bound")
+    # Nothing answered at all: that is still said so.
+    assert scripted.views(1, with_engine=False)[0].verdict.finding.startswith("no token counters")

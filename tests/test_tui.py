@@ -88,6 +88,28 @@ async def test_no_gpu_no_engine_says_why():
         assert "no token counters" in text_of(app, "#verdict")
 
 
+async def test_a_script_whose_agent_has_no_model_yet_is_starting_not_unreachable():
+    """``infermon demo`` on a cold host: the agent publishes before the script has built its model.
+    The screen said "⚠ engine unreachable" and "no engine metrics and no agent" beside the agent's
+    own record: a script has no endpoint to reach, and its agent is there and says why it counts
+    nothing yet."""
+    from infermon.probes.sampler import agents_not_counting
+    from infermon.probes.snapshot import AgentSample, evolve
+
+    agent = AgentSample(pid=4242, time=scripted.T0, interval_s=1.0, generation_tokens_total=0.0,
+                        prompt_tokens_total=0.0, decode_steps_total=0.0, batch=0, max_batch=0)
+    said = agents_not_counting((agent,), in_engine=False)
+    snapshots = [evolve(s, agents=(evolve(agent, time=s.time),), why={**s.why, "agent": said})
+                 for s in scripted.snapshots(4, with_engine=False, with_gpus=False)]
+    app, source = make_app(snapshots)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot, source)
+        header, verdict = text_of(app, "#header"), text_of(app, "#verdict")
+        assert "unreachable" not in header and "live" in header, header
+        assert "the agent in pid 4242 counts no tokens" in verdict and "yet" in verdict, verdict
+        assert "no agent" not in verdict, verdict
+
+
 async def test_help_summary_theme_and_reset_keys():
     app, source = make_app()
     async with app.run_test(size=(160, 45)) as pilot:

@@ -464,7 +464,9 @@ class InfermonApp(App[None]):
             return "✕ exited", "state--bad"
         if self.ended:
             return f"■ {self.ended}", "state--attention"
-        if view is not None and "engine" in view.why:
+        # An endpoint that stopped answering, or none found where no agent stands in (a script
+        # under infermon run has no endpoint to reach: its agent counts, or says why not yet).
+        if view is not None and "engine" in view.why and (view.engine is not None or not view.agents):
             return "⚠ engine unreachable", "state--attention"
         return f"● {self.source.kind}", "state--ok"
 
