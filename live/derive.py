@@ -501,6 +501,9 @@ class Deriver:
         first_reading_of = None
         if first_rate is not None and first_rate.per_s is None and first_rate.why == NEEDS_TWO_READINGS:
             first_reading_of = "the engine's" if tokens.source == "engine" else "the agent's"
+        elif no_counters is None and tokens.source is not None:
+            # A source answered but gives no token rate (no such counter, a counter reset): its reason.
+            no_counters = next((r.why for r in tokens.rates.values() if r.per_s is None and r.why), None)
         verdict = make_verdict(VerdictInputs(
             generation=gen, prompt=prompt, batch=batch, intensity=intensity, ridge=ridge, mbu=mbu, mfu=mfu,
             disagreement=disagreement, have_model=fig is not None, have_hardware=hw is not None and bool(peak_bw),

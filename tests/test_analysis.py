@@ -204,3 +204,14 @@ def test_the_first_tick_says_the_counters_were_read_once_never_that_there_are_no
     assert second.verdict.finding.startswith("memory-bound")
     # Nothing answered at all: that is still said so.
     assert scripted.views(1, with_engine=False)[0].verdict.finding.startswith("no token counters")
+
+
+def test_an_engine_without_token_counters_is_named_not_called_absent():
+    from infermon.live.derive import Deriver
+    from infermon.probes.snapshot import evolve
+    from infermon.testing import scripted
+
+    deriver = Deriver()
+    views = [deriver.update(evolve(s, engine=evolve(s.engine, generation_tokens_total=None, prompt_tokens_total=None)))
+             for s in scripted.snapshots(2)]
+    assert views[1].verdict.finding == "no token counters: the source does not report it", views[1].verdict
