@@ -511,7 +511,8 @@ class Deriver:
             first_reading_of=first_reading_of))
 
         # ---- figures
-        gen_why = _rate_why(rate("generation"), tokens, why)
+        engine_found = real_engine is not None
+        gen_why = _rate_why(rate("generation"), tokens, why, engine_found)
         F: dict[str, Figure] = {}
 
         last_figures, figures_now = self._last_figures, {}
@@ -536,7 +537,7 @@ class Deriver:
             held_why = rate("generation").why or ""
             held_note = held_why if held_why.startswith("between") else "last reading (the source has not published since)"
         put("generation_tokens_per_s", gen, label, gen_why, held_note, stale)
-        put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why), held_note, stale)
+        put("prompt_tokens_per_s", prompt, label, _rate_why(rate("prompt"), tokens, why, engine_found), held_note, stale)
         # The gauges are the engine's, or the agents' own readings (when no engine answered, even
         # if the agents count no tokens): the source follows where they came from, not the rate's.
         gauge_source = MEASURED if gauges is not None and gauges.kind == "agent" else ENGINE
@@ -783,11 +784,13 @@ def _split_words(parallel: Parallelism | None) -> str | None:
     return " × ".join(parts)
 
 
-def _rate_why(rate: Rate | None, tokens: _Tokens, why: dict[str, str]) -> str:
+def _rate_why(rate: Rate | None, tokens: _Tokens, why: dict[str, str], engine_found: bool = True) -> str:
     if tokens.why and tokens.source is None:
         return tokens.why
     if rate is None:
-        return why.get("engine") or why.get("agent") or "no token counters: no engine metrics and no agent"
+        # No endpoint found but an agent runs (a script under infermon run): the agent's reason.
+        first, second = ("engine", "agent") if engine_found else ("agent", "engine")
+        return why.get(first) or why.get(second) or "no token counters: no engine metrics and no agent"
     return rate.why or "not available"
 
 

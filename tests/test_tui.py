@@ -108,6 +108,7 @@ async def test_a_script_whose_agent_has_no_model_yet_is_starting_not_unreachable
         assert "unreachable" not in header and "live" in header, header
         assert "the agent in pid 4242 counts no tokens" in verdict and "yet" in verdict, verdict
         assert "no agent" not in verdict, verdict
+        assert "the agent in pid 4242" in text_of(app, "#gen"), text_of(app, "#gen")  # not port 8000's refusal
 
 
 async def test_help_summary_theme_and_reset_keys():
