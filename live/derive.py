@@ -488,12 +488,12 @@ class Deriver:
             why["devices"] = "no GPU lists the process tree (in a container? run with --pid=host)"
 
         # ---- verdict
-        no_counters = None
+        no_counters = agent_not_counting = None
         if real_engine is not None and "engine" in real_engine.why and real_engine.url:
             no_counters = f"the engine at {real_engine.url} did not answer ({real_engine.why['engine']})"
         elif tokens.source is None and snapshot.agents:
             # An agent runs but counts nothing (yet): its reason, never "no agent".
-            no_counters = why.get("agent") or tokens.why or "the agent counts no tokens"
+            agent_not_counting = why.get("agent") or tokens.why or "the agent counts no tokens"
         stale_for = None
         if stale:
             stale_for = max(0.0, now - (self._engine_rates._last.seen_at if tokens.source == "engine" and self._engine_rates and self._engine_rates._last else now))
@@ -508,7 +508,7 @@ class Deriver:
             generation=gen, prompt=prompt, batch=batch, intensity=intensity, ridge=ridge, mbu=mbu, mfu=mfu,
             disagreement=disagreement, have_model=fig is not None, have_hardware=hw is not None and bool(peak_bw),
             stale_for=stale_for or (3 * interval if stale else None), no_counters_why=no_counters,
-            first_reading_of=first_reading_of))
+            first_reading_of=first_reading_of, agent_not_counting=agent_not_counting))
 
         # ---- figures
         engine_found = real_engine is not None

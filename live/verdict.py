@@ -36,6 +36,7 @@ class VerdictInputs:
     stale_for: float | None = None
     no_counters_why: str | None = None
     first_reading_of: str | None = None  # "the engine's" or "the agent's": counters read once so far
+    agent_not_counting: str | None = None  # an agent runs but counts no tokens: why, in a sentence
 
 
 def phase_of(generation: float | None, prompt: float | None) -> str:
@@ -87,6 +88,8 @@ def verdict(x: VerdictInputs) -> Verdict:
             # Counters there, read once: a rate is a difference of two readings (none is "no counters").
             return Verdict(phase, None, f"starting: {x.first_reading_of} token counters read once so far",
                            "the rates show from the next sample", "neutral")
+        if x.agent_not_counting:
+            return Verdict(phase, None, x.agent_not_counting, "infermon keeps trying every interval", "warning")
         if x.no_counters_why:
             return Verdict(phase, None, f"no token counters: {x.no_counters_why}",
                            "infermon keeps trying every interval", "warning")

@@ -32,7 +32,7 @@ def agents_not_counting(agents: tuple[AgentSample, ...], in_engine: bool = True)
     if said is None:
         said = ("it watches no model (an engine worker calls its model with flattened token ids)" if in_engine
                 else "no model called with token ids yet (a script counts from its model's first call)")
-    return f"the agent in pid {pids} counts no tokens: {said}; its torch figures still show"
+    return f"the agent in pid {pids} counts no tokens: {said}"
 
 
 @dataclass(frozen=True)
