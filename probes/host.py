@@ -527,9 +527,76 @@ def host_ceilings(overrides: dict | None = None, allow_calibration: bool = True)
                         memory_total_bytes=base.memory_total_bytes, cpu_count=base.cpu_count)
 
 
-# psutil.cpu_percent(interval=None) measures since its previous call; the very first call has no
-# previous one and returns a meaningless 0.0, which we must not show as "idle".
-_cpu_percent_primed = False
+class _HostCounters:
+    """The host's memory and CPU-time counters, read each tick from ``/proc/meminfo`` and
+    ``/proc/stat`` kept open (``os.pread`` from the start regenerates a /proc file, as ``top``
+    reads it): a fifth of the CPU of psutil's ``virtual_memory`` and ``cpu_percent``, which open,
+    read and parse the whole files each call. The figures are psutil's: memory available is
+    ``MemAvailable``; busy time is all CPU time but idle and iowait (guest time is already in user
+    time). Where /proc cannot be read (not Linux, an old kernel without ``MemAvailable``), psutil
+    answers instead."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self._proc = proc
+        self._open: dict[str, int] = {}
+        self._cpu_before: tuple[int, int] | None = None  # (busy, total) clock ticks at the last call
+        # psutil.cpu_percent(interval=None) measures since its previous call; the first call has no
+        # previous one and returns a meaningless 0.0, which must not show as "idle".
+        self._psutil_primed = False
+
+    def _read(self, name: str, size: int) -> bytes | None:
+        fd = self._open.get(name)
+        try:
+            if fd is None:
+                fd = self._open[name] = os.open(os.path.join(self._proc, name), os.O_RDONLY | os.O_CLOEXEC)
+            return os.pread(fd, size, 0)
+        except OSError:
+            if fd is not None:
+                self._open.pop(name, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            return None
+
+    def memory(self) -> tuple[int, int]:
+        """(total, available) bytes."""
+        data = self._read("meminfo", 1024)  # MemTotal, MemFree, MemAvailable are its first lines
+        found: dict[bytes, int] = {}
+        for line in (data or b"").split(b"\n", 8):
+            key, _, value = line.partition(b":")
+            if key in (b"MemTotal", b"MemAvailable"):
+                try:
+                    found[key] = int(value.split()[0]) * 1024
+                except (ValueError, IndexError):
+                    break
+        if len(found) == 2:
+            return found[b"MemTotal"], found[b"MemAvailable"]
+        memory = psutil.virtual_memory()
+        return int(memory.total), int(memory.available)
+
+    def cpu_busy(self) -> float | None:
+        """The busy fraction 0–1 of all CPUs since the previous call; ``None`` at the first."""
+        data = self._read("stat", 256)  # its first line sums every CPU
+        if data and data.startswith(b"cpu "):
+            try:
+                ticks = [int(word) for word in data.split(b"\n", 1)[0].split()[1:9]]
+            except ValueError:
+                ticks = []
+            if len(ticks) >= 4:
+                total = sum(ticks)  # user … steal; guest and guest_nice are counted in user and nice
+                busy = total - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+                before, self._cpu_before = self._cpu_before, (busy, total)
+                if before is None:
+                    return None
+                elapsed = total - before[1]
+                return min(max((busy - before[0]) / elapsed, 0.0), 1.0) if elapsed > 0 else 0.0
+        busy_percent = psutil.cpu_percent(interval=None)
+        primed, self._psutil_primed = self._psutil_primed, True
+        return min(max(busy_percent / 100.0, 0.0), 1.0) if primed else None
+
+
+_host_counters = _HostCounters()
 
 _NO_NVML = "host CPU: no NVML counters"
 _HOST_WHY = {
@@ -548,20 +615,20 @@ _HOST_WHY = {
 def host_device_sample(ceilings: HostCeilings) -> DeviceSample:
     """The host CPU as a device (``kind="host"``, index 0) for this tick.
 
-    ``memory_used_bytes`` = total − available (psutil), i.e. what page cache could not give back.
+    ``memory_used_bytes`` = total − available (``MemAvailable``, as psutil), i.e. what page cache
+    could not give back.
     ``utilization_gpu`` holds the CPU's busy fraction 0–1 since the previous call (non-blocking);
     the first call has no previous one and reports ``None``. The bandwidth ceiling is not a bus
     width × clock figure, so ``derived_bandwidth_bytes_per_s`` stays ``None`` and points at
     ``ceilings``. Never raises: an unreadable figure is ``None`` with a reason.
     """
-    global _cpu_percent_primed
     why = dict(_HOST_WHY)
     why["derived_bandwidth_bytes_per_s"] = f"host CPU: no bus width or memory clock; ceiling: {ceilings.source}"
 
     memory_total = memory_used = None
     try:
-        memory = psutil.virtual_memory()
-        memory_total, memory_used = int(memory.total), int(memory.total - memory.available)
+        memory_total, available = _host_counters.memory()
+        memory_used = memory_total - available
     except Exception as exc:  # psutil on an unusual platform or sandbox
         memory_total = ceilings.memory_total_bytes
         why["memory_used_bytes"] = f"host memory unreadable: {exc}"
@@ -570,12 +637,9 @@ def host_device_sample(ceilings: HostCeilings) -> DeviceSample:
 
     utilization = None
     try:
-        busy_percent = psutil.cpu_percent(interval=None)
-        if _cpu_percent_primed:
-            utilization = min(max(busy_percent / 100.0, 0.0), 1.0)
-        else:
+        utilization = _host_counters.cpu_busy()
+        if utilization is None:
             why["utilization_gpu"] = "host CPU: utilisation needs two samples; this first one starts the count"
-        _cpu_percent_primed = True
     except Exception as exc:
         why["utilization_gpu"] = f"host CPU utilisation unreadable: {exc}"
 

@@ -5,6 +5,7 @@ Reads /proc only; never signals, ptraces or otherwise touches the target.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -192,7 +193,10 @@ def _resolve_relative(model: str, proc: psutil.Process) -> str:
 
 # Tree membership is re-read this often (and at once when a member vanishes): finding
 # descendants means reading each tree thread's children file, or every process's stat file.
+# While rescans keep finding the same tree the wait doubles, up to CHILD_SCAN_MAX_S: a server's
+# tree is fixed once it has started, and a 12-thread server's rescan is a quarter of its probes.
 CHILD_SCAN_S = 2.0
+CHILD_SCAN_MAX_S = 8.0
 
 
 @dataclass
@@ -288,8 +292,10 @@ class ProcessProbe:
     Keeps psutil.Process objects across ticks so CPU% is measured between
     ticks (psutil needs the previous reading) and a reused pid is noticed
     by its different create time. Per tick it reads only each process's
-    stat and statm files; command lines, names and ports are re-read every
-    PORT_REFRESH_S and the set of descendants every CHILD_SCAN_S.
+    stat file; command lines, names and ports are re-read every
+    PORT_REFRESH_S, and the set of descendants every CHILD_SCAN_S, then less
+    often (up to CHILD_SCAN_MAX_S) while it stays the same; at once when a
+    member exits.
     """
 
     def __init__(self, pid: int, clock=None) -> None:
@@ -307,6 +313,7 @@ class ProcessProbe:
         self._root_stat: _Stat | None = None  # read by _root_state, used again by _read
         self._members: dict[int, _Member] = {}
         self._scanned_at = -1e18
+        self._scan_every = CHILD_SCAN_S
         self._framework: tuple[str, str | None] | None = None
         self._model_argument: str | None = None
         self._parallel: tuple[dict[str, int | None], dict[str, str]] = ({}, {})
@@ -372,6 +379,8 @@ class ProcessProbe:
                 continue
             # Keep the object CPU% was primed on, unless the pid now names another process.
             members[pid] = known if known is not None and known.created == created else _Member(child, created)
+        same = members.keys() == self._members.keys() and all(members[p] is self._members[p] for p in members)
+        self._scan_every = min(2 * self._scan_every, CHILD_SCAN_MAX_S) if same else CHILD_SCAN_S
         self._members = members
         self._scanned_at = now
 
@@ -384,7 +393,7 @@ class ProcessProbe:
                 return self._exited_tree(f"pid {self.pid} exited and was reused by another process")
             if state == "exited":
                 return self._exited_tree(f"pid {self.pid} has exited")
-            if now - self._scanned_at >= CHILD_SCAN_S:
+            if now - self._scanned_at >= self._scan_every:
                 self._rescan(now)
         except psutil.NoSuchProcess:
             return self._exited_tree(f"pid {self.pid} has exited")
@@ -405,6 +414,7 @@ class ProcessProbe:
             for pid in vanished:
                 del self._members[pid]
             self._scanned_at = -1e18  # a member went away: look for new ones next tick
+            self._scan_every = CHILD_SCAN_S
 
         if self._cmdlines_changed and (self._framework is None or self._framework[0] in ("unknown", "python")):
             self._framework = detect_framework([i.cmdline for i in infos])
@@ -515,6 +525,7 @@ def _listening_ports_psutil(proc: psutil.Process) -> tuple[int, ...]:
     return tuple(sorted(ports))
 
 
+@functools.lru_cache(maxsize=1)
 def _children_files() -> bool:
     """Whether this kernel lists each task's children (``/proc/PID/task/TID/children``)."""
     return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
@@ -552,6 +563,9 @@ def _listed_children(parent: int) -> list[int]:
     return found
 
 
+SMALL_TREE_THREADS = 64
+
+
 def descendants(pid: int, tree_threads: int = 1) -> list[int] | None:
     """Every descendant of ``pid`` (None where there is no /proc: not Linux).
 
@@ -561,10 +575,15 @@ def descendants(pid: int, tree_threads: int = 1) -> list[int] | None:
     first; a tree of many-threaded workers on a quiet one the second."""
     if not os.path.isdir("/proc/self"):
         return None
-    on_host = _pids_on_host()
-    if on_host is None:
-        return None
-    if _children_files() and tree_threads < len(on_host):
+    listed = _children_files()
+    # A tree of a few dozen threads reads fewer children files than any host has processes: /proc
+    # itself is listed only where the comparison could go the other way.
+    on_host = None
+    if not listed or tree_threads > SMALL_TREE_THREADS:
+        on_host = _pids_on_host()
+        if on_host is None:
+            return None
+    if listed and (on_host is None or tree_threads < len(on_host)):
         children_of = _listed_children
     else:
         table: dict[int, list[int]] = {}

@@ -243,7 +243,7 @@ def test_bad_overrides_are_the_callers_mistake(overrides, no_calibration):
 
 
 def test_host_device_sample(monkeypatch):
-    monkeypatch.setattr(host, "_cpu_percent_primed", False)
+    monkeypatch.setattr(host, "_host_counters", host._HostCounters())
     first = host.host_device_sample(CACHED)
     assert first.kind == "host" and first.index == 0
     assert first.name == host.cpu_model() and first.name
@@ -258,10 +258,52 @@ def test_host_device_sample(monkeypatch):
     assert "utilization_gpu" not in second.why
 
 
-def test_host_device_sample_degrades_when_psutil_fails(monkeypatch):
+def test_the_kept_open_counters_read_what_psutil_reads():
+    counters = host._HostCounters()
+    total, available = counters.memory()
+    memory = host.psutil.virtual_memory()
+    assert total == memory.total
+    assert abs(available - memory.available) < 64 * 2**20  # the two reads are moments apart
+    assert counters.cpu_busy() is None
+    host.psutil.cpu_percent(interval=None)
+    busy_until = time.monotonic() + 0.5
+    while time.monotonic() < busy_until:  # one CPU busy: the host's busy share is at least 1/ncpu
+        pass
+    ours, theirs = counters.cpu_busy(), host.psutil.cpu_percent(interval=None) / 100
+    assert 0.0 < ours <= 1.0
+    assert abs(ours - theirs) < 0.15
+    assert len(counters._open) == 2  # kept open: the next tick reads the same two files again
+    counters.memory()
+    counters.cpu_busy()
+    assert len(counters._open) == 2
+
+
+@pytest.mark.parametrize("meminfo, stat", [
+    ("", ""),                                                      # empty files
+    ("MemTotal: lots kB\nMemAvailable: -\n", "cpu  a b c d\n"),   # words where numbers go
+    ("MemTotal:\n", "cpu  1 2\n"),                                 # too few fields
+    ("\x00" * 5000, "intr 1 2 3\n"),                                # binary, and no cpu line
+])
+def test_counters_that_cannot_be_read_are_psutils_instead(tmp_path, meminfo, stat):
+    (tmp_path / "meminfo").write_text(meminfo)
+    (tmp_path / "stat").write_text(stat)
+    counters = host._HostCounters(proc=str(tmp_path))
+    assert counters.memory()[0] == host.psutil.virtual_memory().total
+    assert counters.cpu_busy() is None
+    assert 0.0 <= counters.cpu_busy() <= 1.0
+
+
+def test_a_missing_proc_is_psutils_too(tmp_path):
+    counters = host._HostCounters(proc=str(tmp_path / "none"))
+    assert counters.memory()[0] == host.psutil.virtual_memory().total
+    assert counters.cpu_busy() is None and counters._open == {}
+
+
+def test_host_device_sample_degrades_when_psutil_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no /proc here")
 
+    monkeypatch.setattr(host, "_host_counters", host._HostCounters(proc=str(tmp_path / "none")))
     monkeypatch.setattr(host.psutil, "virtual_memory", broken)
     monkeypatch.setattr(host.psutil, "cpu_percent", broken)
     sample = host.host_device_sample(CACHED)

@@ -215,3 +215,62 @@ def test_descendants_both_ways_match_psutils_walk(tmp_path):
             proc.kill()
         root.kill()
         root.wait()
+
+
+SPAWNER = textwrap.dedent("""
+    import subprocess, sys, time
+    kids = []
+    for line in sys.stdin:
+        if line.strip() == "spawn":
+            kids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        else:
+            kid = kids.pop()
+            kid.kill()
+            kid.wait()
+        print(kids[-1].pid if kids else 0, flush=True)
+""")
+
+
+def test_a_stable_tree_is_rescanned_less_often_and_a_change_is_still_found(monkeypatch):
+    import infermon.probes.process as process_module
+
+    scans = []
+    real = process_module.descendants
+    monkeypatch.setattr(process_module, "descendants", lambda *a: scans.append(now[0]) or real(*a))
+    parent = subprocess.Popen([sys.executable, "-c", SPAWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    now = [0.0]
+    try:
+        probe = ProcessProbe(parent.pid, clock=lambda: now[0])
+        for second in range(0, 31):
+            now[0] = float(second)
+            assert [p.pid for p in probe.sample().processes] == [parent.pid]
+        # Rescanned at 0 (the first tree) and 2; the same tree again: the wait doubles (4, 8), then stays
+        # at its cap.
+        assert scans == [0, 2, 6, 14, 22, 30]
+        assert process_module.CHILD_SCAN_MAX_S == 8
+
+        parent.stdin.write("spawn\n")
+        parent.stdin.flush()
+        child = int(parent.stdout.readline())
+        now[0] = 37.0
+        assert child not in probe.sample().pids  # not due yet: the next rescan is at 38
+        now[0] = 38.0
+        assert child in probe.sample().pids      # found within CHILD_SCAN_MAX_S of starting
+        now[0] = 39.0
+        probe.sample()
+        assert scans[-1] == 38                   # a changed tree: back to every CHILD_SCAN_S
+        now[0] = 40.0
+        probe.sample()
+        assert scans[-1] == 40
+
+        parent.stdin.write("kill\n")
+        parent.stdin.flush()
+        parent.stdout.readline()
+        now[0] = 41.0
+        probe.sample()          # the member has exited and been reaped …
+        now[0] = 41.5
+        probe.sample()
+        assert scans[-1] >= 41  # … and the tree is looked at again at once, not CHILD_SCAN_MAX_S later
+    finally:
+        parent.kill()
+        parent.wait()
