@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infermon.live.view import Verdict
+from infermon.model.digits import sig3
 
 # Below this many tokens/s the server counts as idle (counters can tick by a token or two from a
 # finishing request).
@@ -114,7 +115,7 @@ def verdict(x: VerdictInputs) -> Verdict:
                                                                     else f"compute-bound {phase}")
         finding = label
         if x.intensity is not None and x.ridge is not None:
-            finding += f": {_about(x.intensity)} FLOP/B vs ridge {x.ridge:,.0f}"
+            finding += f": {_about(x.intensity)} FLOP/B vs ridge {sig3(x.ridge)}"
         if x.mfu is not None:
             finding += f" — {_pct(x.mfu)} of peak FLOP/s"
         if bound == "compute":
@@ -126,7 +127,7 @@ def verdict(x: VerdictInputs) -> Verdict:
         if x.batch:
             details.append(f"batch {x.batch:.0f}")
         if x.intensity is not None and x.ridge is not None:
-            details.append(f"{_about(x.intensity)} FLOP/B vs ridge {x.ridge:,.0f}")
+            details.append(f"{_about(x.intensity)} FLOP/B vs ridge {sig3(x.ridge)}")
         if details:
             finding += ": " + ", ".join(details)
         if x.mbu is not None:

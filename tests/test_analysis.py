@@ -154,6 +154,19 @@ def test_verdicts_in_words():
     assert "differ by 40%" in differ.advice and differ.tone == "memory"
 
 
+@pytest.mark.parametrize("ridge", [3.44, 295.2, 1234.5, 0.5])
+def test_the_verdicts_ridge_reads_as_the_ridge_row_does(ridge):
+    from infermon.live.figure import figure
+    from infermon.views.fmt import value_text
+
+    shown = value_text(figure(ridge, "FLOP/B", "modeled")).removesuffix(" FLOP/B")
+    for generation, prompt, intensity in ((40.0, 0.0, ridge / 2), (5.0, 5000.0, ridge * 4)):  # decode, prefill
+        finding = verdict(VerdictInputs(generation=generation, prompt=prompt, batch=2, intensity=intensity,
+                                        ridge=ridge, mbu=0.5, mfu=0.4, disagreement=None, have_model=True,
+                                        have_hardware=True)).finding
+        assert f"vs ridge {shown} " in finding + " ", finding
+
+
 def test_scripted_views_are_consistent_end_to_end():
     view = scripted.views(6)[-1]
     assert view.verdict.finding.startswith("memory-bound decode")

@@ -384,3 +384,35 @@ async def test_a_toast_shows_outside_words_as_they_are_and_never_drives_the_term
         assert theme.message == "a theme named [/i] with [$x] in it" and not theme.markup
         assert app.is_running and "tok/s" in find_row(app, "o-gen")  # still drawing
     app.notify("after the app ended")  # never raises
+
+
+async def test_overview_rows_kept_from_the_last_view_are_the_rows_a_fresh_draw_builds():
+    """A row is built again only when what it shows changed; a kept one must read, cell for cell,
+    as the row built from scratch, view after view, at every width and after a new theme."""
+    from infermon.tui.overview import Overview
+
+    views = scripted.views(30)
+    app, source = make_app(scripted.snapshots(2))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, source)
+        overview = app.query_one(Overview)
+
+        def rows() -> dict:
+            return {key: (text.plain, text.spans, text.style) for key, text in overview.rows.items()}
+
+        kept_between_views = 0
+        for step, view in enumerate(views):
+            if step == 12:
+                await pilot.resize_terminal(100, 30)
+                await pilot.pause()
+            if step == 20:
+                await pilot.press("t")  # another theme: other colours in every kept row
+                await pilot.pause()
+            before = dict(overview.rows)
+            overview.draw(view)
+            kept = rows()
+            kept_between_views += sum(overview.rows[key] is text for key, text in before.items() if key in overview.rows)
+            overview._built.clear()
+            overview.draw(view)
+            assert rows() == kept, step
+        assert kept_between_views >= 30  # rows are kept from one view to the next, not only rebuilt

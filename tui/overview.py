@@ -83,27 +83,37 @@ class Overview(Panel):
         self._set_headings(view)
         f = view.figures
         extras = EXTRA_LINES[: self._extra_rows(view)]
+        # Each row is built again only when what it shows changed (see Panel.kept_line).
         self._heading(1, styles, width)
         self._throughput(view, styles, width)
-        self.line("o-latency").set(self._latency(f, styles, width) if "o-latency" in extras else "")
-        self.line("o-batch").set(self._two("batch", f.batch, "at", f.steps_per_s, styles, width)
-                                 if "o-batch" in extras else "")
+        if "o-latency" in extras:
+            self.kept_line("o-latency", (width, f.ttft_p50_s, f.inter_token_p50_s),
+                           lambda: self._latency(f, styles, width))
+        if "o-batch" in extras:
+            self.kept_line("o-batch", (width, f.batch, f.steps_per_s),
+                           lambda: self._two("batch", f.batch, "at", f.steps_per_s, styles, width))
         self._heading(2, styles, width)
         self._roofline(view, styles, width)
-        self.line("o-lever").set(self._best_lever(view, styles, width) if "o-lever" in extras else "")
+        if "o-lever" in extras:
+            self.kept_line("o-lever", (width, view.levers, view.verdict.bound, view.why.get("levers")),
+                           lambda: self._best_lever(view, styles, width))
         self._heading(3, styles, width)
         self._kv(f, styles, width)
-        self.line("o-capacity").set(self._two("capacity", f.kv_capacity_tokens, "preemptions", f.preemptions_total,
-                                              styles, width) if "o-capacity" in extras else "")
-        self.line("o-memory").set(self._two("weights", f.weight_bytes, "tree RSS", f.tree_rss_bytes, styles, width)
-                                  if "o-memory" in extras else "")
+        if "o-capacity" in extras:
+            self.kept_line("o-capacity", (width, f.kv_capacity_tokens, f.preemptions_total),
+                           lambda: self._two("capacity", f.kv_capacity_tokens, "preemptions", f.preemptions_total,
+                                             styles, width))
+        if "o-memory" in extras:
+            self.kept_line("o-memory", (width, f.weight_bytes, f.tree_rss_bytes),
+                           lambda: self._two("weights", f.weight_bytes, "tree RSS", f.tree_rss_bytes, styles, width))
         self._heading(4, styles, width)
         self._devices(view, styles, width)
 
     def _heading(self, number: int, styles, width: int) -> None:
         if self.headings:
             head = f"── {number} {dict(SECTIONS)[number]} "
-            self.line(f"h-{number}").set(rich_text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
+            self.kept_line(f"h-{number}", (width,),
+                           lambda: rich_text(head + "─" * max(0, width - len(head)), style=styles["heading"]))
 
     def _start(self, label: str, fig: Figure, styles, sw: int, value: str | None = None) -> tuple[Row, list[str]]:
         """A row opening with ``label value source`` (or ``label n/a`` and its reason, kept for the end)."""
@@ -136,23 +146,30 @@ class Overview(Panel):
     def _throughput(self, view: LiveView, styles, width: int) -> None:
         f = view.figures
         sw = _sw(f.generation_tokens_per_s, f.prompt_tokens_per_s, f.requests_running)
-        lead = LABEL + 1 + VALUE + 1 + sw
         peak = view.trend.peak_generation_tokens_per_s
         for line_id, label, fig, history, with_peak in (
                 ("o-gen", "generation", f.generation_tokens_per_s, view.trend.generation, True),
                 ("o-prompt", "prompt", f.prompt_tokens_per_s, view.trend.prompt, False)):
-            row, reasons = self._start(label, fig, styles, sw)
-            if fig.value is not None:
-                peak_text = f"  peak {sig3(peak)}" if with_peak and peak else ""
-                room = min(40, width - lead - len(peak_text) - 2)
-                if room >= 6 and history:
-                    row.add_text(Text("  ") + sparkline(history, room, self.style("spark")), drop=2)
-                row.add(peak_text, styles["note"], drop=1)
-                if fig.note:
-                    row.add("  " + fig.note, styles["note"], note=True)
-            self._end(row, reasons, styles)
-            self.line(line_id).set(row.text(width))
-        running, waiting = f.requests_running, f.requests_waiting
+            self.kept_line(line_id, (width, sw, fig, history, peak if with_peak else None),
+                           lambda label=label, fig=fig, history=history, with_peak=with_peak:
+                           self._rate_row(label, fig, history, peak if with_peak else None, sw, styles, width))
+        self.kept_line("o-requests", (width, sw, f.requests_running, f.requests_waiting),
+                       lambda: self._requests_row(f.requests_running, f.requests_waiting, sw, styles, width))
+
+    def _rate_row(self, label: str, fig: Figure, history, peak: float | None, sw: int, styles, width: int) -> Text:
+        row, reasons = self._start(label, fig, styles, sw)
+        if fig.value is not None:
+            peak_text = f"  peak {sig3(peak)}" if peak else ""
+            room = min(40, width - (LABEL + 1 + VALUE + 1 + sw) - len(peak_text) - 2)
+            if room >= 6 and history:
+                row.add_text(Text("  ") + sparkline(history, room, self.style("spark")), drop=2)
+            row.add(peak_text, styles["note"], drop=1)
+            if fig.note:
+                row.add("  " + fig.note, styles["note"], note=True)
+        self._end(row, reasons, styles)
+        return row.text(width)
+
+    def _requests_row(self, running: Figure, waiting: Figure, sw: int, styles, width: int) -> Text:
         row, reasons = self._start("requests", running, styles, sw,
                                    value=f"{value_text(running)} / {value_text(waiting)}")
         if running.value is not None:
@@ -160,7 +177,7 @@ class Overview(Panel):
                 row.add(f" / {source_text(waiting)}", styles.get(waiting.source))
             row.add("  running / waiting", styles["note"], drop=1)
         self._end(row, reasons, styles)
-        self.line("o-requests").set(row.text(width))
+        return row.text(width)
 
     def _roofline(self, view: LiveView, styles, width: int) -> None:
         f = view.figures
@@ -174,29 +191,42 @@ class Overview(Panel):
                 ("o-flops", "FLOP/s", f.flops_modeled_per_s, f.mfu, "MFU", f.peak_flops, "bar--compute")):
             if line_id == "o-bw-measured" and achieved.value is None:
                 continue  # n/a on a host or an older GPU: the reason is in panel 2
-            row, reasons = self._start(label, achieved, styles, sw)
-            if achieved.value is not None:
-                self._pair(row, share_word, share, styles, reasons)
-                if share.value is not None:
-                    row.add_text(Text("  ") + bar(share.value, 10, style=self.style(component),
-                                                  empty_style=self.style("bar--empty"), eighths=False), drop=3)
-            self._pair(row, "of" if achieved.value is not None else "peak", peak, styles, reasons, drop=2)
-            self._end(row, reasons, styles)
-            self.line(line_id).set(row.text(width))
-        intensity = f.operating_intensity
+            self.kept_line(line_id, (width, sw, achieved, share, peak),
+                           lambda label=label, achieved=achieved, share=share, share_word=share_word, peak=peak,
+                           component=component: self._share_row(label, achieved, share, share_word, peak, component,
+                                                                sw, styles, width))
+        self.kept_line("o-intensity", (width, sw, f.operating_intensity, f.ops_per_byte, view.verdict.bound),
+                       lambda: self._intensity_row(f.operating_intensity, f.ops_per_byte, view.verdict.bound, sw,
+                                                   styles, width))
+        self.kept_line("o-ceiling", (width, sw, f.decode_ceiling_tokens_per_s),
+                       lambda: self._ceiling_row(f.decode_ceiling_tokens_per_s, sw, styles, width))
+
+    def _share_row(self, label: str, achieved: Figure, share: Figure, share_word: str, peak: Figure, component: str,
+                   sw: int, styles, width: int) -> Text:
+        row, reasons = self._start(label, achieved, styles, sw)
+        if achieved.value is not None:
+            self._pair(row, share_word, share, styles, reasons)
+            if share.value is not None:
+                row.add_text(Text("  ") + bar(share.value, 10, style=self.style(component),
+                                              empty_style=self.style("bar--empty"), eighths=False), drop=3)
+        self._pair(row, "of" if achieved.value is not None else "peak", peak, styles, reasons, drop=2)
+        self._end(row, reasons, styles)
+        return row.text(width)
+
+    def _intensity_row(self, intensity: Figure, ridge: Figure, bound: str | None, sw: int, styles, width: int) -> Text:
         row, reasons = self._start("intensity", intensity, styles, sw)
-        self._pair(row, "ridge", f.ops_per_byte, styles, reasons, drop=0 if intensity.value is not None else 2)
-        bound = view.verdict.bound
+        self._pair(row, "ridge", ridge, styles, reasons, drop=0 if intensity.value is not None else 2)
         if bound and intensity.value is not None:
             row.add(f"  {bound}-bound", styles["note"], drop=1)
         self._end(row, reasons, styles)
-        self.line("o-intensity").set(row.text(width))
-        ceiling = f.decode_ceiling_tokens_per_s
+        return row.text(width)
+
+    def _ceiling_row(self, ceiling: Figure, sw: int, styles, width: int) -> Text:
         row, reasons = self._start("ceiling", ceiling, styles, sw)
         if ceiling.value is not None and ceiling.note:
             row.add(f"  decode at {ceiling.note}", styles["note"], note=True)
         self._end(row, reasons, styles)
-        self.line("o-ceiling").set(row.text(width))
+        return row.text(width)
 
     def _latency(self, f, styles, width: int) -> Text:
         ttft, itl = f.ttft_p50_s, f.inter_token_p50_s
@@ -241,6 +271,10 @@ class Overview(Panel):
         return row.text(width)
 
     def _kv(self, f, styles, width: int) -> None:
+        self.kept_line("o-kv", (width, f.kv_usage, f.kv_headroom_tokens, f.kv_capacity_tokens),
+                       lambda: self._kv_row(f, styles, width))
+
+    def _kv_row(self, f, styles, width: int) -> Text:
         usage, headroom = f.kv_usage, f.kv_headroom_tokens
         sw = _sw(usage)
         row, reasons = self._start("KV usage", usage, styles, sw)
@@ -256,7 +290,7 @@ class Overview(Panel):
             row.add("  headroom n/a")
             reasons.append(note_text(headroom))
         self._end(row, reasons, styles)
-        self.line("o-kv").set(row.text(width))
+        return row.text(width)
 
     def _devices(self, view: LiveView, styles, width: int) -> None:
         devices = sorted(view.devices, key=lambda d: (not d.used_by_tree, d.kind != "gpu", d.index))

@@ -7,6 +7,8 @@ changed cells are marked dirty, and Textual writes only those to the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.cells import cell_len, get_character_cell_size
 from rich.segment import Segment
 from rich.style import Style
@@ -229,11 +231,28 @@ class Panel(KeptLines, Vertical):
         self._rich_component_styles: dict[str, Style] = {}
         self.rows: dict[str, Text] = {}
         self._body: Body | None = None
+        self._built: dict[str, tuple[tuple, Text]] = {}
 
     def line(self, key: str) -> "_RowSetter":
         """``line(key).set(text)``: the row ``key`` of this draw, in the order rows are set (an
         empty row takes no place)."""
         return _RowSetter(self.rows, key)
+
+    def kept_line(self, key: str, inputs: tuple, build: Callable[[], Text]) -> None:
+        """``line(key).set(build())``, unless ``inputs`` are what the row was last built from: the
+        same objects (a figure that reads as it did last tick is last tick's object), or equal
+        numbers and words. Then the row built then is set again, for an identity check instead of
+        formatting and fitting it anew. ``inputs`` must hold everything the row is built from;
+        styles are not needed (a new theme forgets every kept row)."""
+        kept = self._built.get(key)
+        if kept is not None and len(kept[0]) == len(inputs) and all(
+                a is b or (a.__class__ in _PLAIN and a.__class__ is b.__class__ and a == b)
+                for a, b in zip(kept[0], inputs)):
+            text = kept[1]
+        else:
+            text = build()
+            self._built[key] = (inputs, text)
+        self.rows[key] = text
 
     @property
     def body(self) -> "Body":
@@ -266,6 +285,7 @@ class Panel(KeptLines, Vertical):
         # The theme changed: colours are read again at the next draw.
         self._figure_styles = None
         self._rich_component_styles = {}
+        self._built = {}
 
     def draw(self, view: LiveView) -> None:
         """Show ``view``; a panel whose children are not mounted yet draws it when they are."""
@@ -289,6 +309,10 @@ class Panel(KeptLines, Vertical):
 
     def show(self, view: LiveView) -> None:  # pragma: no cover - each panel overrides
         raise NotImplementedError
+
+
+# Inputs of a kept line compared by value: immutable, and equal values build equal rows.
+_PLAIN = (int, float, str, bool, type(None))
 
 
 class _RowSetter:
@@ -364,7 +388,8 @@ class Body(KeptLines, Widget):
         texts = [text for _, text in rows]
         old = self._rows
         if keys == self.keys and len(texts) == len(old) and all(
-                a.plain == b.plain and a.spans == b.spans and a.style == b.style for a, b in zip(old, texts)):
+                a is b or (a.plain == b.plain and a.spans == b.spans and a.style == b.style)
+                for a, b in zip(old, texts)):
             return
         self.keys = keys
         self._rows = texts
@@ -379,7 +404,8 @@ class Body(KeptLines, Widget):
             return
         changed = []
         for y, (before, after) in enumerate(zip(old, texts)):
-            if before.plain == after.plain and before.spans == after.spans and before.style == after.style:
+            if before is after or (before.plain == after.plain and before.spans == after.spans
+                                   and before.style == after.style):
                 continue
             if before.cell_len > width:
                 self._strips.pop(y, None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from infermon.model.digits import sig3
+
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
@@ -61,22 +63,6 @@ def figure_table(title: str, figure_width: int = 25, value_width: int = 17, sour
     table.add_column("source", style="dim", no_wrap=True, width=source_width)
     table.add_column("note", style="dim", ratio=1)
     return table
-
-
-def sig3(value: float) -> str:
-    """Three significant digits with thousands separators (1,234 / 123 / 12.3 / 1.23): jitter in the
-    fourth digit does not change the text, so a dashboard does not repaint for it."""
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        digits = len(str(int(magnitude)))
-        return f"{round(value, -(digits - 3)):,.0f}"
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 1 or magnitude == 0:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
 
 
 # How each unit of :data:`infermon.live.view.FIGURE_INFO` is written, everywhere it is shown.
