@@ -5,6 +5,7 @@ compute from their measurements, so a wrong ratio cannot hide in a table.)
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,41 @@ def test_thread_cpu_reads_this_process_threads():
     finally:
         stop.set()
         worker.join()
+
+
+ab_dashboard = bench_module("ab_dashboard")
+
+
+def test_before_and_after_are_compared_window_by_window():
+    windows = [{"ms_per_s": {"before": 5.0, "after": 4.5}}, {"ms_per_s": {"before": 4.0, "after": 3.8}},
+               {"ms_per_s": {"before": 6.0, "after": 5.1}}, {"ms_per_s": {"before": 5.5, "after": None}}]  # died
+    result = ab_dashboard.summarise(windows)
+    assert result["ratios"] == [0.9, 0.95, 0.85]
+    assert result["ratio_median"] == 0.9  # the median of the ratios, not the ratio of the medians
+    assert result["before_ms_per_s_median"] == 5.0 and result["after_ms_per_s_median"] == 4.5
+    assert ab_dashboard.summarise([])["ratio_median"] is None
+
+
+def test_on_cpu_time_is_this_process_threads_nanoseconds():
+    import os
+    import time
+
+    first = ab_dashboard.on_cpu_ns(os.getpid())
+    until = time.thread_time() + 0.05
+    while time.thread_time() < until:
+        pass
+    assert ab_dashboard.on_cpu_ns(os.getpid()) - first >= 40_000_000
+    assert ab_dashboard.on_cpu_ns(2**22 + 7) is None  # no such process
+
+
+def test_each_side_imports_its_own_tree(tmp_path):
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit, match="not an infermon source tree"):
+        ab_dashboard._code_folder(tmp_path, tmp_path, "before")
+    tree = BENCH.parent
+    holder = ab_dashboard._code_folder(tree, tmp_path, "after")
+    found = subprocess.run([sys.executable, "-c", "import infermon.cli.main as m; print(m.__file__)"],
+                           env={**os.environ, "PYTHONPATH": str(holder)}, capture_output=True, text=True, timeout=60)
+    assert found.stdout.strip() == str(holder / "infermon" / "cli" / "main.py")
