@@ -34,6 +34,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from typing import NamedTuple
 from dataclasses import dataclass
 
 DEFAULT_MAX_BYTES = 8_000_000
@@ -270,10 +271,24 @@ def _tls_context() -> ssl.SSLContext:
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+class _Address(NamedTuple):
+    scheme: str
+    hostname: str | None
+    origin: tuple[str, str | None, int]  # (scheme, host, port): one kept-alive connection each
+    target: str  # what the request line asks for: the path and the query
+
+
 @functools.lru_cache(maxsize=64)
-def _split(url: str) -> urllib.parse.SplitResult:
-    """``urlsplit``, kept: a probe asks for the same few URLs every tick."""
-    return urllib.parse.urlsplit(url)
+def _address(url: str) -> _Address:
+    """``url`` parsed once and kept: a probe asks for the same few URLs every tick, and
+    ``urlsplit``'s host and port are parsed again at each use. Raises ValueError for a port that
+    is not one, as ``SplitResult.port`` does (a failure is not kept)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port
+    origin = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    return _Address(parts.scheme, parts.hostname, origin,
+                    (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+
 # Failures of a kept-alive connection the server closed while it sat idle: the request is sent
 # again once, on a new connection (never after any of the answer arrived).
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -402,14 +417,12 @@ class Connections:
         answer (a monitor's tick reads ``/proc`` meanwhile, and needs no thread to wait on the
         engine). Opens nothing and never raises: anything that goes wrong is left to ``get``."""
         try:
-            parts = _split(url)
-            origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            origin, target = _address(url)[2:]
         except ValueError:
             return
         wire = self._open.get(origin)
         if wire is None or origin in self._sent:
             return
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             wire.send_get(target, time.monotonic() + max(timeout_s, 0.001))
         except Exception:  # a broken connection: get() opens a new one
@@ -427,21 +440,19 @@ class Connections:
             return FetchResult(False, status, None, content_type, time.monotonic() - start, why)
 
         try:
-            parts = _split(url)
-            port = parts.port
+            address = _address(url)
         except ValueError as exc:
             return failed(f"bad URL: {exc}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if address.scheme not in ("http", "https") or not address.hostname:
             return failed(f"bad URL {url!r}: need http://host:port/path")
-        origin = (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        origin = address.origin
         current = url
         status = None
         for _ in range(_MAX_REDIRECTS + 1):
-            parts = _split(current)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             head = None
             kept = False
             try:
+                target = _address(current).target  # a redirect's URL: same origin, checked below
                 wire, head = self._send(origin, target, deadline, timeout_s)
                 answered = time.monotonic() - start
                 status = head.status

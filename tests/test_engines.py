@@ -437,6 +437,30 @@ def test_redirects_on_a_kept_connection_stay_on_the_same_origin():
     assert not got.ok and got.why == f"redirected to another host (http://127.0.0.2:{server.port}/metrics); not followed"
 
 
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1:99999/metrics", "bad URL: Port out of range"),
+    ("http://127.0.0.1:port/metrics", "bad URL: Port could not be cast"),
+    ("ftp://127.0.0.1/metrics", "need http://host:port/path"),
+    ("http:///metrics", "need http://host:port/path"),
+])
+def test_a_bad_url_is_a_reason_every_time_it_is_asked_for(url, why):
+    connections = Connections()
+    for _ in range(2):  # the second from the kept parse (a failed one is not kept)
+        connections.prime(url)  # never raises: get() says why
+        got = connections.get(url, 1.0)
+        assert not got.ok and why in got.why
+
+
+def test_one_url_parsed_is_the_same_address_for_every_request():
+    from infermon.probes.http import _address
+
+    first = _address("http://127.0.0.1:8000/metrics?x=1")
+    assert first.origin == ("http", "127.0.0.1", 8000) and first.target == "/metrics?x=1"
+    assert _address("https://example.test/").origin == ("https", "example.test", 443)
+    assert _address("http://example.test").target == "/"
+    assert _address("http://127.0.0.1:8000/metrics?x=1") is first
+
+
 # ---------------------------------------------------------------- hints for missing metrics
 
 
