@@ -379,7 +379,9 @@ def test_run_record_total_equals_the_scripts_own_count(channel, tmp_path):
     env = {**os.environ, "COLUMNS": "120"}
     result = subprocess.run([sys.executable, "-m", "infermon.cli.main", "run", "--record", str(recording),
                              "--interval", "0.3", "--host-bandwidth", "25GB/s", "--host-flops", "100GFLOPS", "--",
-                             sys.executable, str(TESTS / "hf_generate.py"), "--calls", "8", "--new", "48",
+                             # 40 calls: about 2 s of generate(), several ticks (8 took 0.5 s, and under a
+                             # loaded suite no tick of 0.3 s once landed inside one)
+                             sys.executable, str(TESTS / "hf_generate.py"), "--calls", "40", "--new", "48",
                              "--count-file", str(count)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
