@@ -51,8 +51,17 @@ class Pane:
         self.log = folder / f"{name}-{cols}x{rows}.log"
         self.log.touch()
         quoted = " ".join(subprocess.list2cmdline([c]) for c in command)
-        _tmux("new-session", "-d", "-s", self.session, "-x", str(cols), "-y", str(rows),
-              f"exec env TERM=xterm-256color COLORTERM=truecolor {quoted}")
+        for _attempt in range(20):
+            made = subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(cols), "-y", str(rows),
+                                   f"exec env TERM=xterm-256color COLORTERM=truecolor {quoted}"],
+                                  capture_output=True, text=True, check=False)
+            if made.returncode == 0:
+                break
+            # Killing the previous size's last pane makes tmux's server exit, and a session asked
+            # for while it exits is refused: a pane that silently never ran once measured as 0 B/s.
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"tmux would not start the {name} pane: {made.stderr.strip()[:200]}")
         _tmux("pipe-pane", "-t", self.session, "-o", f"cat >> {self.log}")
         pid = _tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").strip()
         self.pid = int(pid) if pid.isdigit() else None
@@ -209,10 +218,12 @@ def summarise(runs: list[dict]) -> dict:
         these = [r for r in runs if r["size"] == size]
         per: dict = {}
         for name in these[0]["monitors"]:
-            cpus = [r["monitors"][name]["cpu_percent"] for r in these if r["monitors"][name]["cpu_percent"] is not None]
-            rates = [r["monitors"][name]["bytes_per_s"] for r in these]
+            ran = [r["monitors"][name] for r in these if r["monitors"][name]["cpu_percent"] is not None]
+            cpus = [m["cpu_percent"] for m in ran]
+            rates = [m["bytes_per_s"] for m in ran]  # a window the monitor was not alive for says nothing of its bytes
             per[name] = {"cpu_percent": statistics.median(cpus) if cpus else None,
-                         "cpu_percent_runs": cpus, "bytes_per_s": statistics.median(rates), "bytes_per_s_runs": rates}
+                         "cpu_percent_runs": cpus, "bytes_per_s": statistics.median(rates) if rates else None, "bytes_per_s_runs": rates,
+                         "windows_not_running": len(these) - len(ran)}
         ratios = {}
         mine = per["infermon"]
         for name, other in per.items():
@@ -220,7 +231,8 @@ def summarise(runs: list[dict]) -> dict:
                 continue
             ratios[name] = {
                 "cpu": round(mine["cpu_percent"] / other["cpu_percent"], 2) if mine["cpu_percent"] and other["cpu_percent"] else None,
-                "bytes": round(mine["bytes_per_s"] / other["bytes_per_s"], 2) if other["bytes_per_s"] else None,
+                "bytes": (round(mine["bytes_per_s"] / other["bytes_per_s"], 2)
+                          if mine["bytes_per_s"] is not None and other["bytes_per_s"] else None),
             }
         summary[size] = {"monitors": per, "infermon_vs": ratios,
                          "server_tokens_per_s": statistics.median(r["server_tokens_per_s"] for r in these),
@@ -239,7 +251,9 @@ def print_table(result: dict) -> None:
         for name, m in s["monitors"].items():
             cpu = "n/a" if m["cpu_percent"] is None else f"{m['cpu_percent']:.2f}"
             runs = ", ".join(f"{c:.2f}" for c in m["cpu_percent_runs"]) + "; " + ", ".join(f"{b:.0f}" for b in m["bytes_per_s_runs"])
-            print(f"  {name:<10}{cpu:>18}{m['bytes_per_s']:>10.0f}   {runs}")
+            rate = "n/a" if m["bytes_per_s"] is None else f"{m['bytes_per_s']:.0f}"
+            missed = f" ({m['windows_not_running']} windows not running)" if m.get("windows_not_running") else ""
+            print(f"  {name:<10}{cpu:>18}{rate:>10}   {runs}{missed}")
         for name, ratio in s["infermon_vs"].items():
             print(f"  infermon ÷ {name}: CPU {ratio['cpu']}×, bytes {ratio['bytes']}×")
     if result.get("load_errors"):
