@@ -280,6 +280,43 @@ async def test_levers_screen_shows_each_lever_and_follows_new_samples():
         assert not isinstance(app.screen, LeversScreen)
 
 
+async def test_a_verdict_that_got_shorter_keeps_its_height_with_the_blank_line_above_it_for_a_while():
+    """Rows never flip-flop (everything below would move), so a verdict that wrapped to two rows
+    keeps two when it fits in one, for 30 s. The spare row goes above it, under the header, not
+    between the verdict and its advice; the advice's spare row goes below it. Then the rows are
+    given back (a long message at start-up must not leave a blank row for good)."""
+    app, source = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, source)
+        app.paused = True  # the next views must not replace what this test sets
+        await pilot.pause()
+        verdict, advice = app.query_one("#verdict"), app.query_one("#advice")
+        now = [1000.0]
+        verdict._clock = advice._clock = lambda: now[0]
+        long_text = "memory-bound decode: batch 1, 0.5 FLOP/B vs ridge 6.80 — 15% of peak bandwidth, and more words"
+        short = "memory-bound decode: batch 1"
+        for widget in (verdict, advice):
+            widget.set(long_text)
+            await pilot.pause()
+            assert len([row for row in widget._rows if row.plain]) == 2
+            widget.set(short)
+            await pilot.pause()
+        assert [row.plain for row in verdict._rows] == ["", short]
+        assert [row.plain for row in advice._rows] == [short, ""]
+        assert verdict.size.height == 2 and advice.region.y == verdict.region.bottom
+        now[0] += 29
+        verdict.set(short)
+        await pilot.pause()
+        assert [row.plain for row in verdict._rows] == ["", short]
+        now[0] += 2
+        verdict.set(short)  # the same words, 31 s in fewer rows
+        await pilot.pause()
+        assert [row.plain for row in verdict._rows] == [short] and verdict.size.height == 1
+        verdict.set(long_text)  # grows again at once
+        await pilot.pause()
+        assert len(verdict._rows) == 2 and verdict.size.height == 2
+
+
 def assert_kept_lines_are_current(app) -> int:
     """Each widget that keeps its lines (tui/widgets.py KeptLines) gives the compositor now
     exactly what it would render from scratch: the kept lines are never stale."""

@@ -165,7 +165,7 @@ class InfermonApp(App[None]):
     def compose(self) -> ComposeResult:
         # Widgets drawn every tick are kept here once, not looked up per tick.
         self._header = HeaderBar("", id="header")
-        self._verdict = Paragraph(id="verdict")
+        self._verdict = Paragraph(id="verdict", blank_above=True)
         self._advice = Paragraph(id="advice")
         self._tabs = Static("", id="tabs")
         self._overview = Overview()

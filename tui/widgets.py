@@ -7,6 +7,7 @@ changed cells are marked dirty, and Textual writes only those to the terminal.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from rich.cells import cell_len, get_character_cell_size
@@ -498,12 +499,25 @@ def wrapped(text: Text, width: int, console) -> list[Text]:
 
 class Paragraph(Body):
     """Text wrapped to its width (the verdict): rows like a :class:`Body`, so a changed word
-    repaints only its cells; the height follows the wrapped rows."""
+    repaints only its cells; the height follows the wrapped rows.
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    The height grows at once and shrinks only once the text has needed fewer rows for
+    :data:`SHRINK_AFTER_S` (or the terminal is resized): a verdict that flips between one row and
+    two would move everything below it, a whole screen repainted each time, and one long message
+    at start-up must not leave a blank row for good. ``blank_above``: the rows kept meanwhile go
+    above the text (the verdict: a blank line under the header reads as a gap, one between the
+    verdict and its advice as a fault), else below."""
+
+    SHRINK_AFTER_S = 30.0
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None, blank_above: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id, classes=classes)
+        self.blank_above = blank_above
+        self._clock = clock
         self._shown = Text()
         self._sticky_rows = 0
+        self._short_since: float | None = None
         self._wrapped_width = -1
 
     @property
@@ -513,6 +527,8 @@ class Paragraph(Body):
     def set(self, text: Text | str) -> None:
         text = Text(text) if isinstance(text, str) else text
         if text.plain == self._shown.plain and text.spans == self._shown.spans and text.style == self._shown.style:
+            if self._short_since is not None and self._clock() - self._short_since >= self.SHRINK_AFTER_S:
+                self._wrap()  # the same words for long enough in fewer rows: give the spare ones back
             return
         self._shown = text
         self._wrap()
@@ -523,15 +539,18 @@ class Paragraph(Body):
             rows = [self._shown] if self._shown.plain else []
         else:
             rows = wrapped(self._shown, width, self.app.console)
-        # The height never shrinks until the terminal is resized: a verdict that flips between one
-        # row and two (or advice that comes and goes) would move everything below it, a whole
-        # screen repainted each time.
-        self._sticky_rows = max(self._sticky_rows, len(rows))
-        rows += [Text("")] * (self._sticky_rows - len(rows))
+        if len(rows) >= self._sticky_rows:
+            self._sticky_rows, self._short_since = len(rows), None
+        elif self._short_since is None:
+            self._short_since = self._clock()
+        elif self._clock() - self._short_since >= self.SHRINK_AFTER_S:
+            self._sticky_rows, self._short_since = len(rows), None
+        blank = [Text("")] * (self._sticky_rows - len(rows))
+        rows = blank + rows if self.blank_above else rows + blank
         self.set_rows([(str(y), row) for y, row in enumerate(rows)])
 
     def on_resize(self) -> None:
         if self.size.width != self._wrapped_width:
             self._wrapped_width = self.size.width
-            self._sticky_rows = 0
+            self._sticky_rows, self._short_since = 0, None
         self._wrap()
