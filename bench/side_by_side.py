@@ -42,6 +42,22 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
+def new_session(session: str, cols: int, rows: int, shell_command: str) -> None:
+    """A detached tmux session of ``cols`` × ``rows`` running ``shell_command``; raises when tmux
+    will not start it.
+
+    Killing the last session makes tmux's server exit, and a session asked for while it exits is
+    refused ("server exited unexpectedly"; about one start in five right after a kill). A pane that
+    silently never ran once measured as 0 B/s, so the start is tried again until tmux takes it."""
+    for _attempt in range(20):
+        made = subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(cols), "-y", str(rows),
+                               shell_command], capture_output=True, text=True, check=False)
+        if made.returncode == 0:
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"tmux would not start {session}: {made.stderr.strip()[:200]}")
+
+
 class Pane:
     """One monitor in a detached tmux pane; its output is appended to ``log``."""
 
@@ -51,17 +67,7 @@ class Pane:
         self.log = folder / f"{name}-{cols}x{rows}.log"
         self.log.touch()
         quoted = " ".join(subprocess.list2cmdline([c]) for c in command)
-        for _attempt in range(20):
-            made = subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(cols), "-y", str(rows),
-                                   f"exec env TERM=xterm-256color COLORTERM=truecolor {quoted}"],
-                                  capture_output=True, text=True, check=False)
-            if made.returncode == 0:
-                break
-            # Killing the previous size's last pane makes tmux's server exit, and a session asked
-            # for while it exits is refused: a pane that silently never ran once measured as 0 B/s.
-            time.sleep(0.25)
-        else:
-            raise RuntimeError(f"tmux would not start the {name} pane: {made.stderr.strip()[:200]}")
+        new_session(self.session, cols, rows, f"exec env TERM=xterm-256color COLORTERM=truecolor {quoted}")
         _tmux("pipe-pane", "-t", self.session, "-o", f"cat >> {self.log}")
         pid = _tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").strip()
         self.pid = int(pid) if pid.isdigit() else None

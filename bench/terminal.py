@@ -31,9 +31,10 @@ def _tmux(*args: str) -> str:
 
 
 def _launch(session: str, cols: int, rows: int, command: list[str], log: str | None = None) -> None:
+    from side_by_side import new_session  # bench/ is the script's folder, first on sys.path
+
     quoted = " ".join(subprocess.list2cmdline([c]) for c in command)
-    _tmux("new-session", "-d", "-s", session, "-x", str(cols), "-y", str(rows),
-          f"TERM=xterm-256color COLORTERM=truecolor {quoted}; sleep 600")
+    new_session(session, cols, rows, f"TERM=xterm-256color COLORTERM=truecolor {quoted}; sleep 600")
     if log:
         _tmux("pipe-pane", "-t", session, "-o", f"cat >> {log}")
 
