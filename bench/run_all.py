@@ -29,6 +29,7 @@ TARGETS = {
     "llamacpp_bytes_per_s_120x40": ("≤ 1.0 KB/s", lambda v: v <= 1000),
     "llamacpp_cpu_percent_80x24": ("≤ 0.5% of a core", lambda v: v <= 0.5),
     "llamacpp_bytes_per_s_80x24": ("(none)", lambda v: True),
+    "textual_floor_ms_per_s_80x24": ("(none)", lambda v: True),
 }
 
 
@@ -118,8 +119,10 @@ def main() -> int:
             for size in ("120x40", "80x24"):
                 s_ = side["summary"][size]
                 mine = s_["monitors"]["infermon"]
-                others = ", ".join(f"{name} {m['cpu_percent']:.2f}% / {m['bytes_per_s']:.0f} B/s"
-                                   for name, m in s_["monitors"].items() if name != "infermon")
+                others = ", ".join(
+                    f"{name} " + ("n/a" if m["cpu_percent"] is None else f"{m['cpu_percent']:.2f}%") + " / "
+                    + ("n/a" if m["bytes_per_s"] is None else f"{m['bytes_per_s']:.0f} B/s")
+                    for name, m in s_["monitors"].items() if name != "infermon")
                 results[f"llamacpp_cpu_percent_{size}"] = mine["cpu_percent"]
                 results[f"llamacpp_bytes_per_s_{size}"] = mine["bytes_per_s"]
                 load = ", ".join(f"{a:.1f}" for a, _ in s_["load_average"])
@@ -129,17 +132,27 @@ def main() -> int:
                     f"÷ {name}: CPU {r['cpu']}×, bytes {r['bytes']}×" for name, r in s_["infermon_vs"].items())
             conditions["llamacpp_cpu_percent_120x40"] += f"; {side['glances']}"
 
+            import textual_floor
+
+            step("Textual's floor beside the dashboard, 80×24")
+            floor = textual_floor.run((80, 24), pairs=1 if quick else 3, window_s=20.0 if quick else 40.0, settle_s=15.0)
+            results["textual_floor_ms_per_s_80x24"] = floor["floor_ms_per_s_median"]
+            conditions["textual_floor_ms_per_s_80x24"] = (
+                f"a bare Textual app, 8 of 22 rows changing a second; the dashboard "
+                f"{floor['infermon_ms_per_s_median']} ms/s in the same windows, "
+                f"{floor['infermon_over_floor_median']}× the floor; median of {len(floor['windows'])}")
+
     machine = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     if args.json:
         print(json.dumps({**results, "conditions": conditions, "machine": machine, "quick": quick,
                           "side_by_side": side}))
         return 0
     print(f"infermon benchmarks ({'quick' if quick else 'full'}; {machine})")
-    print(f"{'figure':<26}{'measured':>14}  {'target':<26}{'ok':<4}conditions")
+    print(f"{'figure':<30}{'measured':>14}  {'target':<26}{'ok':<4}conditions")
     for key, value in results.items():
         target, ok = TARGETS[key]
         shown = "n/a" if value is None else f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
-        print(f"{key:<26}{shown:>14}  {target:<26}{('yes' if value is not None and ok(value) else 'NO'):<4}{conditions[key]}")
+        print(f"{key:<30}{shown:>14}  {target:<26}{('yes' if value is not None and ok(value) else 'NO'):<4}{conditions[key]}")
     return 0
 
 

@@ -150,3 +150,30 @@ def test_each_side_imports_its_own_tree(tmp_path):
     found = subprocess.run([sys.executable, "-c", "import infermon.cli.main as m; print(m.__file__)"],
                            env={**os.environ, "PYTHONPATH": str(holder)}, capture_output=True, text=True, timeout=60)
     assert found.stdout.strip() == str(holder / "infermon" / "cli" / "main.py")
+
+
+textual_floor = bench_module("textual_floor")
+
+
+async def test_textual_floor_app_repaints_eight_of_its_rows_each_second():
+    # The floor must do what the dashboard's frame does, or the comparison says nothing: 22 rows
+    # in infermon's own row widget, 8 of them different every second, the rest the same.
+    app = textual_floor.floor_app()
+
+    def shown() -> list[str]:
+        return [app.body.plain(key) for key in app.body.keys]
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):  # the first rows (a loaded machine may take a while)
+            if shown():
+                break
+            await pilot.pause(0.05)
+        first = shown()
+        for _ in range(100):  # the next second's
+            await pilot.pause(0.05)
+            if shown() != first:
+                break
+        second = shown()
+    assert len(first) == len(second) == 22
+    changed = [index for index, (a, b) in enumerate(zip(first, second)) if a != b]
+    assert changed == list(textual_floor.CHANGING_ROWS)
