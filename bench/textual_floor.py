@@ -50,22 +50,27 @@ def floor_app():
             yield self.body
 
         def on_mount(self) -> None:
-            threading.Thread(target=self.post_rows, daemon=True).start()
+            self.stopped = threading.Event()
+            self.poster = threading.Thread(target=self.post_rows, daemon=True)
+            self.poster.start()
+
+        def on_unmount(self) -> None:
+            self.stopped.set()
+            self.poster.join(timeout=5)
 
         def post_rows(self) -> None:
-            tick = 0
-            while True:
-                tick += 1
+            draw = random.Random(0)  # its own generator: the process's random state is not touched
+            while not self.stopped.is_set():
                 rows = []
                 for index in range(22):
                     if index in CHANGING_ROWS:
-                        blocks = "".join("▁▂▃▄▅▆▇█"[random.randrange(8)] for _ in range(14))
-                        text = f" figure {index:<3} {random.uniform(10, 200):8.3g} tok/s measured  {blocks}"
+                        blocks = "".join("▁▂▃▄▅▆▇█"[draw.randrange(8)] for _ in range(14))
+                        text = f" figure {index:<3} {draw.uniform(10, 200):8.3g} tok/s measured  {blocks}"
                     else:
                         text = f" row {index:<3} 9.69 GB/s modeled  MBU 42.6% modeled  of 22.8 GB/s measured"
                     rows.append((str(index), Text(text, end="")))
                 self.post_message(Rows(rows))
-                time.sleep(1.0)
+                self.stopped.wait(1.0)
 
         def on_rows(self, message: Rows) -> None:
             self.body.set_rows(message.rows)

@@ -177,3 +177,4 @@ async def test_textual_floor_app_repaints_eight_of_its_rows_each_second():
     assert len(first) == len(second) == 22
     changed = [index for index, (a, b) in enumerate(zip(first, second)) if a != b]
     assert changed == list(textual_floor.CHANGING_ROWS)
+    assert not app.poster.is_alive()  # the rows' thread ends with the app, not with the test session
