@@ -32,7 +32,7 @@ STEPS = (
     ("  the process tree's /proc (ProcessProbe.sample)", "infermon.probes.process", "ProcessProbe.sample"),
     ("  the engine: requests sent (EngineProbe.prime)", "infermon.probes.engines.probe", "EngineProbe.prime"),
     ("  the engine: answers read and parsed (EngineProbe.sample)", "infermon.probes.engines.probe", "EngineProbe.sample"),
-    ("  the agents' channel (read_agents)", "infermon.probes.agent_channel", "read_agents"),
+    ("  the agents' channel (AgentWatch.read)", "infermon.probes.agent_channel", "AgentWatch.read"),
     ("  the host CPU and memory (host_device_sample)", "infermon.probes.host", "host_device_sample"),
     ("sampling thread: derivation (Deriver.update)", "infermon.live.derive", "Deriver.update"),
     ("event loop: a new view, all (on_view_ready)", "infermon.tui.app", "InfermonApp.on_view_ready"),

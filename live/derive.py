@@ -111,6 +111,8 @@ class Deriver:
         self._levers_modeled: Levers | None = None
         self._levers_measured: float | None = None
         self._levers_error: str | None = None
+        self._ceiling_memo: tuple | None = None
+        self._host_hardware: tuple | None = None
         self._engine_rates: SourceRates | None = None
         self._engine_key: tuple | None = None
         self._agent_rates: dict[int, SourceRates] = {}
@@ -184,6 +186,9 @@ class Deriver:
         if host is None or not host.bandwidth_bytes_per_s:
             return None, None, (host.source if host else "no device used by the process tree")
         name = next((d.name for d in snapshot.devices if d.kind == "host" and d.name), None) or "host CPU"
+        kept = self._host_hardware
+        if kept is not None and kept[0] is host and kept[1] == name:
+            return kept[2]  # the sampler keeps one HostCeilings: the same figures every tick
         word = GIVEN if "given" in host.source else MEASURED
         hw = Hardware(name=name, count=1, memory_bytes=float(host.memory_total_bytes or 0),
                       bandwidth_bytes_per_s=host.bandwidth_bytes_per_s, peak_flops=host.peak_flops,
@@ -192,6 +197,7 @@ class Deriver:
                             bandwidth_bytes_per_s=hw.bandwidth_bytes_per_s, peak_flops=hw.peak_flops,
                             compute_dtype="fp32", source=f"host CPU ({host.source})",
                             sources={"memory": MEASURED, "bandwidth": word, "peak_flops": word if host.peak_flops else NA})
+        self._host_hardware = (host, name, (hw, info, None))
         return hw, info, None
 
     def _serve(self, spec, framework: str) -> str | None:
@@ -386,12 +392,11 @@ class Deriver:
         if gauges is not None and gauges.kv_capacity_tokens:
             capacity = float(gauges.kv_capacity_tokens)
             capacity_source = ENGINE if gauges.kind != "agent" else MODELED
-        ceil = None
-        if fig is not None and hw is not None and hw.bandwidth_bytes_per_s and hw.memory_bytes:
+        if (capacity is None and gauges is None and fig is not None and hw is not None
+                and hw.bandwidth_bytes_per_s and hw.memory_bytes):
             ceil, _ = ceilings(fig, hw, parallel=par)
-            if capacity is None and gauges is None:
-                capacity, capacity_source = float(ceil.kv_capacity_tokens), MODELED
-                capacity_note = f"if {DEFAULT_MEMORY_UTILIZATION:.0%} of device memory held weights and KV"
+            capacity, capacity_source = float(ceil.kv_capacity_tokens), MODELED
+            capacity_note = f"if {DEFAULT_MEMORY_UTILIZATION:.0%} of device memory held weights and KV"
         inside = None
         if gauges is not None and gauges.kind == "agent" and capacity is None:
             # No KV pool to read under the agent: the capacity is modeled from the free memory.
@@ -431,9 +436,7 @@ class Deriver:
         if fig is not None and (gen is not None or computed_prompt is not None):
             flops = modeled_flops(fig, gen or 0.0, computed_prompt or 0.0, context or 0.0)
         if fig is not None and hw is not None and hw.bandwidth_bytes_per_s:
-            b = max(1, round(batch or 1))
-            ceiling = decode_step(fig, hw, b, round(context or 0), parallel=par).tokens_per_s
-            crit = critical_batch(fig, hw, round(context or 0), parallel=par)
+            ceiling, crit = self._ceiling_at(fig, hw, par, max(1, round(batch or 1)), round(context or 0))
         measured, measured_why = measured_bandwidth(snapshot.devices, hw)
 
         engine_bw = engine_flops = None
@@ -694,6 +697,20 @@ class Deriver:
         if alive:
             self._last_alive = view
         return view
+
+    def _ceiling_at(self, fig, hw, par, batch: int, context: int) -> tuple[float, float | None]:
+        """(decode ceiling tokens/s, critical batch) at a whole batch and context: worked out again
+        only when one of them, the model, the device or the split changes (the batch and context
+        stay put for many ticks; every tick runs on caches the server has emptied, so each
+        recomputation costs several times what it would in a loop)."""
+        memo = self._ceiling_memo
+        if (memo is not None and memo[0] is fig and memo[1] == hw and memo[2] == par
+                and memo[3] == batch and memo[4] == context):
+            return memo[5]
+        found = (decode_step(fig, hw, batch, context, parallel=par).tokens_per_s,
+                 critical_batch(fig, hw, context, parallel=par))
+        self._ceiling_memo = (fig, hw, par, batch, context, found)
+        return found
 
     def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase, speculation=None):
         """What each lever would give at this operating point (model.levers), or why there are none.

@@ -35,8 +35,15 @@ def kv_bytes_per_sequence(spec: ModelSpec, kv_dtype: str, context: int) -> float
     Sliding-window layers keep at most ``window`` tokens; full layers keep all.
     """
     per_layer = kv_bytes_per_token_per_layer(spec, kv_dtype)
-    windows = spec.layer_windows or (None,) * spec.num_layers
-    return sum(min(context, w) if w is not None else context for w in windows) * per_layer
+    return _held_tokens(spec, context) * per_layer
+
+
+def _held_tokens(spec: ModelSpec, context: int) -> float:
+    """Σ_layers min(context, window_layer): token-layers one sequence of ``context`` tokens holds."""
+    windows = spec.layer_windows
+    if not windows:
+        return context * spec.num_layers  # every layer full: no sum over the layers, each tick
+    return sum(min(context, w) if w is not None else context for w in windows)
 
 
 def attention_flops_per_token(spec: ModelSpec, context: int) -> float:
@@ -52,6 +59,5 @@ def attention_flops_per_token(spec: ModelSpec, context: int) -> float:
         d_v = spec.v_head_dim
     else:
         d_qk = d_v = spec.head_dim
-    windows = spec.layer_windows or (None,) * spec.num_layers
-    spans = sum(min(context, w) if w is not None else context for w in windows)
+    spans = _held_tokens(spec, context)
     return 2.0 * spans * spec.num_heads * (d_qk + d_v)

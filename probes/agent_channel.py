@@ -425,7 +425,7 @@ def _fresh(sample: AgentSample, now: float) -> str | None:
 
 
 def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = False, exited=(),
-            consume_final: bool = False):
+            consume_final: bool = False, looked: list | None = None):
     now = time.time() if now is None else now
     channels = _Channels()
     agents, why, where = [], {}, {}
@@ -480,6 +480,8 @@ def _lookup(pids, channel: str | None, now: float | None, keep_location: bool = 
                 except OSError:
                     pass
     finally:
+        if looked is not None:
+            looked.extend(path for path, _uid in channels.open)
         channels.close()
     notices = tuple(dict.fromkeys(channels.notices))
     if not agents and notices and 0 not in why:
@@ -499,6 +501,63 @@ def read_agents(pids, channel: str | None = None, now: float | None = None, exit
     ours once read (the monitor does; a record nobody reads is removed by the next agent to start,
     a minute later). Never raises for anything a record or a directory holds."""
     return _lookup(pids, channel, now, exited=exited, consume_final=consume_final)
+
+
+# A channel directory changed this recently may change again within its timestamp's granularity,
+# unseen: a reading of it is not kept (s).
+SETTLED_AFTER_S = 2.0
+
+
+def _stamps(paths: tuple[str, ...], now: float) -> tuple | None:
+    """What each directory is (device, inode, mode, owner, last change; None where it is missing),
+    or None when one changed less than SETTLED_AFTER_S ago."""
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        except OSError:
+            return None
+        if now - info.st_mtime_ns / 1e9 < SETTLED_AFTER_S:
+            return None
+        stamps.append((info.st_dev, info.st_ino, info.st_mode, info.st_uid, info.st_mtime_ns))
+    return tuple(stamps)
+
+
+class AgentWatch:
+    """:func:`read_agents` for one monitor, tick after tick.
+
+    While no agent publishes in the tree (a server watched through its own metrics), every tick's
+    reading finds nothing: opening, checking and listing each channel directory for that was a
+    sixteenth of a tick's CPU. A reading that found no record, with no notice, is given again as
+    long as every directory it looked in is unchanged since (one ``stat`` each): an agent that
+    starts publishing renames its record into one of them, which changes it. Anything else (an
+    agent found, a channel refused, pids gone) reads afresh every tick.
+    """
+
+    def __init__(self, clock=time.time) -> None:
+        self._clock = clock
+        self._kept: tuple | None = None  # (pids, paths, stamps, reading)
+
+    def read(self, pids, exited=(), consume_final: bool = False) -> ChannelReading:
+        pids = frozenset(pids)
+        kept = self._kept
+        if kept is not None and not exited and kept[0] == pids:
+            stamps = _stamps(kept[1], self._clock())
+            if stamps is not None and stamps == kept[2]:
+                return kept[3]
+        looked: list[str] = []
+        reading = _lookup(pids, None, None, exited=exited, consume_final=consume_final, looked=looked)
+        self._kept = None
+        if not reading.agents and not reading.notices and not exited and not any(
+                "record" in why for why in reading.why.values()):
+            paths = tuple(dict.fromkeys(looked))
+            stamps = _stamps(paths, self._clock())
+            if stamps is not None:
+                self._kept = (pids, paths, stamps, reading)
+        return reading
 
 
 def find_agent(pid: int, now: float | None = None) -> tuple[AgentSample | None, str | None, str | None]:

@@ -411,6 +411,7 @@ class ProcessProbe:
             else:
                 infos.append(info)
         if vanished:
+            self._cmdlines_changed = True  # the tree's command lines are fewer: what they say again
             for pid in vanished:
                 del self._members[pid]
             self._scanned_at = -1e18  # a member went away: look for new ones next tick
@@ -439,16 +440,20 @@ class ProcessProbe:
     def _read(self, member: _Member, now: float, listeners: Listeners) -> ProcessInfo | None:
         proc = member.proc
         try:
-            if now - member.static_read_at >= PORT_REFRESH_S:
-                with proc.oneshot():
-                    member.cmdline = clean_cmdline(proc.cmdline())
-                    member.name = proc.name()
-                    member.ppid = proc.ppid()
-                    member.role = role_of(member.cmdline)
-                    member.ports = _listening_ports(proc, listeners)
-                    member.static_read_at = now
-                    self._cmdlines_changed = True
             stat = self._root_stat if proc.pid == self.pid and self._root_stat is not None else _read_stat(proc.pid)
+            if now - member.static_read_at >= PORT_REFRESH_S:
+                cmdline = _read_cmdline(proc.pid) if stat is not None and stat.name is not None else None
+                if cmdline is None:  # not Linux, or an odd /proc: psutil's reading
+                    with proc.oneshot():
+                        cmdline, name, ppid = clean_cmdline(proc.cmdline()), proc.name(), proc.ppid()
+                else:
+                    name, ppid = _full_name(stat.name, cmdline), stat.ppid
+                if cmdline != member.cmdline or member.static_read_at < 0:
+                    self._cmdlines_changed = True
+                member.cmdline, member.name, member.ppid = cmdline, name, ppid
+                member.role = role_of(member.cmdline)
+                member.ports = _listening_ports(proc, listeners)
+                member.static_read_at = now
             if stat is None:
                 with proc.oneshot():
                     times = proc.cpu_times()
@@ -477,6 +482,8 @@ class _Stat:
     threads: int
     start_ticks: int | None
     state: str = "R"
+    name: str | None = None  # the kernel's command name (at most 15 characters)
+    ppid: int | None = None
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -503,10 +510,52 @@ def _read_stat(pid: int) -> _Stat | None:
             return None  # not Linux: let psutil do it
         raise
     # The command name (field 2) may contain spaces and parentheses: split after the last ")".
-    fields = data[data.rindex(b")") + 2:].split()
+    close = data.rindex(b")")
+    fields = data[close + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])
     return _Stat(cpu_seconds=(utime + stime) / _CLOCK_TICKS, rss_bytes=int(fields[21]) * _PAGE_SIZE,
-                 threads=int(fields[17]), start_ticks=int(fields[19]), state=fields[0].decode("ascii", "replace"))
+                 threads=int(fields[17]), start_ticks=int(fields[19]), state=fields[0].decode("ascii", "replace"),
+                 name=data[data.index(b"(") + 1:close].decode("utf-8", "surrogateescape"), ppid=int(fields[1]))
+
+
+def _read_cmdline(pid: int) -> tuple[str, ...] | None:
+    """``/proc/PID/cmdline`` as psutil splits it (NUL-separated; a title rewritten with spaces is
+    split at them), without the padding of a renamed process; None where it cannot be read.
+
+    Read directly every PORT_REFRESH_S for each process of the tree: psutil's ``oneshot`` reading
+    of the command line, name and parent costs several times this one read."""
+    try:
+        fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    except OSError:
+        return None
+    text = b"".join(chunks).decode("utf-8", "surrogateescape")
+    if not text:
+        return ()  # a zombie, or a kernel thread
+    separator = "\x00" if text.endswith("\x00") else " "
+    if text.endswith(separator):
+        text = text[:-1]
+    argv = text.split(separator)
+    if separator == "\x00" and len(argv) == 1 and " " in text:  # a title with spaces, NUL-ended
+        argv = text.split(" ")
+    return clean_cmdline(argv)
+
+
+def _full_name(name: str, cmdline: tuple[str, ...]) -> str:
+    """The process name as psutil gives it: the kernel keeps 15 characters; a longer one is the
+    command line's first word where that starts with them."""
+    if len(name) >= 15 and cmdline:
+        extended = os.path.basename(cmdline[0])
+        if extended.startswith(name):
+            return extended
+    return name
 
 
 def _listening_ports(proc: psutil.Process, listeners: Listeners | None = None) -> tuple[int, ...]:

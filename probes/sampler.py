@@ -74,6 +74,9 @@ class Sampler:
         self._agent_pids: frozenset[int] = frozenset()
         # Final records read (and removed): they stand for their process until it leaves the tree.
         self._final_agents: dict[int, object] = {}
+        from infermon.probes.agent_channel import AgentWatch
+
+        self._agent_watch = AgentWatch()
 
     @property
     def engine_timeout_s(self) -> float:
@@ -153,10 +156,10 @@ class Sampler:
 
         agents: tuple = ()
         if tree.alive or self._agent_pids or self._final_agents:
-            from infermon.probes.agent_channel import engine_from_agents, read_agents
+            from infermon.probes.agent_channel import engine_from_agents
 
             live_pids = tree.pids if tree.alive else frozenset()
-            reading = read_agents(live_pids, exited=self._agent_pids, consume_final=True)
+            reading = self._agent_watch.read(live_pids, exited=self._agent_pids, consume_final=True)
             agents = reading.agents
             if reading.notices:
                 why["agent_channel"] = "; ".join(reading.notices)

@@ -229,3 +229,33 @@ def test_reader_refuses_a_channel_open_to_others(tmp_path, monkeypatch):
     os.chmod(runtime / "infermon", 0o755)
     reading = read_agents({1})
     assert reading.agents == () and "open to other users" in reading.why[0]
+
+
+def test_a_channel_with_no_record_is_not_read_again_until_it_changes(channel, monkeypatch):
+    """The monitor's AgentWatch: a reading that found no agent stands while the channel directory
+    is unchanged (no open, no listing each tick); an agent that starts publishing changes the
+    directory and is found at the next read; a directory changed just now is read every time."""
+    import infermon.probes.agent_channel as agent_channel
+
+    lookups = []
+    original = agent_channel._lookup
+    monkeypatch.setattr(agent_channel, "_lookup", lambda *a, **k: lookups.append(1) or original(*a, **k))
+    channel.mkdir(mode=0o700, parents=True, exist_ok=True)
+    watch = agent_channel.AgentWatch()
+    pids = {os.getpid()}
+
+    fresh = watch.read(pids)
+    assert watch.read(pids) is not fresh and len(lookups) == 2  # changed just now: read both times
+
+    settled = time.time() - 10
+    os.utime(channel, (settled, settled))
+    first = watch.read(pids)
+    assert first.agents == () and len(lookups) == 3
+    assert watch.read(pids) is first and watch.read(pids) is first and len(lookups) == 3
+    assert watch.read(pids | {1}) is not first and len(lookups) == 4  # another tree: read
+
+    assert agent.start(0.05)
+    wait_record()
+    found = watch.read(pids)
+    assert [a.pid for a in found.agents] == [os.getpid()] and len(lookups) == 5
+    assert watch.read(pids).agents and len(lookups) == 6  # an agent publishes: read every tick

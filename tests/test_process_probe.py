@@ -274,3 +274,35 @@ def test_a_stable_tree_is_rescanned_less_often_and_a_change_is_still_found(monke
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_command_lines_names_and_parents_read_directly_are_psutils(tmp_path):
+    """The tree's command lines, names and parents are read from /proc directly (psutil's reading
+    cost several times as much, every few seconds for each process): the same as psutil gives,
+    for a name longer than the kernel keeps, arguments with spaces and empty ones, and bytes that
+    are not UTF-8."""
+    from infermon.probes.process import _full_name, _read_cmdline, _read_stat, clean_cmdline
+
+    long_name = tmp_path / "a-long-program-name-beyond-fifteen"
+    long_name.symlink_to(sys.executable)
+    argv = [os.fsencode(long_name), b"-c", b"import time; time.sleep(60)", b"two words", b"", b"caf\xe9-\xff", b""]
+    child = subprocess.Popen(argv, executable=os.fsencode(long_name))
+    try:
+        deadline = time.monotonic() + 10
+        proc = psutil.Process(child.pid)
+        while proc.cmdline()[:1] != [os.fsdecode(argv[0])] and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the exec has happened
+        stat = _read_stat(child.pid)
+        cmdline = _read_cmdline(child.pid)
+        assert cmdline == clean_cmdline(proc.cmdline())
+        assert cmdline[-1] == "caf\udce9-\udcff" and "two words" in cmdline and cmdline[4] == ""
+        assert _full_name(stat.name, cmdline) == proc.name() == "a-long-program-name-beyond-fifteen"
+        assert stat.ppid == proc.ppid() == os.getpid()
+        probe = ProcessProbe(child.pid)
+        shown = probe.sample().processes[0]
+        assert (shown.cmdline, shown.name, shown.ppid) == (cmdline, proc.name(), os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(ProcessLookupError):
+        _read_cmdline(child.pid)

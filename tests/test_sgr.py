@@ -219,7 +219,8 @@ def test_a_real_terminal_shows_the_same_colours_with_and_without_the_rewrite(tmp
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
-HOSTILE = "x\x1b[2J\x1b]52;c;cHduZWQ=\x07\x9b31m\x7fy"
+# Escape sequences, and a byte that is not UTF-8 as a command line read with surrogateescape gives it.
+HOSTILE = "x\x1b[2J\x1b]52;c;cHduZWQ=\x07\x9b31m\x7fy\udcff"
 
 
 async def test_the_watched_processs_text_never_drives_the_terminal():
@@ -260,7 +261,7 @@ async def test_the_watched_processs_text_never_drives_the_terminal():
         await pilot.pause()
     shown = "".join(frames)
     assert "\ufffd" in shown  # the text is there, its control characters shown as such
-    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f"):
+    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f", "\udcff", "\\udcff"):
         assert sequence not in shown, repr(sequence)
 
 
@@ -282,5 +283,5 @@ def test_the_once_report_shows_the_watched_processs_text_without_its_control_cha
     print_live_report(view, Console(file=out, force_terminal=True, color_system="truecolor", width=160))
     shown = out.getvalue()
     assert "\ufffd" in shown and shown.count("\n") > 20 and "\x1b[" in shown  # lines and colours kept
-    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f"):
+    for sequence in ("\x1b[2J", "\x1b]52", "\x07", "\x9b", "\x7f", "\udcff", "\\udcff"):
         assert sequence not in shown, repr(sequence)

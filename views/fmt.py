@@ -114,8 +114,11 @@ def ports_text(ports, shown: int = 2) -> str:
 
 # C0 controls, DEL and C1 controls: a terminal acts on them (ESC starts a sequence that can clear
 # the screen, retitle the window or write the clipboard). Text from the watched process, its files
-# and its endpoints may carry them; what infermon shows of it shows them as U+FFFD instead.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# and its endpoints may carry them; what infermon shows of it shows them as U+FFFD instead. So do
+# lone surrogates: the bytes of a command line or a path that are not UTF-8 arrive as U+DC80–U+DCFF
+# (Python's surrogateescape), which no terminal can be sent; the output's encoder wrote each as six
+# characters ("\\udcff") in a cell the row had measured as one, pushing the row's end off screen.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
