@@ -145,7 +145,12 @@ def sample_from_exposition(expo: Exposition, kind: str | None = None, url: str |
         values["batch"] = values["requests_running"]
     else:
         why["batch"] = "no running-requests figure"
-    return module.refine(EngineSample(kind=kind, url=url, why=why, **values))
+    # A copy of an empty sample with these fields: thirty-odd fields set one by one through a frozen
+    # dataclass's __init__ cost several times that, every scrape.
+    return module.refine(evolve(_EMPTY, kind=kind, url=url, why=why, **values))
+
+
+_EMPTY = EngineSample(kind="unknown")
 
 
 def apply_info(sample: EngineSample, info: object) -> EngineSample:
