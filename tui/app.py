@@ -28,7 +28,7 @@ from infermon.tui.panels import (DevicesPanel, MemoryPanel, Panel, Paragraph, Pr
 from infermon.tui.screens import HelpScreen, LeversScreen, SummaryScreen, WhyScreen
 from infermon.tui.sources import ViewSource
 from infermon.tui.text import fit, rich_text
-from infermon.tui.widgets import Backdrop, Column, KeyBar, PanelRow, SafeStatic
+from infermon.tui.widgets import Backdrop, Column, KeptLines, KeyBar, PanelRow, SafeStatic
 from infermon.views.fmt import printable
 
 # The full layout (every panel at once) from this size up.
@@ -63,8 +63,10 @@ class ViewReady(Message):
         return isinstance(message, ViewReady)
 
 
-class HeaderBar(SafeStatic):
-    """The one-line header; its state word is coloured by the theme (``app.tcss``)."""
+class HeaderBar(KeptLines, SafeStatic):
+    """The one-line header; its state word is coloured by the theme (``app.tcss``). The compositor
+    renders every child of the screen in each frame (they are all clipped by the screen, which
+    every change overlaps): the header gives its kept line again unless it changed."""
 
     COMPONENT_CLASSES = {"state--ok", "state--attention", "state--bad", "header--dim"}
 
