@@ -551,6 +551,8 @@ class AgentWatch:
         looked: list[str] = []
         reading = _lookup(pids, None, None, exited=exited, consume_final=consume_final, looked=looked)
         self._kept = None
+        # Kept only when nothing was there at all: a record's reason (stale, skipped, dated ahead)
+        # may change with the clock alone, with no change to its directory.
         if not reading.agents and not reading.notices and not exited and not any(
                 "record" in why for why in reading.why.values()):
             paths = tuple(dict.fromkeys(looked))
