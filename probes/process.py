@@ -408,7 +408,7 @@ class ProcessProbe:
             info = self._read(member, now, listeners)
             if info is None:
                 vanished.append(pid)
-            else:
+            elif info is not _EXITED:
                 infos.append(info)
         if vanished:
             self._cmdlines_changed = True  # the tree's command lines are fewer: what they say again
@@ -441,6 +441,11 @@ class ProcessProbe:
         proc = member.proc
         try:
             stat = self._root_stat if proc.pid == self.pid and self._root_stat is not None else _read_stat(proc.pid)
+            if stat is not None and stat.state in ("Z", "X", "x"):
+                # A child that exited and was not reaped yet: not shown (it runs nothing, holds no
+                # memory, and has no command line left), but kept, so the tree is not rescanned
+                # every tick while its parent leaves it unreaped.
+                return _EXITED
             if now - member.static_read_at >= PORT_REFRESH_S:
                 cmdline = _read_cmdline(proc.pid) if stat is not None and stat.name is not None else None
                 if cmdline is None:  # not Linux, or an odd /proc: psutil's reading
@@ -473,6 +478,10 @@ class ProcessProbe:
         return ProcessInfo(pid=proc.pid, ppid=member.ppid, name=member.name, cmdline=member.cmdline, role=member.role,
                            cpu_percent=cpu, rss_bytes=stat.rss_bytes, threads=stat.threads, create_time=member.created,
                            listening_ports=member.ports)
+
+
+# What _read gives for a member that has exited but is still in the process table (a zombie).
+_EXITED = object()
 
 
 @dataclass(frozen=True)

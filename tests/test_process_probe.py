@@ -306,3 +306,28 @@ def test_command_lines_names_and_parents_read_directly_are_psutils(tmp_path):
         child.wait()
     with pytest.raises(ProcessLookupError):
         _read_cmdline(child.pid)
+
+
+def test_an_unreaped_child_is_left_out_without_rescanning_the_tree_every_tick():
+    """A child that exited and is not reaped yet (a zombie) is not shown (no command line, no CPU,
+    no memory left), as when psutil read the command lines; it stays known, so the tree is not
+    walked again every tick while its parent leaves it unreaped."""
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while psutil.Process(child).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        probe = ProcessProbe(parent.pid)
+        for _ in range(3):
+            tree = probe.sample()
+        assert [p.pid for p in tree.processes] == [parent.pid]
+        assert child in probe._members and probe._scanned_at > 0  # known, and no rescan is due now
+    finally:
+        parent.kill()
+        parent.wait()
