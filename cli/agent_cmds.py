@@ -266,13 +266,13 @@ LOWEST_PRIORITY = 19
 
 
 def yield_to_the_target() -> int | None:
-    """Run the rest of this command (and gdb, which inherits it) at the lowest CPU priority, so it
-    takes only time the host has to spare; returns the priority it had (None: unchanged).
+    """Run the rest of this command at the lowest CPU priority, so it takes only time the host has
+    to spare; returns the priority it had (None: unchanged).
 
     On a 2-core host kept busy by a vLLM server, the server generated 0.63–1.08 times its rate while
     attach ran at normal priority, and attaching to an unrelated sleeping process dipped it as much:
-    the dip was the command's CPU, not what it does to the worker. The worker is stopped only while
-    gdb calls into it; its threads are stopped then and leave a core to gdb, whatever its priority."""
+    the dip was the command's CPU, not what it does to the worker. gdb is the exception (see
+    :class:`PrioritySpawner`): it is started at the priority the command had."""
     try:
         before = os.getpriority(os.PRIO_PROCESS, 0)
         if before >= LOWEST_PRIORITY:
@@ -283,17 +283,42 @@ def yield_to_the_target() -> int | None:
         return None
 
 
+class PrioritySpawner:
+    """Starts processes at the CPU priority this thread has now, whatever it is lowered to later.
+
+    Linux keeps a priority per thread, a child inherits the one of the thread that starts it, and
+    an unprivileged process cannot raise its priority again: so processes are started by a thread
+    made before the lowering. gdb needs this: at the lowest priority beside a server that keeps
+    every core busy, its 0.1 s of CPU took 2 to 15 s (over 30 s once), and all that while the
+    attach waits; the target is stopped for the call alone either way."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infermon-spawner")
+        self._pool.submit(int).result()  # the thread exists now, at this priority
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        return self._pool.submit(subprocess.Popen, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
 @contextlib.contextmanager
 def yielding_to_the_target():
-    """The lowest CPU priority for what runs inside (and for the gdb it starts), then the priority
-    this thread had, where it may be raised again (root). Linux keeps a priority per thread and a
-    child inherits its starter's: a caller that runs the command in-process (a test session) would
-    otherwise start everything after it at the lowest priority. An unprivileged process cannot
-    raise it again; the command's own process ends here, so only such a caller keeps it."""
+    """The lowest CPU priority for what runs inside, then the priority this thread had, where it
+    may be raised again (root); yields a :class:`PrioritySpawner` that starts processes (gdb) at
+    the priority the thread had before. Linux keeps a priority per thread and a child inherits its
+    starter's: a caller that runs the command in-process (a test session) would otherwise start
+    everything after it at the lowest priority. An unprivileged process cannot raise it again; the
+    command's own process ends here, so only such a caller keeps it."""
+    spawner = PrioritySpawner()
     before = yield_to_the_target()
     try:
-        yield
+        yield spawner
     finally:
+        spawner.close()
         if before is not None:
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, before)
@@ -330,11 +355,11 @@ def attach_command(args: argparse.Namespace) -> int:
         open_target(args.pid)
     except TargetError as exc:
         raise UserError(str(exc)) from None
-    with yielding_to_the_target():
-        return _attach(args)
+    with yielding_to_the_target() as spawner:
+        return _attach(args, spawner)
 
 
-def _attach(args: argparse.Namespace) -> int:
+def _attach(args: argparse.Namespace, spawner: PrioritySpawner) -> int:
     from infermon.probes.agent_channel import find_agent
     from infermon.probes.bootstrap import make_bootstrap
     from infermon.probes.inject import InjectError, inject, python_version
@@ -365,7 +390,7 @@ def _attach(args: argparse.Namespace) -> int:
         lowest = " (at the lowest CPU priority)" if _priority() >= LOWEST_PRIORITY else ""
         print(f"infermon: loading the agent into pid {args.pid} via {method}{lowest}…", file=sys.stderr, flush=True)
     try:
-        used = inject(args.pid, folder, args.interval)
+        used = inject(args.pid, folder, args.interval, popen=spawner.popen)
     except InjectError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeFailure(f"attach: {exc}") from None

@@ -64,6 +64,7 @@ class FetchResult:
     elapsed_s: float
     why: str | None = None
     answered_s: float | None = None
+    timed_out: bool = False  # no (whole) answer within the time given: slow, not absent
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -436,8 +437,9 @@ class Connections:
         start = time.monotonic()
         deadline = start + max(timeout_s, 0.001)
 
-        def failed(why: str, status: int | None = None, content_type: str | None = None) -> FetchResult:
-            return FetchResult(False, status, None, content_type, time.monotonic() - start, why)
+        def failed(why: str, status: int | None = None, content_type: str | None = None,
+                   timed_out: bool = False) -> FetchResult:
+            return FetchResult(False, status, None, content_type, time.monotonic() - start, why, timed_out=timed_out)
 
         try:
             address = _address(url)
@@ -472,7 +474,8 @@ class Connections:
                 if why:
                     return failed(why, status, content_type)
             except Exception as exc:  # a probe never raises: every failure becomes a reason
-                return failed(_reason_for(exc, timeout_s), getattr(head, "status", None))
+                return failed(_reason_for(exc, timeout_s), getattr(head, "status", None),
+                              timed_out=isinstance(exc, (TimeoutError, socket.timeout)))
             finally:
                 if not kept:
                     self._drop(origin)  # what is left unread would be the next answer's start

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 
@@ -314,7 +315,84 @@ def _explain_gdb_failure(output: str) -> str:
     return f"gdb failed: {last[0][:160]}"
 
 
-def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
+# How long gdb may take before it is interrupted. It needs about 0.1 s of CPU, but beside a server
+# that keeps every core busy it waits for one like any process: 0.5 to 6 s of wall time at normal
+# priority on a 2-core host under vLLM (where `python3 -c pass` took up to 10 s). Interrupting it
+# is safe (see run_gdb), so the limit only has to tell stuck from slow.
+GDB_TIMEOUT_S = 60.0
+# After an interrupt, how long gdb has to abandon a call it is in and detach before it is ended.
+GDB_UNWIND_S = 10.0
+
+
+def run_gdb(argv: list[str], pid: int, timeout_s: float = GDB_TIMEOUT_S, popen=subprocess.Popen,
+            unwind_s: float = GDB_UNWIND_S) -> str:
+    """Run gdb (``argv``, attached to ``pid``) to its end and return what it printed.
+
+    gdb is never killed while it may be inside a call into the target: the called function would
+    return to the breakpoint gdb placed, with nobody left to catch it, and the target dies
+    (SIGSEGV, seen with a Python process). So on the time limit, or on Ctrl-C, gdb is *interrupted*
+    (SIGINT): with ``unwindonsignal on`` it abandons the call, restores the registers and detaches.
+    Only a gdb that has not ended ``unwind_s`` later is killed, and a target it left stopped that was
+    running before is continued. gdb runs in its own session, so a Ctrl-C at the terminal reaches it
+    only through this function, once.
+
+    ``popen``: starts the process (the caller's, to start gdb at the priority the command had
+    before it yielded the CPU to the target)."""
+    was_stopped = _stopped(pid)
+    process = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    text=True, errors="replace", start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        return output
+    except subprocess.TimeoutExpired:
+        _end_gdb(process, pid, was_stopped, unwind_s)
+        raise InjectError(f"gdb did not finish within {timeout_s:.0f} s; it was interrupted and detached "
+                          f"(pid {pid} runs as before)") from None
+    except BaseException:  # Ctrl-C (or any other way out): leave the target as it was, then go
+        _end_gdb(process, pid, was_stopped, unwind_s)
+        raise
+
+
+def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: float) -> None:
+    """Interrupt gdb, give it ``unwind_s`` to detach, then end it; continue ``pid`` if gdb left it
+    stopped and it was running before (see :func:`run_gdb`). A second Ctrl-C meanwhile is held
+    back: leaving now could cost the target its life."""
+    import signal
+
+    for sig, wait_s in ((signal.SIGINT, unwind_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            process.send_signal(sig)
+        except OSError:
+            pass
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                break
+            except KeyboardInterrupt:
+                continue
+        if process.poll() is not None:
+            break
+    if not was_stopped and _stopped(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
+
+
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (``T``) or held by a tracer (``t``): /proc/PID/stat's state."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+        return data[data.rindex(b")") + 2:][:1] in (b"T", b"t")
+    except (OSError, ValueError):
+        return False
+
+
+def inject_with_gdb(pid: int, code: str, timeout_s: float = GDB_TIMEOUT_S, popen=subprocess.Popen) -> None:
     gdb = shutil.which("gdb")
     if gdb is None:
         raise InjectError("gdb is not installed (e.g. `apt-get install gdb`), or start the program with "
@@ -334,15 +412,11 @@ def inject_with_gdb(pid: int, code: str, timeout_s: float = 30.0) -> None:
         no_libraries = os.path.join(folder, "no-libraries") if known else None
         # gdb must load nothing the target's owner controls: no auto-loaded scripts or
         # libthread_db from the target's directories (we may be root), no debuginfod download.
-        result = subprocess.run([gdb, "-nx", "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
-                                 *quick_attach_options(pid, no_libraries), "-p", str(pid), "-batch", "-q",
-                                 "-x", script],
-                                capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise InjectError(f"gdb did not finish within {timeout_s:.0f} s") from None
+        output = run_gdb([gdb, "-nx", "-iex", "set auto-load off", "-iex", "set debuginfod enabled off",
+                          *quick_attach_options(pid, no_libraries), "-p", str(pid), "-batch", "-q", "-x", script],
+                         pid, timeout_s, popen)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    output = result.stdout + result.stderr
     match = re.search(r"INFERMON-PENDING (-?\d+)", output)
     if match is None:
         raise InjectError(_explain_gdb_failure(output))
@@ -363,8 +437,9 @@ def inject_with_remote_exec(pid: int, folder: str) -> None:
         raise InjectError(f"sys.remote_exec failed: {exc}") from None
 
 
-def inject(pid: int, folder: str, interval_s: float) -> str:
-    """Load the agent from ``folder`` into ``pid``; returns the method used."""
+def inject(pid: int, folder: str, interval_s: float, popen=subprocess.Popen) -> str:
+    """Load the agent from ``folder`` into ``pid``; returns the method used. ``popen`` starts gdb
+    (see :func:`run_gdb`)."""
     version = python_version(pid)
     if version is None:
         raise InjectError(f"pid {pid} is not a CPython process (attach needs Python; engines with metrics "
@@ -376,5 +451,5 @@ def inject(pid: int, folder: str, interval_s: float) -> str:
     if version >= (3, 14) and sys.version_info[:2] == version and hasattr(sys, "remote_exec"):
         inject_with_remote_exec(pid, folder)
         return "sys.remote_exec"
-    inject_with_gdb(pid, code)
+    inject_with_gdb(pid, code, popen=popen)
     return "gdb"

@@ -104,12 +104,14 @@ class Sampler:
         primary = ancestors or (tree.root.listening_ports if tree.root is not None else ())
         ports = tuple(dict.fromkeys(primary + tuple(sorted({p for proc in tree.processes
                                                             for p in proc.listening_ports}))))
-        url, reason = discover(ports, tree.framework, self.engine_timeout_s,
-                               budget_s=max(1.0, 2 * self.config.interval_s), primary=primary)
-        if url is None:
-            self._engine_why = reason
+        found = discover(ports, tree.framework, self.engine_timeout_s,
+                         budget_s=max(1.0, 2 * self.config.interval_s), primary=primary)
+        if found.url is None:
+            self._engine_why = found.why
+            if found.slow:  # the engine is there but busy: ask again next tick, not in 10 s
+                self._last_discovery = -1e9
             return None
-        self._engine = factory(url, kind=kind, timeout_s=self.engine_timeout_s)
+        self._engine = factory(found.url, kind=kind, timeout_s=self.engine_timeout_s)
         return self._engine
 
     def _host_ceilings(self):

@@ -513,9 +513,26 @@ def test_candidate_urls_put_the_api_servers_ports_before_a_workers():
 def test_discovery_reaches_the_api_port_past_silent_worker_ports():
     with MetricsServer(VLLM, mode="slow") as a, MetricsServer(VLLM, mode="slow") as b, MetricsServer(VLLM) as api:
         silent = sorted([a.port, b.port])
-        url, reason = discover(silent + [api.port], "vllm", timeout_s=0.4, budget_s=0.6, primary=[api.port])
-    assert url == api.metrics_url, reason
+        found = discover(silent + [api.port], "vllm", timeout_s=0.4, budget_s=0.6, primary=[api.port])
+    assert found.url == api.metrics_url, found.why
 
+
+
+def test_discovery_waits_longer_on_a_busy_api_server_than_on_silent_ports():
+    """A busy engine's API server answers late (vLLM under load: 6 ms at rest, up to 2 s): its port
+    gets what is left of the budget, a silent worker port only ``timeout_s``."""
+    with MetricsServer(VLLM, mode="slow", delay_s=0.8) as api, MetricsServer(VLLM, mode="slow") as silent:
+        started = time.monotonic()
+        found = discover([silent.port, api.port], "vllm", timeout_s=0.4, budget_s=3.0, primary=[api.port])
+        assert found.url == api.metrics_url, found.why
+        with MetricsServer(VLLM, mode="slow", delay_s=5) as late:
+            missed = discover([silent.port, late.port], "vllm", timeout_s=0.4, budget_s=1.0, primary=[late.port])
+        # The silent port is not a likely one: it gets 0.4 s, never the budget.
+        unlikely = discover([silent.port], "vllm", timeout_s=0.4, budget_s=1.0)
+    assert time.monotonic() - started < 4.0
+    assert missed.url is None and missed.slow, missed
+    assert f"{late.port} timed out after 1.0 s" in missed.why, missed.why
+    assert unlikely.url is None and not unlikely.slow and "timed out after 0.4 s" in unlikely.why, unlikely
 
 TENSORRT_LLM = """# synthesized from TensorRT-LLM's documented metric names (tensorrt_llm/metrics/collector.py)
 # TYPE trtllm_generation_tokens_total counter
@@ -550,29 +567,29 @@ def test_discovery_finds_the_metrics_port_among_others():
     with MetricsServer(None) as plain_http, MetricsServer(VLLM, mode="html") as web_ui, \
             MetricsServer(VLLM) as engine:
         ports = [plain_http.port, closed_port(), web_ui.port, engine.port]
-        url, reason = discover(ports, "vllm", timeout_s=0.5)
+        found = discover(ports, "vllm", timeout_s=0.5)
 
-    assert url == engine.metrics_url
-    assert "vllm" in reason
+    assert found.url == engine.metrics_url
+    assert "vllm" in found.why and not found.slow
 
 
 def test_discovery_says_why_when_nothing_answers():
     with MetricsServer(None) as plain_http:
         dead = closed_port()
-        url, reason = discover([plain_http.port, dead], "sglang", timeout_s=0.5)
+        found = discover([plain_http.port, dead], "sglang", timeout_s=0.5)
 
-    assert url is None
-    assert f"{plain_http.port} HTTP 404" in reason and f"{dead} connection refused" in reason
+    assert found.url is None and not found.slow
+    assert f"{plain_http.port} HTTP 404" in found.why and f"{dead} connection refused" in found.why
 
 
 def test_discovery_gives_up_after_its_budget():
     with MetricsServer(VLLM, mode="slow") as a, MetricsServer(VLLM, mode="slow") as b, \
             MetricsServer(VLLM, mode="slow") as c:
         started = time.monotonic()
-        url, reason = discover([a.port, b.port, c.port], "unknown", timeout_s=0.4, budget_s=0.6)
+        found = discover([a.port, b.port, c.port], "unknown", timeout_s=0.4, budget_s=0.6)
         elapsed = time.monotonic() - started
 
-    assert url is None and "stopped after 0.6 s" in reason
+    assert found.url is None and "stopped after 0.6 s" in found.why
     assert elapsed < 1.0
 
 

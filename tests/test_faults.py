@@ -131,6 +131,47 @@ def test_slow_endpoint_never_holds_a_tick_past_the_interval():
         target.wait()
 
 
+SLOW_THEN_FAST_SERVER = """
+import os, sys, time
+from pathlib import Path
+from infermon.testing.metrics_server import MetricsServer
+metrics, ready, fast = Path(sys.argv[1]).read_text(), Path(sys.argv[2]), Path(sys.argv[3])
+with MetricsServer(metrics, mode="slow", delay_s=3) as server:
+    ready.write_text(str(server.port))
+    while not fast.exists():
+        time.sleep(0.02)
+    server.set_mode("ok")
+    time.sleep(30)
+"""
+
+
+def test_a_busy_engine_is_asked_again_next_tick_not_ten_seconds_later(tmp_path):
+    """Watching a busy engine's API server (its /metrics late: vLLM under load on 2 cores took up
+    to 2 s), the first discovery can time out on it. It is tried again on the next tick: the engine
+    was there, and waiting 10 s (or, with ``--once``, never) to ask again left the run without it."""
+    (tmp_path / "metrics.prom").write_text(VLLM)
+    ready, fast = tmp_path / "ready", tmp_path / "fast"
+    target = subprocess.Popen([sys.executable, "-c", SLOW_THEN_FAST_SERVER, str(tmp_path / "metrics.prom"),
+                               str(ready), str(fast)])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = int(ready.read_text())
+        sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.5,
+                                        host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}))
+        first = sampler.tick()
+        assert first.engine is None or first.engine.kind is None, first.engine
+        assert f"{port} timed out after 1.0 s" in sampler._engine_why, sampler._engine_why
+        fast.write_text("")
+        time.sleep(0.1)
+        second = sampler.tick()
+        assert second.engine is not None and second.engine.kind == "vllm", (second.engine, sampler._engine_why)
+        sampler.close()
+    finally:
+        target.kill()
+        target.wait()
+
 def test_the_engine_is_asked_once_a_tick_and_read_on_the_sampling_thread():
     """Each tick asks for the metrics before reading /proc and reads the answer after (on a kept
     connection): one request a tick, no thread of its own, and the counters read as they move."""

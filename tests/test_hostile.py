@@ -386,6 +386,14 @@ def test_as_root_a_squatted_channel_of_roots_falls_back(other_user, shared_tmp, 
     assert os.listdir(squatted) == []
 
 
+def _agent_tokens(record: Path) -> float:
+    """The generation count in an agent's record, or -1 where there is none (yet) to read."""
+    try:
+        return float(json.loads(record.read_text()).get("generation_tokens_total") or 0)
+    except (OSError, ValueError, AttributeError):
+        return -1.0
+
+
 def test_as_root_another_users_agent_is_found_read_only_and_stopped(other_user, user_python, shared_tmp, env):
     """The agent loads from a bootstrap folder made by root for that user (as attach makes it),
     publishes in that user's channel, and root's monitor reads it there without writing."""
@@ -402,8 +410,10 @@ def test_as_root_another_users_agent_is_found_read_only_and_stopped(other_user, 
         pid = _pid_of_child(runner)
         channel = shared_tmp / f"infermon-{uid}"
         deadline = time.monotonic() + 20
-        while not (channel / f"agent-{pid}.json").exists():
-            assert time.monotonic() < deadline, "the user's agent never published"
+        # Until the script's first count, the agent's records say it counts nothing yet, and a
+        # one-shot reading then has a single count to go on: wait for a record with tokens in it.
+        while _agent_tokens(channel / f"agent-{pid}.json") <= 0:
+            assert time.monotonic() < deadline, "the user's agent never published a count"
             time.sleep(0.05)
         listing = {p.name: p.stat().st_uid for p in channel.iterdir()}
         assert channel.stat().st_uid == uid and stat.S_IMODE(channel.stat().st_mode) == 0o700
