@@ -345,20 +345,23 @@ def run_gdb(argv: list[str], pid: int, timeout_s: float = GDB_TIMEOUT_S, popen=s
         output, _ = process.communicate(timeout=timeout_s)
         return output
     except subprocess.TimeoutExpired:
-        _end_gdb(process, pid, was_stopped, unwind_s)
-        raise InjectError(f"gdb did not finish within {timeout_s:.0f} s; it was interrupted and detached "
-                          f"(pid {pid} runs as before)") from None
+        if _end_gdb(process, pid, was_stopped, unwind_s):
+            raise InjectError(f"gdb did not finish within {timeout_s:.0f} s; it was interrupted and detached "
+                              f"(pid {pid} runs as before)") from None
+        raise InjectError(f"gdb did not finish within {timeout_s:.0f} s, nor detach within {unwind_s:.0f} s of "
+                          f"an interrupt, and was ended: check that pid {pid} still runs") from None
     except BaseException:  # Ctrl-C (or any other way out): leave the target as it was, then go
         _end_gdb(process, pid, was_stopped, unwind_s)
         raise
 
 
-def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: float) -> None:
+def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: float) -> bool:
     """Interrupt gdb, give it ``unwind_s`` to detach, then end it; continue ``pid`` if gdb left it
-    stopped and it was running before (see :func:`run_gdb`). A second Ctrl-C meanwhile is held
-    back: leaving now could cost the target its life."""
+    stopped and it was running before (see :func:`run_gdb`). Whether the interrupt alone ended it.
+    A second Ctrl-C meanwhile is held back: leaving now could cost the target its life."""
     import signal
 
+    interrupted = False
     for sig, wait_s in ((signal.SIGINT, unwind_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
         try:
             process.send_signal(sig)
@@ -374,12 +377,14 @@ def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: f
             except KeyboardInterrupt:
                 continue
         if process.poll() is not None:
+            interrupted = sig == signal.SIGINT
             break
     if not was_stopped and _stopped(pid):
         try:
             os.kill(pid, signal.SIGCONT)
         except OSError:
             pass
+    return interrupted
 
 
 def _stopped(pid: int) -> bool:
