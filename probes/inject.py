@@ -365,7 +365,7 @@ def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: f
     for sig, wait_s in ((signal.SIGINT, unwind_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
         try:
             process.send_signal(sig)
-        except OSError:
+        except OSError:  # gdb ended meanwhile: nothing to signal
             pass
         deadline = time.monotonic() + wait_s
         while True:
@@ -382,7 +382,7 @@ def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: f
     if not was_stopped and _stopped(pid):
         try:
             os.kill(pid, signal.SIGCONT)
-        except OSError:
+        except OSError:  # the target exited meanwhile: nothing left to continue
             pass
     return interrupted
 
