@@ -10,6 +10,7 @@ thread of the dashboard, ``--once``, ``--record``, the exporter), never on a UI 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, replace
 
 from infermon.live.figure import DATASHEET, ENGINE, GIVEN, MEASURED, MODELED, NA, Figure, figure
@@ -17,7 +18,7 @@ from infermon.live.history import History, LatencyWindow
 from infermon.live.inside import agent_kv, agent_memory
 from infermon.live.rates import NEEDS_TWO_READINGS, Rate, SourceRates
 from infermon.live.summary import SummaryAccumulator
-from infermon.live.verdict import IDLE_TOKENS_PER_S, VerdictInputs, verdict as make_verdict
+from infermon.live.verdict import IDLE_TOKENS_PER_S, PHASE_WINDOW_S, VerdictInputs, phase_of, verdict as make_verdict
 from infermon.live.view import FIGURE_INFO, Figures, HardwareInfo, LiveView, ModelInfo, Trend
 from infermon.model.calc import pick_compute_dtype
 from infermon.model.figures import ModelFigures, model_figures
@@ -121,6 +122,7 @@ class Deriver:
         self._previous_gauges: EngineSample | None = None
         self._last_alive: LiveView | None = None
         self._last_figures: dict[str, tuple[tuple, Figure]] = {}
+        self._phase_window: deque[tuple[float, float]] = deque()  # (generation, prompt) tokens/s
         self.history = History()
         self.accumulator = SummaryAccumulator()
         self._reset = threading.Event()
@@ -320,6 +322,7 @@ class Deriver:
             self._reset.clear()
             self.history.reset_peaks()
             self.accumulator.reset()
+            self._phase_window.clear()
         if self.figures is None:
             self._resolve_model(snapshot)
         why: dict[str, str] = dict(snapshot.why)
@@ -507,11 +510,13 @@ class Deriver:
         elif no_counters is None and tokens.source is not None:
             # A source answered but gives no token rate (no such counter, a counter reset): its reason.
             no_counters = next((r.why for r in tokens.rates.values() if r.per_s is None and r.why), None)
+        recent_generation, recent_prompt = self._recent_rates(gen, prompt, interval)
         verdict = make_verdict(VerdictInputs(
             generation=gen, prompt=prompt, batch=batch, intensity=intensity, ridge=ridge, mbu=mbu, mfu=mfu,
             disagreement=disagreement, have_model=fig is not None, have_hardware=hw is not None and bool(peak_bw),
             stale_for=stale_for or (3 * interval if stale else None), no_counters_why=no_counters,
-            first_reading_of=first_reading_of, agent_not_counting=agent_not_counting))
+            first_reading_of=first_reading_of, agent_not_counting=agent_not_counting,
+            recent_generation=recent_generation, recent_prompt=recent_prompt))
 
         # ---- figures
         engine_found = real_engine is not None
@@ -711,6 +716,21 @@ class Deriver:
                  critical_batch(fig, hw, context, parallel=par))
         self._ceiling_memo = (fig, hw, par, batch, context, found)
         return found
+
+    def _recent_rates(self, generation: float | None, prompt: float | None,
+                      interval: float) -> tuple[float | None, float | None]:
+        """Mean generation and prompt tokens/s over the last PHASE_WINDOW_S of working ticks, this one
+        included (see verdict.steady_phase); an idle or rateless tick empties the window, so a new
+        burst of work is judged on its own."""
+        window = self._phase_window
+        if phase_of(generation, prompt) in ("idle", "unknown"):
+            window.clear()
+            return None, None
+        window.append((generation or 0.0, prompt or 0.0))
+        keep = max(1, round(PHASE_WINDOW_S / interval)) if interval > 0 else 1
+        while len(window) > keep:
+            window.popleft()
+        return sum(g for g, _ in window) / len(window), sum(p for _, p in window) / len(window)
 
     def _operating_levers(self, fig, hw, par, batch, context, generation, capacity, phase, speculation=None):
         """What each lever would give at this operating point (model.levers), or why there are none.

@@ -18,6 +18,11 @@ IDLE_TOKENS_PER_S = 0.5
 DISAGREEMENT = 0.25
 # A modeled share of a peak above this is physically impossible (with some slack for datasheet rounding).
 IMPOSSIBLE = 1.10
+# The phase word describes the workload over this many seconds, not one tick: prompts arrive in
+# bursts (a request's whole prompt is prefilled in one step), so the prompt ÷ generation ratio of a
+# single 1-s tick swings across the 0.25 line between "decode" and "mixed" (29 flips in 74 ticks
+# beside a loaded llama.cpp server) while the load itself does not change.
+PHASE_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class VerdictInputs:
     no_counters_why: str | None = None
     first_reading_of: str | None = None  # "the engine's" or "the agent's": counters read once so far
     agent_not_counting: str | None = None  # an agent runs but counts no tokens: why, in a sentence
+    # Mean generation and prompt rates (tokens/s) over the last PHASE_WINDOW_S of ticks that were
+    # neither idle nor unknown, this one included; None: the phase is this tick's alone.
+    recent_generation: float | None = None
+    recent_prompt: float | None = None
 
 
 def phase_of(generation: float | None, prompt: float | None) -> str:
@@ -52,6 +61,17 @@ def phase_of(generation: float | None, prompt: float | None) -> str:
     if pre > 0.25 * gen:
         return "mixed"
     return "decode"
+
+
+def steady_phase(x: VerdictInputs) -> str:
+    """The phase of this tick (:func:`phase_of`), except that a working tick (prefill, decode or
+    mixed) takes the phase of the recent window's mean rates, when that is a working one too: idle
+    and unknown show at once, and which kind of work it is is judged over PHASE_WINDOW_S."""
+    phase = phase_of(x.generation, x.prompt)
+    if phase in ("idle", "unknown") or x.recent_generation is None:
+        return phase
+    steady = phase_of(x.recent_generation, x.recent_prompt)
+    return steady if steady not in ("idle", "unknown") else phase
 
 
 def bound_of(phase: str, intensity: float | None, ridge: float | None) -> str | None:
@@ -81,8 +101,9 @@ NO_COUNTERS_ADVICE = ("give --metrics-url, or load the agent (infermon attach PI
 
 
 def verdict(x: VerdictInputs) -> Verdict:
-    """One finding and one piece of advice, from the figures of this tick."""
-    phase = phase_of(x.generation, x.prompt)
+    """One finding and one piece of advice, from the figures of this tick (the phase word from the
+    last few seconds: :func:`steady_phase`)."""
+    phase = steady_phase(x)
     bound = bound_of(phase, x.intensity, x.ridge)
     if phase == "unknown":
         if x.first_reading_of:

@@ -66,6 +66,34 @@ def test_prompt_tokens_compute_no_logits():
     assert view.verdict.phase == "prefill"
 
 
+
+def test_the_phase_word_holds_while_prompts_arrive_in_bursts():
+    """Prompts are prefilled in bursts: 100 tokens/s generated with 10 and 30 prompt tokens in
+    turn is a decode load (0.2 prompt per generated token), though each tick alone reads decode
+    (0.1), then mixed (0.3), then decode. The phase word is judged over the last 5 s; idle shows at
+    once, and a lasting change of load shows within the window."""
+    deriver = Deriver("llama-2-7b")
+    generated = prompt = 0.0
+    deriver.update(a10_snapshot(0, generated, prompt, 3, 0.2, 13000))
+    phases = []
+    for i in range(1, 13):
+        generated += 100
+        prompt += 30 if i % 2 == 0 else 10
+        phases.append(deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000)).verdict.phase)
+    assert phases == ["decode"] * 12
+    changed = []
+    for i in range(13, 18):  # now 60 prompt tokens every second: 0.6 per generated token
+        generated, prompt = generated + 100, prompt + 60
+        changed.append(deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000)).verdict.phase)
+    assert changed[-1] == "mixed", changed
+    for i in range(18, 24):  # the counters stop: idle as soon as the rates say so (a short pause is held)
+        view = deriver.update(a10_snapshot(i, generated, prompt, 0, 0.0, 13000))
+        if not view.figures.generation_tokens_per_s.value:
+            break
+    assert view.verdict.phase == "idle" and not view.figures.prompt_tokens_per_s.value
+    # After idle, a new burst is judged on its own: a prompt alone is prefill at once.
+    assert deriver.update(a10_snapshot(i + 1, generated, prompt + 2000, 1, 0.0, 13000)).verdict.phase == "prefill"
+
 def test_engine_step_counter_beats_the_sampled_batch():
     deriver = Deriver("llama-2-7b")
     first = a10_snapshot(0, 0, 0, 8, 0.1, 13000)
