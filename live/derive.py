@@ -123,6 +123,7 @@ class Deriver:
         self._last_alive: LiveView | None = None
         self._last_figures: dict[str, tuple[tuple, Figure]] = {}
         self._phase_window: deque[tuple[float, float]] = deque()  # (generation, prompt) tokens/s
+        self._shown_phase: str | None = None  # the verdict's phase last tick
         self.history = History()
         self.accumulator = SummaryAccumulator()
         self._reset = threading.Event()
@@ -323,6 +324,7 @@ class Deriver:
             self.history.reset_peaks()
             self.accumulator.reset()
             self._phase_window.clear()
+            self._shown_phase = None
         if self.figures is None:
             self._resolve_model(snapshot)
         why: dict[str, str] = dict(snapshot.why)
@@ -516,7 +518,8 @@ class Deriver:
             disagreement=disagreement, have_model=fig is not None, have_hardware=hw is not None and bool(peak_bw),
             stale_for=stale_for or (3 * interval if stale else None), no_counters_why=no_counters,
             first_reading_of=first_reading_of, agent_not_counting=agent_not_counting,
-            recent_generation=recent_generation, recent_prompt=recent_prompt))
+            recent_generation=recent_generation, recent_prompt=recent_prompt, previous_phase=self._shown_phase))
+        self._shown_phase = verdict.phase
 
         # ---- figures
         engine_found = real_engine is not None

@@ -23,6 +23,13 @@ IMPOSSIBLE = 1.10
 # single 1-s tick swings across the 0.25 line between "decode" and "mixed" (29 flips in 74 ticks
 # beside a loaded llama.cpp server) while the load itself does not change.
 PHASE_WINDOW_S = 5.0
+# The working phases in order of prompt ÷ generated tokens, and the ratios between them.
+WORKING_PHASES = ("decode", "mixed", "prefill")
+PHASE_BOUNDS = (0.25, 4.0)
+# A phase once shown gives way only when the window's ratio is this far past the bound (20%): a load
+# that sits near 0.25 (the bench's llama.cpp load: 0.24–0.27) keeps one word. Over those 74 ticks,
+# the window alone left 11 flips, the window and this margin none.
+PHASE_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class VerdictInputs:
     no_counters_why: str | None = None
     first_reading_of: str | None = None  # "the engine's" or "the agent's": counters read once so far
     agent_not_counting: str | None = None  # an agent runs but counts no tokens: why, in a sentence
+    previous_phase: str | None = None  # the phase the verdict showed last tick
     # Mean generation and prompt rates (tokens/s) over the last PHASE_WINDOW_S of ticks that were
     # neither idle nor unknown, this one included; None: the phase is this tick's alone.
     recent_generation: float | None = None
@@ -56,9 +64,9 @@ def phase_of(generation: float | None, prompt: float | None) -> str:
     gen, pre = generation or 0.0, prompt or 0.0
     if gen < IDLE_TOKENS_PER_S and pre < IDLE_TOKENS_PER_S:
         return "idle"
-    if pre > 4 * gen:
+    if pre > PHASE_BOUNDS[1] * gen:
         return "prefill"
-    if pre > 0.25 * gen:
+    if pre > PHASE_BOUNDS[0] * gen:
         return "mixed"
     return "decode"
 
@@ -66,12 +74,25 @@ def phase_of(generation: float | None, prompt: float | None) -> str:
 def steady_phase(x: VerdictInputs) -> str:
     """The phase of this tick (:func:`phase_of`), except that a working tick (prefill, decode or
     mixed) takes the phase of the recent window's mean rates, when that is a working one too: idle
-    and unknown show at once, and which kind of work it is is judged over PHASE_WINDOW_S."""
+    and unknown show at once, and which kind of work it is is judged over PHASE_WINDOW_S. A working
+    phase shown last tick stays until the window's prompt ÷ generated ratio is PHASE_MARGIN past the
+    bound it would cross (above 0.30 to leave decode, below 0.20 to leave mixed for decode)."""
     phase = phase_of(x.generation, x.prompt)
     if phase in ("idle", "unknown") or x.recent_generation is None:
         return phase
     steady = phase_of(x.recent_generation, x.recent_prompt)
-    return steady if steady not in ("idle", "unknown") else phase
+    if steady not in WORKING_PHASES:
+        return phase
+    previous = x.previous_phase
+    if previous in WORKING_PHASES and steady != previous:
+        ratio = (x.recent_prompt or 0.0) / x.recent_generation if x.recent_generation else float("inf")
+        at = WORKING_PHASES.index(previous)
+        if WORKING_PHASES.index(steady) > at:
+            if ratio <= PHASE_BOUNDS[at] * (1 + PHASE_MARGIN):
+                return previous
+        elif ratio >= PHASE_BOUNDS[at - 1] * (1 - PHASE_MARGIN):
+            return previous
+    return steady
 
 
 def bound_of(phase: str, intensity: float | None, ridge: float | None) -> str | None:

@@ -70,8 +70,9 @@ def test_prompt_tokens_compute_no_logits():
 def test_the_phase_word_holds_while_prompts_arrive_in_bursts():
     """Prompts are prefilled in bursts: 100 tokens/s generated with 10 and 30 prompt tokens in
     turn is a decode load (0.2 prompt per generated token), though each tick alone reads decode
-    (0.1), then mixed (0.3), then decode. The phase word is judged over the last 5 s; idle shows at
-    once, and a lasting change of load shows within the window."""
+    (0.1), then mixed (0.3), then decode. The phase word is judged over the last 5 s, and a word
+    shown stays until the ratio is 20% past the bound; idle shows at once, and a lasting change of
+    load shows within the window."""
     deriver = Deriver("llama-2-7b")
     generated = prompt = 0.0
     deriver.update(a10_snapshot(0, generated, prompt, 3, 0.2, 13000))
@@ -86,7 +87,24 @@ def test_the_phase_word_holds_while_prompts_arrive_in_bursts():
         generated, prompt = generated + 100, prompt + 60
         changed.append(deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000)).verdict.phase)
     assert changed[-1] == "mixed", changed
-    for i in range(18, 24):  # the counters stop: idle as soon as the rates say so (a short pause is held)
+    # Near the bound, the word shown stays: 0.22 prompt per generated token is still "mixed" after
+    # mixed (a fall below 0.20 would make it decode), and 0.28 still "decode" after decode.
+    near = []
+    for i in range(18, 28):
+        generated, prompt = generated + 100, prompt + 22
+        near.append(deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000)).verdict.phase)
+    assert near == ["mixed"] * 10, near
+    for i in range(28, 34):
+        generated, prompt = generated + 100, prompt + 10
+        deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000))
+    assert deriver.update(a10_snapshot(34, generated + 100, prompt + 10, 3, 0.2, 13000)).verdict.phase == "decode"
+    generated, prompt = generated + 100, prompt + 10
+    near = []
+    for i in range(35, 45):
+        generated, prompt = generated + 100, prompt + 28
+        near.append(deriver.update(a10_snapshot(i, generated, prompt, 3, 0.2, 13000)).verdict.phase)
+    assert near == ["decode"] * 10, near
+    for i in range(45, 51):  # the counters stop: idle as soon as the rates say so (a short pause is held)
         view = deriver.update(a10_snapshot(i, generated, prompt, 0, 0.0, 13000))
         if not view.figures.generation_tokens_per_s.value:
             break
