@@ -16,6 +16,8 @@ from infermon.probes.snapshot import AgentSample, EngineSample, ProcessTree, Sna
 
 # While no metrics endpoint answers, look again this often (servers take a while to start).
 REDISCOVER_S = 10.0
+# How many discoveries in a row may be retried at the next tick when a likely engine port was slow.
+SLOW_RETRIES = 3
 
 
 def agent_counts_tokens(agent: AgentSample) -> bool:
@@ -69,6 +71,7 @@ class Sampler:
         self._engine = None
         self._engine_why: str | None = None
         self._last_discovery = -1e9
+        self._slow_discoveries = 0
         self._host = None
         # Pids whose agent published last tick: when one exits, its final record is read once more.
         self._agent_pids: frozenset[int] = frozenset()
@@ -108,9 +111,14 @@ class Sampler:
                          budget_s=max(1.0, 2 * self.config.interval_s), primary=primary)
         if found.url is None:
             self._engine_why = found.why
-            if found.slow:  # the engine is there but busy: ask again next tick, not in 10 s
+            # A likely engine port that did not answer in time is probably the engine, busy: ask
+            # again next tick rather than in 10 s, a few times (a port that never answers, a ZMQ
+            # socket say, must not cost every tick its whole discovery budget).
+            self._slow_discoveries = self._slow_discoveries + 1 if found.slow else 0
+            if 0 < self._slow_discoveries <= SLOW_RETRIES:
                 self._last_discovery = -1e9
             return None
+        self._slow_discoveries = 0
         self._engine = factory(found.url, kind=kind, timeout_s=self.engine_timeout_s)
         return self._engine
 

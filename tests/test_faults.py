@@ -172,6 +172,36 @@ def test_a_busy_engine_is_asked_again_next_tick_not_ten_seconds_later(tmp_path):
         target.kill()
         target.wait()
 
+
+def test_a_port_that_never_answers_is_asked_again_only_a_few_ticks_running(tmp_path, monkeypatch):
+    """The next-tick retry is bounded: a likely port that never answers (a socket that accepts and
+    stays silent) costs three more ticks their discovery budget, then discovery waits its usual
+    10 s again."""
+    import infermon.probes.engines as engines
+    from infermon.probes.sampler import SLOW_RETRIES
+
+    calls = []
+    real = engines.discover
+    monkeypatch.setattr(engines, "discover", lambda *a, **k: calls.append(1) or real(*a, **k))
+    (tmp_path / "metrics.prom").write_text(VLLM)
+    ready = tmp_path / "ready"
+    target = subprocess.Popen([sys.executable, "-c", SLOW_THEN_FAST_SERVER, str(tmp_path / "metrics.prom"),
+                               str(ready), str(tmp_path / "never")])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sampler = Sampler(SamplerConfig(pid=target.pid, interval_s=0.3,
+                                        host_overrides={"bandwidth_bytes_per_s": 1e10, "peak_flops": 1e11}))
+        for _ in range(SLOW_RETRIES + 3):
+            snapshot = sampler.tick()
+            assert snapshot.engine is None or snapshot.engine.kind is None
+        assert len(calls) == 1 + SLOW_RETRIES, calls
+        sampler.close()
+    finally:
+        target.kill()
+        target.wait()
+
 def test_the_engine_is_asked_once_a_tick_and_read_on_the_sampling_thread():
     """Each tick asks for the metrics before reading /proc and reads the answer after (on a kept
     connection): one request a tick, no thread of its own, and the counters read as they move."""
