@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -202,6 +203,36 @@ def test_a_gdb_inside_a_call_is_interrupted_never_killed(how, tmp_path):
         target.kill()
         target.wait()
 
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
+def test_ctrl_c_at_any_moment_of_attach_leaves_the_target_running(env):
+    """Ctrl-C during ``attach``, early or late (its checks, gdb's start, the call, the wait for the
+    agent): one exit, no traceback, and the target alive and running afterwards, never left
+    stopped."""
+    from infermon.probes.agent_channel import find_agent
+
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6, 1.0):
+        target = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"], env=env)
+        try:
+            time.sleep(0.3)
+            command = subprocess.Popen([sys.executable, "-m", "infermon.cli.main", "attach", str(target.pid), "--yes"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            time.sleep(delay)
+            command.send_signal(signal.SIGINT)
+            _, stderr = command.communicate(timeout=60)
+            if "refused ptrace" in stderr or "extended register state" in stderr:
+                pytest.skip(f"gdb cannot inject here: {stderr.strip()}")
+            assert command.returncode in (0, 130), (delay, command.returncode, stderr)
+            assert "Traceback" not in stderr, (delay, stderr)
+            time.sleep(1.0)
+            assert target.poll() is None, (delay, target.returncode)
+            with open(f"/proc/{target.pid}/stat") as handle:
+                assert handle.read().rsplit(")", 1)[1].split()[0] in ("S", "R"), delay
+            if find_agent(target.pid)[0] is not None:
+                assert infermon("detach", str(target.pid), env=env).returncode == 0
+        finally:
+            target.kill()
+            target.wait()
 
 def test_yield_to_the_target_lowers_only_this_process_once():
     code = ("import os\nfrom infermon.cli.agent_cmds import yield_to_the_target as y\n"
