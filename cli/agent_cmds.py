@@ -290,19 +290,56 @@ class PrioritySpawner:
     an unprivileged process cannot raise its priority again: so processes are started by a thread
     made before the lowering. gdb needs this: at the lowest priority beside a server that keeps
     every core busy, its 0.1 s of CPU took 2 to 15 s (over 30 s once), and all that while the
-    attach waits; the target is stopped for the call alone either way."""
+    attach waits; the target is stopped for the call alone either way.
+
+    A daemon thread, not a pool: a pool's exit hook joins its thread, and a Ctrl-C during that
+    join printed a traceback after the command had finished."""
 
     def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        import queue
+        import threading
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infermon-spawner")
-        self._pool.submit(int).result()  # the thread exists now, at this priority
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="infermon-spawner", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            args, kwargs, result, done = request
+            try:
+                result["process"] = subprocess.Popen(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller, raised there
+                result["error"] = exc
+            done.set()
 
     def popen(self, *args, **kwargs) -> subprocess.Popen:
-        return self._pool.submit(subprocess.Popen, *args, **kwargs).result()
+        """``subprocess.Popen(*args, **kwargs)``, started by the spawner's thread. A Ctrl-C while
+        it starts ends the new process at once (it is microseconds past exec: gdb takes tens of
+        milliseconds to reach its target) and is raised then."""
+        import threading
+
+        result: dict = {}
+        done = threading.Event()
+        self._requests.put((args, kwargs, result, done))
+        interrupted = False
+        while not done.is_set():
+            try:
+                done.wait()
+            except KeyboardInterrupt:
+                interrupted = True
+        if "error" in result:
+            raise result["error"]
+        process = result["process"]
+        if interrupted:
+            process.kill()
+            process.wait()
+            raise KeyboardInterrupt
+        return process
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._requests.put(None)
 
 
 @contextlib.contextmanager

@@ -339,9 +339,10 @@ def run_gdb(argv: list[str], pid: int, timeout_s: float = GDB_TIMEOUT_S, popen=s
     ``popen``: starts the process (the caller's, to start gdb at the priority the command had
     before it yielded the CPU to the target)."""
     was_stopped = _stopped(pid)
-    process = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    text=True, errors="replace", start_new_session=True)
+    process = None
     try:
+        process = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, errors="replace", start_new_session=True)
         output, _ = process.communicate(timeout=timeout_s)
         return output
     except subprocess.TimeoutExpired:
@@ -351,7 +352,8 @@ def run_gdb(argv: list[str], pid: int, timeout_s: float = GDB_TIMEOUT_S, popen=s
         raise InjectError(f"gdb did not finish within {timeout_s:.0f} s, nor detach within {unwind_s:.0f} s of "
                           f"an interrupt, and was ended: check that pid {pid} still runs") from None
     except BaseException:  # Ctrl-C (or any other way out): leave the target as it was, then go
-        _end_gdb(process, pid, was_stopped, unwind_s)
+        if process is not None:
+            _end_gdb(process, pid, was_stopped, unwind_s)
         raise
 
 

@@ -204,26 +204,45 @@ def test_a_gdb_inside_a_call_is_interrupted_never_killed(how, tmp_path):
         target.wait()
 
 
+def _wait_until_sigint_is_caught(pid: int, timeout_s: float = 30.0) -> None:
+    """Until ``pid`` handles SIGINT (bit 2 of SigCgt in /proc/PID/status): the interpreter installs
+    its handler some milliseconds into its start, and a Ctrl-C before that ends it as any process."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as handle:
+            caught = next(int(line.split()[1], 16) for line in handle if line.startswith("SigCgt:"))
+        if caught & (1 << (signal.SIGINT - 1)):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"pid {pid} never handled SIGINT")
+
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 def test_ctrl_c_at_any_moment_of_attach_leaves_the_target_running(env):
     """Ctrl-C during ``attach``, early or late (its checks, gdb's start, the call, the wait for the
-    agent): one exit, no traceback, and the target alive and running afterwards, never left
-    stopped."""
+    agent, its exit): one exit, no traceback, and the target alive and running afterwards, never
+    left stopped. (A thread pool that started gdb once printed a traceback when Ctrl-C came as the
+    command exited.)"""
     from infermon.probes.agent_channel import find_agent
 
-    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6, 1.0):
+    for delay in (0.1, 0.13, 0.16, 0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.35, 0.4, 0.6, 1.0):
         target = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"], env=env)
         try:
             time.sleep(0.3)
             command = subprocess.Popen([sys.executable, "-m", "infermon.cli.main", "attach", str(target.pid), "--yes"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            _wait_until_sigint_is_caught(command.pid)  # before, the interpreter itself is still starting
             time.sleep(delay)
             command.send_signal(signal.SIGINT)
-            _, stderr = command.communicate(timeout=60)
+            stdout, stderr = command.communicate(timeout=60)
             if "refused ptrace" in stderr or "extended register state" in stderr:
                 pytest.skip(f"gdb cannot inject here: {stderr.strip()}")
-            assert command.returncode in (0, 130), (delay, command.returncode, stderr)
-            assert "Traceback" not in stderr, (delay, stderr)
+            # 130: interrupted; 0: done before the signal. An interrupted interpreter may also end
+            # as Python ends one whose KeyboardInterrupt went unhandled on the way (or that had
+            # finished and was exiting): by SIGINT itself (-2), silently, as a shell expects.
+            finished = "agent running" in stdout
+            allowed = (0, 130, -signal.SIGINT) if finished else (130, -signal.SIGINT)
+            assert command.returncode in allowed, (delay, command.returncode, stdout, stderr)
+            assert "Traceback" not in stderr and "Exception ignored" not in stderr, (delay, stderr)
             time.sleep(1.0)
             assert target.poll() is None, (delay, target.returncode)
             with open(f"/proc/{target.pid}/stat") as handle:
