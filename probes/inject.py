@@ -8,6 +8,7 @@ interpreter to run it at its next safe point, on the main thread, with the GIL h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -365,10 +366,8 @@ def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: f
 
     interrupted = False
     for sig, wait_s in ((signal.SIGINT, unwind_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-        try:
+        with contextlib.suppress(OSError):  # gdb ended meanwhile: nothing to signal
             process.send_signal(sig)
-        except OSError:  # gdb ended meanwhile: nothing to signal
-            pass
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -382,10 +381,8 @@ def _end_gdb(process: subprocess.Popen, pid: int, was_stopped: bool, unwind_s: f
             interrupted = sig == signal.SIGINT
             break
     if not was_stopped and _stopped(pid):
-        try:
+        with contextlib.suppress(OSError):  # the target exited meanwhile: nothing left to continue
             os.kill(pid, signal.SIGCONT)
-        except OSError:  # the target exited meanwhile: nothing left to continue
-            pass
     return interrupted
 
 
